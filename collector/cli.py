@@ -1,0 +1,122 @@
+"""``cph-collector``: parse options, set up logging, call one function, exit with its code.
+
+    cph-collector run --input ids.txt --project-id P --endpoint URL [--output DIR] ...
+    cph-collector demo
+    cph-collector fake-server --port 8080 --images 1000 --ids-file ids.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from collector.config import SPECS, Settings, env_name, load_settings
+from collector.errors import CollectorError, ExitCode, UsageError
+from collector.secrets import RedactingFilter, redact, token_from
+
+log = logging.getLogger("collector")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (also CPH_<NAME> or --config FILE)")
+    for name, spec in SPECS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                           metavar=name.split("_")[-1].upper(),
+                           help=f"{spec.help} [{env_name(name)}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cph-collector",
+        description="Which projects is each Huawei Cloud CPH image shared with? Collects "
+                    "ListImageMembers for many image IDs into Parquet.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="collect image members for the IDs in --input")
+    run.add_argument("--input", required=True,
+                     help="IDs: .txt (one per line), .csv/.jsonl/.parquet with image_id "
+                          "[and project_id], or - for stdin")
+    run.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
+    _add_setting_flags(run)
+
+    demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
+    demo.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    demo.add_argument("--images", type=int, default=20_000, help="images in the fake dataset")
+    demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
+
+    fake = commands.add_parser(
+        "fake-server", help="serve a fake CPH API on loopback (token: CPH_AUTH_TOKEN, "
+                            "default 'fake-token')")
+    from collector.fake.cli import add_arguments
+
+    add_arguments(fake)
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S%z"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collector.pipeline import Run, summary_line
+
+    flags = {name: getattr(args, name) for name in SPECS}
+    settings: Settings = load_settings(flags, os.environ, args.config)
+    setup_logging(settings.log_level)
+    token = token_from(os.environ, settings.token_file)
+    if token is None:
+        raise UsageError("CPH_AUTH_TOKEN: not set; export the X-Auth-Token (an IAM token) or "
+                         "name a file with --token-file")
+    run = Run(settings, args.input, token)
+    try:
+        record = asyncio.run(run.execute())
+    finally:
+        if run.record.exit_code is not None:
+            print(summary_line(run.record), flush=True)
+    if record.status == "finished":
+        print(f"output: {settings.output}/members, {settings.output}/image_status; "
+              f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
+    assert record.exit_code is not None
+    return record.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            from collector.demo import demo
+
+            setup_logging("info")
+            return demo(args.output, args.images, args.seed)
+        from collector.fake.cli import serve
+
+        setup_logging("info")
+        return serve(args)
+    except CollectorError as exc:
+        print(f"cph-collector: error: {redact(str(exc))}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("cph-collector: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception:
+        log.exception("internal error; please report it with this traceback")
+        return int(ExitCode.FATAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

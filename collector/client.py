@@ -1,0 +1,89 @@
+"""The only module that speaks HTTP: one aiohttp session, one bounded pool, one GET at a time.
+
+It returns what came back (status, body, request id, Retry-After) or raises what aiohttp raised;
+deciding what that means is ``retry.classify``'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from collector.retry import BodyTooLarge
+from collector.secrets import Secret
+
+USER_AGENT = "cph-collector/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    request_id: str | None
+    retry_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 10.0
+    read: float = 30.0
+    total: float = 60.0
+
+
+class CphClient:
+    """``async with CphClient(...) as client: await client.get(url)``."""
+
+    def __init__(self, token: Secret, *, concurrency: int, timeouts: Timeouts,
+                 max_body_bytes: int) -> None:
+        self._token = token
+        self._concurrency = concurrency
+        self._timeouts = timeouts
+        self._max_body = max_body_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> CphClient:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
+                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=self._timeouts.total,
+                                        sock_connect=self._timeouts.connect,
+                                        sock_read=self._timeouts.read)
+        headers = CIMultiDict({"X-Auth-Token": self._token.reveal(), "User-Agent": USER_AGENT,
+                               "Accept": "application/json"})
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=headers, raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trust_env=False)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get(self, url: str) -> Reply:
+        assert self._session is not None, "use CphClient as an async context manager"
+        async with self._session.get(URL(url, encoded=True), allow_redirects=False) as resp:
+            length = resp.content_length
+            if length is not None and length > self._max_body:
+                resp.release()
+                resp.close()  # do not drain a huge body just to reuse the connection
+                raise BodyTooLarge(f"response body of {length} bytes is over the limit")
+            if length is not None:
+                body = await resp.read()
+            else:
+                body = await self._read_bounded(resp)
+            return Reply(resp.status, body, resp.headers.get("X-Request-Id"),
+                         resp.headers.get("Retry-After"))
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        parts, size = [], 0
+        async for chunk in resp.content.iter_chunked(65_536):
+            size += len(chunk)
+            if size > self._max_body:
+                resp.close()
+                raise BodyTooLarge(f"response body over {self._max_body} bytes")
+            parts.append(chunk)
+        return b"".join(parts)

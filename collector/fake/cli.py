@@ -1,0 +1,114 @@
+"""``cph-collector fake-server``: the fake CPH on loopback, for trying the collector by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import os
+import signal
+import sys
+from pathlib import Path
+
+from collector.errors import UsageError
+from collector.fake.dataset import Dataset
+from collector.fake.faults import Outcome
+from collector.fake.server import FakeCph, ServerConfig
+
+DEFAULT_TOKEN = "fake-token"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
+    parser.add_argument("--projects", type=int, default=1, help="projects in the dataset")
+    parser.add_argument("--images", type=int, default=1000, help="images per project")
+    parser.add_argument("--max-members", type=int, default=10, help="members per image, at most")
+    parser.add_argument("--seed", type=int, default=1, help="dataset and fault seed")
+    parser.add_argument("--rate-limit", type=int, default=None,
+                        help="429 APIGW.0308 above this many requests per caller per second")
+    parser.add_argument("--retry-after", default=None, help="Retry-After value on 429s")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--latency-p50", type=float, default=None,
+                        help="log-normal latency median (with --latency-p99)")
+    parser.add_argument("--latency-p99", type=float, default=None)
+    parser.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
+                        help="inject a fault at a rate, e.g. http_503=0.02; kinds: "
+                             + ", ".join(o.value for o in Outcome if o is not Outcome.NORMAL))
+    parser.add_argument("--unknown-image", choices=("cps", "404"), default="cps",
+                        help="unknown image: 400 CPS.0030 (cps) or 404 APIGW.0101")
+    parser.add_argument("--no-paging", action="store_true",
+                        help="answer in the older shape, without marker/limit/page_info")
+    parser.add_argument("--token-ttl", type=float, default=None,
+                        help="seconds before the token expires (401 APIGW.0301)")
+    parser.add_argument("--ids-file", type=Path, default=None,
+                        help="write the dataset's IDs here (.csv: project_id,image_id; "
+                             "else one ID per line)")
+
+
+def parse_faults(items: list[str]) -> dict[str, float]:
+    rates: dict[str, float] = {}
+    for item in items:
+        kind, _, rate = item.partition("=")
+        try:
+            Outcome(kind)
+            rates[kind] = float(rate)
+        except ValueError:
+            raise UsageError(f"--fault {item}: must be KIND=RATE with a known kind") from None
+    return rates
+
+
+def write_ids(dataset: Dataset, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        if path.suffix.lower() == ".csv":
+            writer = csv.writer(handle)
+            writer.writerow(["project_id", "image_id"])
+            for project in dataset.project_ids[: dataset.projects]:
+                writer.writerows((project, image) for image in dataset.image_ids(project))
+        else:
+            handle.writelines(f"{image}\n" for image in dataset.image_ids())
+
+
+def build(args: argparse.Namespace) -> FakeCph:
+    dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images,
+                      max_members=args.max_members)
+    config = ServerConfig(
+        tokens=(os.environ.get("CPH_AUTH_TOKEN") or DEFAULT_TOKEN,),
+        token_ttl=args.token_ttl, unknown_image=args.unknown_image, paging=not args.no_paging,
+        rate_limit=args.rate_limit, retry_after=args.retry_after, latency=args.latency,
+        latency_p50=args.latency_p50, latency_p99=args.latency_p99,
+        fault_rates=parse_faults(args.fault), seed=args.seed, record=False)
+    return FakeCph(dataset, config)
+
+
+async def _serve(fake: FakeCph, host: str, port: int) -> None:
+    url = await fake.start(host, port)
+    projects = ", ".join(fake.dataset.project_ids[: fake.dataset.projects])
+    print(f"fake CPH listening on {url} (project {projects}; "
+          f"{fake.dataset.images} images each); Ctrl-C stops it", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await fake.close()
+        print(f"fake CPH stopped after {sum(fake.statuses.values()):,} requests "
+              f"({dict(sorted(fake.statuses.items()))})", file=sys.stderr, flush=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    fake = build(args)
+    if args.ids_file is not None:
+        write_ids(fake.dataset, args.ids_file)
+        print(f"wrote {len(fake.dataset.image_ids()):,} image IDs to {args.ids_file}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            import uvloop  # type: ignore[import-not-found]
+        except ImportError:
+            asyncio.run(_serve(fake, args.host, args.port))
+        else:
+            uvloop.run(_serve(fake, args.host, args.port))
+    return 0

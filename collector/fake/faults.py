@@ -1,0 +1,67 @@
+"""What the fake server does to one request: the outcome kinds, random rates and per-ID scripts.
+
+A script says "this ID gets 429, 429, then 200": ``{"<image_id>": ["throttle", "throttle"]}``;
+after its list the image behaves normally. Random rates apply to unscripted attempts, drawn from
+a seeded generator so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    NORMAL = "normal"  # what the dataset says: members, or not found
+    THROTTLE = "throttle"  # 429 APIGW.0308
+    HTTP_500 = "http_500"
+    HTTP_502 = "http_502"
+    HTTP_503 = "http_503"
+    HTTP_504 = "http_504"
+    CPS_0003 = "cps_0003"  # 400 "Service internal error", retryable
+    UNAUTHORIZED = "unauthorized"  # 401 APIGW.0301
+    FORBIDDEN = "forbidden"  # 400 CPS.0001
+    NOT_FOUND = "not_found"  # the configured not-found answer
+    RESET_BEFORE_HEADERS = "reset_before_headers"
+    RESET_MID_BODY = "reset_mid_body"
+    SHORT_BODY = "short_body"  # fewer bytes than Content-Length, then FIN
+    TRUNCATED_JSON = "truncated_json"  # 200, correct length, JSON cut short
+    WRONG_TYPES = "wrong_types"  # 200, member_id a number, create_time a string
+    HTML_200 = "html_200"
+    HTML_502 = "html_502"
+    TRICKLE = "trickle"  # the body in slow pieces, each under a read timeout
+    STALL = "stall"  # no headers for a long time
+    HUGE_BODY = "huge_body"  # an endless chunked body
+    PAGING_LOOP = "paging_loop"  # next_marker that points to itself
+
+
+FAULTS = tuple(o for o in Outcome if o not in (Outcome.NORMAL,))
+
+
+class FaultPlan:
+    def __init__(self, rates: Mapping[str, float] | None = None,
+                 script: Mapping[str, Sequence[str]] | None = None, seed: int = 0) -> None:
+        self.rates = {Outcome(k): float(v) for k, v in (rates or {}).items() if v > 0}
+        if sum(self.rates.values()) > 1.0:
+            raise ValueError("fault rates add up to more than 1")
+        self.script = {image: [Outcome(o) for o in outcomes]
+                       for image, outcomes in (script or {}).items()}
+        self._rng = random.Random(seed)
+        self._cumulative = []
+        total = 0.0
+        for outcome, rate in self.rates.items():
+            total += rate
+            self._cumulative.append((total, outcome))
+
+    def outcome(self, image_id: str, attempt: int) -> Outcome:
+        """What attempt number ``attempt`` (1 for the first) at ``image_id`` gets."""
+        scripted = self.script.get(image_id)
+        if scripted is not None:  # a scripted image is never hit by random faults
+            return scripted[attempt - 1] if attempt <= len(scripted) else Outcome.NORMAL
+        if self._cumulative:
+            draw = self._rng.random()
+            for bound, outcome in self._cumulative:
+                if draw < bound:
+                    return outcome
+        return Outcome.NORMAL

@@ -1,0 +1,191 @@
+"""One image, start to finish: pages, retries and the status row that says what happened.
+
+Each HTTP attempt waits on the shared rate limiter first, retries included. ``collect`` never
+raises for an image's own trouble; it raises ``FatalRunError`` only when the run as a whole
+cannot go on (credentials rejected, or every request so far failed alike: wrong endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from collector.api import (ApiError, BodyError, Member, Page, members_url, parse_error,
+                           parse_members)
+from collector.client import CphClient, Reply
+from collector.errors import FatalRunError, Status
+from collector.intake import Target
+from collector.limiter import RateLimiter
+from collector.retry import (Action, Backoff, BodyTooLarge, RetryBudget, Verdict, classify,
+                             is_throttled, parse_retry_after)
+
+MAX_PAGES = 1_000  # an image has at most 10 members; this only stops a runaway server
+
+
+@dataclass(slots=True)
+class ImageResult:
+    project_id: str
+    image_id: str
+    status: Status
+    attempts: int = 0
+    http_status: int | None = None
+    error_code: str | None = None
+    error_msg: str | None = None
+    request_id: str | None = None
+    members: list[Member] = field(default_factory=list)
+    collected_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+
+def _client_error(exc: BaseException) -> tuple[str, str]:
+    """(error_code, error_msg) for a failure that produced no HTTP answer."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout", "request timed out"
+    if isinstance(exc, BodyTooLarge):
+        return "body_too_large", str(exc)
+    if isinstance(exc, BodyError):
+        return "bad_body", str(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connect", f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "broken_body", "response body ended early or was malformed"
+    return "connection", f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+class Fetcher:
+    def __init__(self, client: CphClient, limiter: RateLimiter, *, endpoint: str,
+                 max_attempts: int, backoff: Backoff, budget: RetryBudget, fail_fast_after: int,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._endpoint = endpoint
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._budget = budget
+        self._fail_fast_after = fail_fast_after
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.counters = Counters()
+        self._api_seen = False  # some response proved the endpoint is the CPH API
+        self._alike_failures = 0
+
+    async def collect(self, target: Target) -> ImageResult:
+        result = ImageResult(target.project_id, target.image_id, Status.FAILED)
+        marker: str | None = None
+        markers_seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            page = await self._fetch_page(target, marker, result)
+            if page is None:
+                break
+            result.members.extend(page.members)
+            if page.next_marker is None:
+                result.status = Status.OK
+                break
+            if page.next_marker in markers_seen:
+                result.status, result.error_code = Status.FAILED, "paging_loop"
+                result.error_msg = "server repeated page_info.next_marker"
+                result.members.clear()
+                break
+            markers_seen.add(page.next_marker)
+            marker = page.next_marker
+        else:
+            result.error_code, result.error_msg = "paging_loop", f"more than {MAX_PAGES} pages"
+            result.members.clear()
+        if result.status is not Status.OK:
+            result.members.clear()  # member rows exist only for ok images
+        result.collected_at_ms = time.time_ns() // 1_000_000
+        self._budget.earn()
+        return result
+
+    async def _fetch_page(self, target: Target, marker: str | None,
+                          result: ImageResult) -> Page | None:
+        """One page, retried as the policy says; None when the image is finished without it."""
+        url = members_url(self._endpoint, target.project_id, target.image_id, marker)
+        retry_after: float | None = None
+        for attempt in range(1, self._max_attempts + 1):
+            if attempt > 1:
+                if not self._budget.try_spend():
+                    result.error_msg = f"{result.error_msg} (retry budget exhausted)"
+                    return None
+                self.counters.retries += 1
+                await self._sleep(self._backoff.wait(attempt - 1, retry_after, self._rng))
+                retry_after = None
+            await self._limiter.acquire()
+            result.attempts += 1
+            self.counters.requests += 1
+            try:
+                reply = await self._client.get(url)
+            except (aiohttp.ClientError, asyncio.TimeoutError, BodyTooLarge, OSError) as exc:
+                self._note_alike_failure(isinstance(exc, aiohttp.ClientConnectorError), exc)
+                result.http_status, result.request_id = None, None
+                result.error_code, result.error_msg = _client_error(exc)
+                verdict = classify(None, None, exc)
+            else:
+                verdict, retry_after = self._judge(reply, result)
+                if verdict.action is Action.DONE and verdict.status is Status.OK:
+                    try:
+                        page = parse_members(reply.body, target.image_id)
+                    except BodyError as exc:
+                        result.error_code, result.error_msg = _client_error(exc)
+                        result.status = Status.FAILED
+                        return None
+                    result.error_code = result.error_msg = None
+                    return page
+            if verdict.action is Action.DONE:
+                result.status = verdict.status
+                return None
+            if verdict.action is Action.REFRESH_AUTH:
+                raise FatalRunError(
+                    f"credentials rejected: HTTP 401 {result.error_code or ''} "
+                    f"{result.error_msg or ''}; check CPH_AUTH_TOKEN or token_file".replace("  ", " "))
+            if verdict.action is Action.GIVE_UP:
+                return None
+        return None
+
+    def _judge(self, reply: Reply, result: ImageResult) -> tuple[Verdict, float | None]:
+        result.http_status = reply.status
+        result.request_id = reply.request_id
+        if reply.status == 200:
+            self._api_seen, self._alike_failures = True, 0
+            return classify(200, None), None
+        error = parse_error(reply.body) if reply.body else ApiError(None, None, None)
+        result.request_id = reply.request_id or error.request_id
+        result.error_code = error.code
+        result.error_msg = error.message or f"HTTP {reply.status} without an error body"
+        gateway_404 = reply.status == 404 and error.code in (None, "APIGW.0101")
+        self._note_alike_failure(gateway_404, None)
+        if is_throttled(reply.status, error.code):
+            self.counters.throttled += 1
+        return classify(reply.status, error.code), parse_retry_after(reply.retry_after)
+
+    def endpoint_unproven(self) -> bool:
+        """True when requests were made and every one failed alike (refused, or gateway 404)."""
+        return (not self._api_seen and self.counters.requests > 0
+                and self._alike_failures == self.counters.requests)
+
+    def _note_alike_failure(self, alike: bool, exc: BaseException | None) -> None:
+        """Fail fast while nothing has proved the endpoint right and everything fails alike."""
+        if not alike:
+            if exc is None:
+                self._api_seen, self._alike_failures = True, 0
+            return
+        if self._api_seen:
+            return
+        self._alike_failures += 1
+        if self._alike_failures >= self._fail_fast_after:
+            what = ("cannot connect" if exc is not None
+                    else "the gateway says the API does not exist (404)")
+            raise FatalRunError(f"endpoint {self._endpoint}: {what} for the first "
+                                f"{self._alike_failures} requests; check --endpoint")

@@ -1,0 +1,204 @@
+"""Reading image IDs: text, CSV, JSON Lines, Parquet or stdin, streamed, never all in memory.
+
+A reader yields one ``Line`` per input line or row, in order, with its number. It never raises
+for a bad line: the line carries its ``problem`` and becomes an ``invalid_id`` status row. Only a
+missing, unreadable or shapeless input (no ``image_id`` column) is a ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from collector.errors import UsageError
+from collector.ids import MAX_ID_LENGTH, clean, problem_with, shown
+
+MAX_LINE_BYTES = 65_536  # a longer line is rejected without being held in memory
+FORMATS_BY_SUFFIX = {".txt": "text", ".ids": "text", ".csv": "csv", ".jsonl": "jsonl",
+                     ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    image_id: str  # cleaned; for a rejected line, a bounded printable rendering
+    project_id: str | None
+    problem: str | None = None
+
+
+def detect_format(path: str, given: str) -> str:
+    if given != "auto":
+        return given
+    if path == "-":
+        return "text"
+    return FORMATS_BY_SUFFIX.get(Path(path).suffix.lower(), "text")
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"input {path}: is a directory, not a file")
+    try:
+        return target.open("rb")
+    except FileNotFoundError:
+        raise UsageError(f"input {path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"input {path}: cannot read it ({exc.strerror})") from None
+
+
+def _bounded_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes without EOL, too long); a too-long line gives only its start."""
+    number = 0
+    while True:
+        chunk = stream.readline(MAX_LINE_BYTES + 1)
+        if not chunk:
+            return
+        number += 1
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            start, rest = chunk[:MAX_ID_LENGTH], chunk
+            while rest and not rest.endswith(b"\n"):  # drain the rest of the long line
+                rest = stream.readline(MAX_LINE_BYTES + 1)
+            yield number, start, True
+            continue
+        yield number, chunk.rstrip(b"\r\n"), False
+
+
+def _line(number: int, raw: str, project: str | None) -> Line:
+    value = clean(raw)
+    problem = problem_with(value)
+    if project is not None:
+        project = clean(project) or None
+        if project is not None and problem is None and (why := problem_with(project)):
+            problem = f"project_id '{shown(project)}': {why}"
+    return Line(number, value if problem is None else shown(value), project, problem)
+
+
+def _too_long(number: int, start: bytes) -> Line:
+    shown_start = shown(start.decode("utf-8", "surrogateescape")) + "..."
+    return Line(number, shown_start, None, f"line longer than {MAX_LINE_BYTES} bytes")
+
+
+def read_text(stream: IO[bytes]) -> Iterator[Line]:
+    for number, raw, too_long in _bounded_lines(stream):
+        if too_long:
+            yield _too_long(number, raw)
+            continue
+        text = clean(raw.decode("utf-8", "surrogateescape"))
+        if not text or text.startswith("#"):
+            continue
+        yield _line(number, text, None)
+
+
+def read_jsonl(stream: IO[bytes]) -> Iterator[Line]:
+    for number, raw, too_long in _bounded_lines(stream):
+        if too_long:
+            yield _too_long(number, raw)
+            continue
+        if not raw.strip(b" \t\r\n\xef\xbb\xbf"):
+            continue
+        try:
+            obj: Any = orjson.loads(raw.lstrip(b"\xef\xbb\xbf"))
+        except orjson.JSONDecodeError:
+            yield Line(number, shown(raw.decode("utf-8", "surrogateescape")), None,
+                       "not valid JSON")
+            continue
+        image = obj.get("image_id") if isinstance(obj, dict) else None
+        project = obj.get("project_id") if isinstance(obj, dict) else None
+        if not isinstance(image, str) or not isinstance(project, str | None):
+            yield Line(number, shown(raw.decode("utf-8", "replace")), None,
+                       "not an object with a string image_id (and optional string project_id)")
+            continue
+        yield _line(number, image, project)
+
+
+def read_csv(stream: IO[bytes], name: str) -> Iterator[Line]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    try:
+        yield from _csv_rows(csv.reader(text), name)
+    finally:
+        text.detach()  # the caller owns (and closes) the binary stream
+
+
+def _csv_rows(reader: Any, name: str) -> Iterator[Line]:
+    csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        header = [clean(h).lower() for h in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise UsageError(f"input {name}: CSV header unreadable ({exc})") from None
+    if "image_id" not in header:
+        raise UsageError(f"input {name}: CSV has no image_id column (header: "
+                         f"{shown(','.join(header), 200)})")
+    image_col = header.index("image_id")
+    project_col = header.index("project_id") if "project_id" in header else None
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Line(reader.line_num, "", None, f"unreadable CSV row ({exc})")
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= image_col:
+            yield Line(reader.line_num, shown(",".join(row)), None, "row has no image_id cell")
+            continue
+        project = row[project_col] if project_col is not None and project_col < len(row) else None
+        yield _line(reader.line_num, row[image_col], project)
+
+
+def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source: Any = stream if stream.seekable() else io.BytesIO(stream.read())
+    try:
+        parquet = pq.ParquetFile(source)
+    except (pa.ArrowException, OSError) as exc:
+        raise UsageError(f"input {name}: not a readable Parquet file ({exc})") from None
+    columns = parquet.schema_arrow.names
+    if "image_id" not in columns:
+        raise UsageError(f"input {name}: Parquet has no image_id column (columns: "
+                         f"{shown(','.join(columns), 200)})")
+    wanted = ["image_id"] + (["project_id"] if "project_id" in columns else [])
+    number = 0
+    for batch in parquet.iter_batches(batch_size=8192, columns=wanted):
+        images = batch.column(0).cast(pa.string()).to_pylist()
+        projects = (batch.column(1).cast(pa.string()).to_pylist() if len(wanted) == 2
+                    else [None] * len(images))
+        for image, project in zip(images, projects, strict=True):
+            number += 1
+            yield _line(number, image or "", project)
+
+
+def read_input(path: str, input_format: str) -> Iterator[Line]:
+    """Every line of the input, in order; raises ``UsageError`` only for the input as a whole."""
+    fmt = detect_format(path, input_format)
+    stream = _open_binary(path)
+    try:
+        if fmt == "text":
+            yield from read_text(stream)
+        elif fmt == "jsonl":
+            yield from read_jsonl(stream)
+        elif fmt == "csv":
+            yield from read_csv(stream, path)
+        elif fmt == "parquet":
+            yield from read_parquet(stream, path)
+        else:
+            raise UsageError(f"--input-format {fmt}: unknown")
+    except OSError as exc:
+        raise UsageError(f"input {path}: read failed ({exc.strerror or exc})") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()

@@ -1,0 +1,77 @@
+"""The run manifest ``runs/<run_id>.json``: what a run did, written at start and again last.
+
+Only a manifest with ``"status": "finished"`` describes published data. ``running``, ``fatal``
+and ``interrupted`` runs never published anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.secrets import redact
+
+
+@dataclass(slots=True)
+class RunRecord:
+    run_id: str
+    snapshot_date: dt.date
+    started_at: dt.datetime
+    input: str
+    settings: dict[str, Any]
+    status: str = "running"
+    ended_at: dt.datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        end = self.ended_at or dt.datetime.now(dt.UTC)
+        return max((end - self.started_at).total_seconds(), 1e-9)
+
+    def to_json(self) -> bytes:
+        images = self.counts.get("unique_ids", 0)
+        doc = {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "snapshot_date": self.snapshot_date.isoformat(),
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "seconds": round(self.seconds, 3),
+            "input": self.input,
+            "counts": self.counts,
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled_429": self.throttled,
+            "images_per_second": round(images / self.seconds, 1),
+            "settings": self.settings,
+            "files": self.files,
+        }
+        text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+        return redact(text.decode()).encode()
+
+
+def write_manifest(output: Path, record: RunRecord) -> Path:
+    """Atomically (tmp, fsync, rename) write the manifest; returns its path."""
+    runs = output / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    target = runs / f"{record.run_id}.json"
+    tmp = runs / f".{record.run_id}.json.tmp"
+    with tmp.open("wb") as handle:
+        handle.write(record.to_json())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,336 @@
+"""The run: where every task and queue lives.
+
+    input lines ──(thread, batches)──> Intake ──Target──> [work queue] ──> N workers ──┐
+                                          └──Rejected──────────────────────────────────┴─> [results] ──> writer ──> ParquetSink
+
+Workers never touch files; the writer task is the only one that does. Memory is bounded by the
+two queues and one chunk, whatever the input's size. SIGINT/SIGTERM stop the intake, give
+in-flight images ``GRACE`` seconds, commit what is done and end the run as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from collector.client import CphClient, Timeouts
+from collector.config import Settings
+from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
+from collector.fetch import Fetcher, ImageResult
+from collector.inputs import Line, detect_format, read_input
+from collector.intake import Intake, Rejected, Target
+from collector.limiter import RateLimiter
+from collector.manifest import RunRecord, write_manifest
+from collector.outdir import OutputLock, check_writable
+from collector.progress import Snapshot, estimate_total, report
+from collector.retry import Backoff, RetryBudget
+from collector.secrets import Secret
+from collector.sink import Chunk, ParquetSink, clean_stale_staging
+
+log = logging.getLogger("collector")
+GRACE = 5.0  # seconds in-flight images get after SIGINT/SIGTERM
+READ_BATCH = 2048
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals the writer keeps, for progress, the manifest and the exit code."""
+
+    done: int = 0
+    members: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
+
+    def add(self, chunk_counts: dict[str, int]) -> None:
+        for status, n in chunk_counts.items():
+            self.by_status[status] += n
+
+
+def new_run_id(started: dt.datetime) -> str:
+    return f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _take(lines: Iterator[Line], n: int) -> list[Line]:
+    return list(itertools.islice(lines, n))
+
+
+def open_input(path: str, input_format: str,
+               default_project: str | None) -> Generator[Line, None, None]:
+    """The input's lines, after checking it is readable and not empty (UsageError if it is).
+
+    Close the generator when done with it: that closes the file, however the run ended.
+    """
+    lines = read_input(path, input_format)
+    first = next(lines, None)
+    if first is None:
+        raise UsageError(f"input {path}: no image IDs (empty, or only blank lines and comments)")
+    if first.project_id is None and default_project is None and first.problem is None:
+        lines.close()
+        raise UsageError(f"input {path}: rows have no project_id; give --project-id "
+                         "(or a project_id column)")
+
+    def all_lines() -> Generator[Line, None, None]:
+        try:
+            yield first
+            yield from lines
+        finally:
+            lines.close()
+
+    return all_lines()
+
+
+class Run:
+    def __init__(self, settings: Settings, input_path: str, token: Secret, *,
+                 stderr: TextIO = sys.stderr, fetcher_options: dict[str, object] | None = None):
+        if settings.endpoint is None:
+            raise UsageError("endpoint: not set; give --endpoint or CPH_ENDPOINT "
+                             "(e.g. https://cph.cn-north-4.myhuaweicloud.com)")
+        self.settings = settings
+        self.endpoint: str = settings.endpoint
+        self.input_path = input_path
+        self.token = token
+        self.stderr = stderr
+        self.fetcher_options = fetcher_options or {}
+        self.started = dt.datetime.now(dt.UTC)
+        self.snapshot_date = settings.snapshot_date or self.started.date()
+        self.run_id = new_run_id(self.started)
+        self.intake = Intake(settings.project_id)
+        self.tally = Tally()
+        self.stop_signal: int | None = None
+        self._stop = asyncio.Event()
+        self.record = RunRecord(self.run_id, self.snapshot_date, self.started, input_path,
+                                settings.public())
+
+    # -- the whole run -------------------------------------------------------------------------
+
+    async def execute(self) -> RunRecord:
+        """Preflight, collect, publish; returns the final record (exit code included)."""
+        fmt = detect_format(self.input_path, self.settings.input_format)
+        lines = await asyncio.to_thread(open_input, self.input_path, fmt,
+                                        self.settings.project_id)
+        try:
+            return await self._execute(lines)
+        finally:
+            lines.close()
+
+    async def _execute(self, lines: Iterator[Line]) -> RunRecord:
+        fmt = detect_format(self.input_path, self.settings.input_format)
+        output = self.settings.output
+        check_writable(output)
+        with OutputLock(output):
+            removed = clean_stale_staging(output, keep=self.run_id)
+            if removed:
+                log.info("removed %d leftover staging folder(s) of earlier runs", len(removed))
+            sink = ParquetSink(output, self.snapshot_date, self.run_id)
+            write_manifest(output, self.record)
+            total = await asyncio.to_thread(estimate_total, self.input_path, fmt)
+            try:
+                fetcher = await self._collect(lines, sink, total)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, FatalRunError) \
+                    else f"internal error: {type(exc).__name__}: {exc}"
+                self._finish("fatal", ExitCode.FATAL, message)
+                write_manifest(output, self.record)
+                raise
+            if self.stop_signal is not None:
+                code = ExitCode.INTERRUPTED if self.stop_signal == signal.SIGINT \
+                    else ExitCode.TERMINATED
+                self._finish("interrupted", code, f"stopped by {signal.Signals(code - 128).name}")
+            elif fetcher.endpoint_unproven():
+                error = (f"endpoint {self.endpoint}: every request failed alike and none reached "
+                         "the CPH API; check --endpoint")
+                self._finish("fatal", ExitCode.FATAL, error)
+                write_manifest(output, self.record)
+                raise FatalRunError(error)
+            else:
+                await asyncio.to_thread(sink.publish)
+                ok = all(n == 0 for s, n in self.tally.by_status.items() if s not in DEFINITIVE)
+                self._finish("finished", ExitCode.OK if ok else ExitCode.SOME_FAILED, None)
+                self.record.files = list(sink.files)
+            write_manifest(output, self.record)
+            if self.record.status == "finished":
+                await asyncio.to_thread(sink.discard)
+        return self.record
+
+    def _finish(self, status: str, code: ExitCode, error: str | None) -> None:
+        record = self.record
+        record.status, record.exit_code, record.error = status, int(code), error
+        record.ended_at = dt.datetime.now(dt.UTC)
+        record.counts = {
+            "input_lines": self.intake.lines,
+            "unique_ids": self.intake.unique,
+            "duplicates": self.intake.duplicates,
+            "invalid": self.intake.rejected,
+            **{s: n for s, n in self.tally.by_status.items() if s != Status.INVALID_ID.value},
+            "member_rows": self.tally.members,
+            "status_rows": self.tally.done,
+        }
+
+    # -- collection ----------------------------------------------------------------------------
+
+    async def _collect(self, lines: Iterator[Line], sink: ParquetSink,
+                       total: int | None) -> Fetcher:
+        s = self.settings
+        work: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=s.concurrency * 2)
+        results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
+        timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
+        async with CphClient(self.token, concurrency=s.concurrency, timeouts=timeouts,
+                             max_body_bytes=s.max_body_bytes) as client:
+            fetcher = Fetcher(
+                client, RateLimiter(s.rate_limit), endpoint=self.endpoint,
+                max_attempts=s.max_attempts,
+                backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
+                budget=RetryBudget(100.0, s.retry_budget), fail_fast_after=s.fail_fast_after,
+                **self.fetcher_options)  # type: ignore[arg-type]
+            writer = asyncio.create_task(self._write(results, sink))
+            progress = asyncio.create_task(report(self._snapshot(total), s.progress_interval,
+                                                  self.stderr))
+            try:
+                with self._signals():
+                    await self._run_workers(lines, work, results, fetcher)
+            finally:
+                progress.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await progress
+                await results.put(None)
+                await writer  # commits what is done, whatever ended the run
+            c = fetcher.counters
+            self.record.requests, self.record.retries, self.record.throttled = \
+                c.requests, c.retries, c.throttled
+        return fetcher
+
+    async def _run_workers(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],
+                           results: asyncio.Queue[ImageResult | Rejected | None],
+                           fetcher: Fetcher) -> None:
+        workers = [asyncio.create_task(self._work(work, results, fetcher))
+                   for _ in range(self.settings.concurrency)]
+        producer = asyncio.create_task(self._produce(lines, work, results, len(workers)))
+        stopper = asyncio.create_task(self._stop.wait())
+        pending: set[asyncio.Task[None]] = {producer, *workers}
+        failure: BaseException | None = None
+        try:
+            while pending and failure is None and not self._stop.is_set():
+                done, _ = await asyncio.wait(pending | {stopper},  # type: ignore[operator]
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {stopper}:  # type: ignore[operator]
+                    pending.discard(task)  # type: ignore[arg-type]
+                    failure = failure or task.exception()
+            if failure is None and self._stop.is_set():
+                producer.cancel()
+                while not work.empty():  # IDs not yet started stay unrequested
+                    work.get_nowait()
+                for _ in workers:
+                    work.put_nowait(None)
+                await asyncio.wait(workers, timeout=GRACE)
+        finally:
+            for task in (producer, stopper, *workers):
+                task.cancel()
+            await asyncio.gather(producer, stopper, *workers, return_exceptions=True)
+        if failure is not None:
+            raise failure
+
+    async def _produce(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],
+                       results: asyncio.Queue[ImageResult | Rejected | None],
+                       workers: int) -> None:
+        while True:
+            try:
+                batch = await asyncio.to_thread(_take, lines, READ_BATCH)
+            except UsageError as exc:  # the input broke after requests began
+                raise FatalRunError(str(exc)) from None
+            if not batch:
+                break
+            for line in batch:
+                verdict = self.intake.admit(line)
+                if isinstance(verdict, Target):
+                    await work.put(verdict)
+                elif isinstance(verdict, Rejected):
+                    await results.put(verdict)
+        for _ in range(workers):
+            await work.put(None)
+
+    async def _work(self, work: asyncio.Queue[Target | None],
+                    results: asyncio.Queue[ImageResult | Rejected | None],
+                    fetcher: Fetcher) -> None:
+        while (target := await work.get()) is not None:
+            await results.put(await fetcher.collect(target))
+
+    async def _write(self, results: asyncio.Queue[ImageResult | Rejected | None],
+                     sink: ParquetSink) -> None:
+        """The one task that touches files: fills a chunk, commits it in a thread, repeats."""
+        chunk, committing = Chunk(), None
+        try:
+            while (item := await results.get()) is not None:
+                chunk.add(item, time.time_ns() // 1_000_000)
+                self.tally.done += 1
+                if isinstance(item, ImageResult):
+                    self.tally.members += len(item.members)
+                if chunk.images >= self.settings.chunk_images:
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(self._commit(sink, chunk))
+                    chunk = Chunk()
+            if committing is not None:
+                await committing
+            await self._commit(sink, chunk)
+        except OSError as exc:
+            raise FatalRunError(f"output {sink.output}: write failed "
+                                f"({exc.strerror or type(exc).__name__})") from None
+
+    async def _commit(self, sink: ParquetSink, chunk: Chunk) -> None:
+        await asyncio.to_thread(sink.commit, chunk)
+        self.tally.add(chunk.counts)
+
+    def _snapshot(self, total: int | None) -> Callable[[], Snapshot]:
+        t0 = time.monotonic()
+
+        def snap() -> Snapshot:
+            failed = self.tally.by_status[Status.FAILED.value]
+            return Snapshot(self.tally.done, self.tally.members, failed,
+                            time.monotonic() - t0, total)
+
+        return snap
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        installed = []
+
+        def on_signal(signum: int) -> None:
+            if self.stop_signal is None:
+                log.warning("%s: stopping; in-flight images get %.0f s, then committing",
+                            signal.Signals(signum).name, GRACE)
+            self.stop_signal = signum
+            self._stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (RuntimeError, ValueError):  # not the main thread
+                pass
+        try:
+            yield
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+
+def summary_line(record: RunRecord) -> str:
+    c = record.counts
+    statuses = ", ".join(f"{c.get(s.value, 0):,} {s.value}" for s in Status
+                         if s is not Status.INVALID_ID) + f", {c.get('invalid', 0):,} invalid_id"
+    rate = c.get("status_rows", 0) / record.seconds
+    return (f"run {record.run_id} {record.status}: {c.get('status_rows', 0):,} images "
+            f"({statuses}), {c.get('member_rows', 0):,} member rows, "
+            f"{c.get('duplicates', 0):,} duplicates; {record.requests:,} requests, "
+            f"{record.retries:,} retries, {record.throttled:,} throttled (429); "
+            f"{rate:,.0f} images/s in {record.seconds:.1f} s; exit {record.exit_code}")

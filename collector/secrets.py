@@ -1,0 +1,78 @@
+"""The one home of credentials, and the log filter that is our second line of defence.
+
+A ``Secret`` never prints itself: ``repr``/``str`` are redacted, and every secret ever created
+is registered with ``redact()``, which scrubs it (and its URL-encoded and JSON-escaped forms)
+from any text about to be logged or written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.parse
+from pathlib import Path
+
+from collector.errors import UsageError
+
+REDACTED = "***"
+_known: set[str] = set()
+
+
+class Secret:
+    """A credential value; ``reveal()`` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        if len(value) >= 4:  # shorter strings would scrub ordinary words from logs
+            for form in (value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)):
+                _known.add(form)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in ``text``; longest first so no tail survives."""
+    for form in sorted(_known, key=len, reverse=True):
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record once, scrubs it, and freezes the result into ``msg``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _known:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args = redact(message), None
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True
+
+
+def token_from(env: dict[str, str] | os._Environ[str], token_file: Path | None) -> Secret | None:
+    """The X-Auth-Token: ``CPH_AUTH_TOKEN`` wins over the file named by ``token_file``."""
+    value = env.get("CPH_AUTH_TOKEN", "").strip()
+    if not value and token_file is not None:
+        try:
+            value = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"token_file {token_file}: cannot read it ({type(exc).__name__})") from None
+    if not value:
+        return None
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise UsageError("CPH_AUTH_TOKEN: contains whitespace or control characters")
+    return Secret(value)

@@ -1,0 +1,88 @@
+"""Shared fixtures: a fake CPH on a real socket, and a collection run against it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+
+from collector.config import Settings
+from collector.errors import FatalRunError
+from collector.fake import Dataset, FakeCph, ServerConfig
+from collector.manifest import RunRecord
+from collector.pipeline import Run
+from collector.secrets import Secret
+
+TOKEN = "test-token-4f1c9a7e2b"
+
+
+async def no_sleep(_: float) -> None:
+    """Backoff waits in tests take no time; the limiter and timeouts stay real."""
+
+
+@dataclass
+class Outcome:
+    record: RunRecord
+    output: Path
+    stderr: str
+    error: FatalRunError | None = None
+
+    def table(self, name: str) -> pa.Table:
+        folder = self.output / name
+        return ds.dataset(folder, format="parquet", partitioning="hive").to_table()
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        return {row["image_id"]: row for row in self.table("image_status").to_pylist()}
+
+
+@pytest.fixture
+async def fake_factory() -> AsyncIterator[Callable[..., Awaitable[FakeCph]]]:
+    started: list[FakeCph] = []
+
+    async def start(dataset: Dataset | None = None, **config: Any) -> FakeCph:
+        config.setdefault("tokens", (TOKEN,))
+        fake = FakeCph(dataset or Dataset(seed=3, images=50), ServerConfig(**config))
+        await fake.start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        await fake.close()
+
+
+@pytest.fixture
+async def fake(fake_factory: Callable[..., Awaitable[FakeCph]]) -> FakeCph:
+    return await fake_factory()
+
+
+@pytest.fixture
+def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
+    """Run the real pipeline over ``lines`` (written as a text file unless ``input_path``)."""
+
+    async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
+                  input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
+                  output: Path | None = None, **settings: Any) -> Outcome:
+        if input_path is None:
+            input_path = tmp_path / "ids.txt"
+            input_path.write_text("".join(f"{line}\n" for line in lines or []), encoding="utf-8")
+        output = output or tmp_path / "out"
+        base = Settings(endpoint=endpoint or (fake.url if fake else None), output=output,
+                        project_id=fake.dataset.project_ids[0] if fake else "p1",
+                        rate_limit=5000, concurrency=16, progress_interval=3600)
+        stderr = io.StringIO()
+        run = Run(replace(base, **settings), str(input_path), Secret(token), stderr=stderr,
+                  fetcher_options={"sleep": no_sleep})
+        try:
+            record = await run.execute()
+        except FatalRunError as exc:
+            return Outcome(run.record, output, stderr.getvalue(), exc)
+        return Outcome(record, output, stderr.getvalue())
+
+    return run
