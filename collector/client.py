@@ -56,6 +56,11 @@ class CphClient:
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=headers, raise_for_status=False,
             cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trust_env=False)
+        # aiohttp silently resends a GET once when a kept-alive connection dies before the
+        # answer (aio-libs/aiohttp#10790); that request would skip our rate limiter and our
+        # attempt count. The switch is private; without it we only lose that accounting.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

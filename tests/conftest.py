@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
+import aioresponses.core as aioresponses_core
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from aioresponses import aioresponses
 
 from collector.config import Settings
 from collector.errors import FatalRunError
@@ -68,7 +73,8 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
 
     async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
                   input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
-                  output: Path | None = None, **settings: Any) -> Outcome:
+                  output: Path | None = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
+                  **settings: Any) -> Outcome:
         if input_path is None:
             input_path = tmp_path / "ids.txt"
             input_path.write_text("".join(f"{line}\n" for line in lines or []), encoding="utf-8")
@@ -78,7 +84,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
                         rate_limit=5000, concurrency=16, progress_interval=3600)
         stderr = io.StringIO()
         run = Run(replace(base, **settings), str(input_path), Secret(token), stderr=stderr,
-                  fetcher_options={"sleep": no_sleep})
+                  fetcher_options={"sleep": sleep})
         try:
             record = await run.execute()
         except FatalRunError as exc:
@@ -86,3 +92,21 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         return Outcome(record, output, stderr.getvalue())
 
     return run
+
+
+class _MockResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 does not pass the ``stream_writer`` that aiohttp 3.14 requires
+    (pnuckowski/aioresponses#289); a response that was "already sent" only reads its size."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def mock_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+    """aioresponses, made to work with the installed aiohttp."""
+    if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+        monkeypatch.setattr(aioresponses_core, "ClientResponse", _MockResponse)
+    with aioresponses() as mock:
+        yield mock

@@ -1,0 +1,144 @@
+"""The command as a user runs it: subprocesses, exit codes, signals, and no secret anywhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.outdir import OutputLock
+
+SECRET = "sEcReT-token/with+chars=="
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "CPH_AUTH_TOKEN": SECRET, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True,
+                          text=True, env=full_env, timeout=120, **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """A fake-server subprocess: (url, project_id, ids file)."""
+    ids = tmp_path / "ids.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "fake-server", "--images", "300", "--seed", "4",
+         "--latency", "0.01", "--ids-file", str(ids)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CPH_AUTH_TOKEN": SECRET})
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline(), proc.stdout.readline()]
+    match = re.search(r"listening on (\S+) \(project (\w+);", "".join(lines))
+    assert match, lines
+    yield match.group(1), match.group(2), ids
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+
+
+def test_a_run_writes_parquet_prints_one_summary_and_leaks_no_secret(
+        server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url, project, ids = server
+    out = tmp_path / "out"
+    done = cli("run", "--input", str(ids), "--project-id", project, "--endpoint", url,
+               "--output", str(out), "--log-level", "debug")
+    assert done.returncode == 0, done.stderr
+    summary = [line for line in done.stdout.splitlines() if line.startswith("run ")]
+    assert len(summary) == 1
+    assert re.search(r"finished: 300 images \(300 ok, .*exit 0$", summary[0])
+    manifest = orjson.loads(next((out / "runs").glob("*.json")).read_bytes())
+    assert manifest["status"] == "finished" and manifest["counts"]["ok"] == 300
+    everything = done.stdout + done.stderr + "".join(
+        p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
+    for form in (SECRET, "sEcReT-token%2Fwith%2Bchars%3D%3D", "sEcReT-token"):
+        assert form not in everything
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--concurrency", "0"], "--concurrency='0': must be a whole number from 1 to 1024"),
+    (["--rate-limit", "-1"], "--rate-limit='-1'"),
+    (["--input", "/nonexistent/ids.txt"], "input /nonexistent/ids.txt: no such file"),
+    (["--input", "/"], "input /: is a directory"),
+    (["--input", "EMPTY"], "no image IDs"),
+    (["--endpoint", ""], "endpoint: not set"),
+    (["--output", "FILE/sub"], "not writable"),
+])
+def test_bad_usage_is_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    (tmp_path / "file").write_text("x")
+    base = {"--input": str(ids), "--project-id": "p1", "--endpoint": "http://127.0.0.1:9",
+            "--output": str(tmp_path / "out")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value.replace("EMPTY", str(tmp_path / "empty.txt")).replace(
+            "FILE", str(tmp_path / "file"))
+    done = cli("run", *[x for pair in base.items() for x in pair])
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+
+
+def test_no_token_is_exit_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "collector", "run", "--input", "x.txt",
+                           "--project-id", "p", "--endpoint", "http://127.0.0.1:9"],
+                          capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "CPH_AUTH_TOKEN"})
+    assert done.returncode == 2 and "CPH_AUTH_TOKEN: not set" in done.stderr
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):
+        done = cli("run", "--input", str(ids), "--project-id", "p", "--endpoint",
+                   "http://127.0.0.1:9", "--output", str(out))
+    assert done.returncode == 2 and "another cph-collector run" in done.stderr
+
+
+def test_a_refused_endpoint_is_exit_3(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"img{i}\n" for i in range(50)))
+    done = cli("run", "--input", str(ids), "--project-id", "p", "--endpoint",
+               "http://127.0.0.1:9", "--output", str(tmp_path / "out"), "--backoff-base", "0.01")
+    assert done.returncode == 3, done.stderr
+    assert "cannot connect" in done.stderr and "check --endpoint" in done.stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_commits_and_publishes_nothing(
+        server: tuple[str, str, Path], tmp_path: Path, signum: int, code: int) -> None:
+    url, project, ids = server
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id", project,
+         "--endpoint", url, "--output", str(out), "--rate-limit", "40"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CPH_AUTH_TOKEN": SECRET})
+    time.sleep(2.5)
+    started = time.monotonic()
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr
+    assert time.monotonic() - started < 8
+    assert re.search(r"interrupted: .*exit " + str(code), stdout)
+    manifest = orjson.loads(next((out / "runs").glob("*.json")).read_bytes())
+    assert manifest["status"] == "interrupted" and manifest["exit_code"] == code
+    assert 0 < manifest["counts"]["status_rows"] < 300
+    assert not list((out / "image_status").glob("*/*.parquet"))
+
+
+def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
+    done = cli("demo", "--output", str(tmp_path / "out"), "--images", "600")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^run \S+ finished: .*exit 0$", done.stdout, re.M)
+    assert "the images shared with the most projects" in done.stdout

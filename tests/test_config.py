@@ -1,0 +1,83 @@
+"""Settings: precedence, validation with one clear line, and the shipped TOML equals the defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from collector.config import SPECS, Settings, load_settings
+from collector.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_default_config_file_lists_every_setting_with_the_builtin_default() -> None:
+    text = (ROOT / "config" / "collector.toml").read_text()
+    for name in SPECS:
+        assert f"{name} = " in text, name
+    assert load_settings({}, {}, ROOT / "config" / "collector.toml") == Settings()
+    assert "token" not in tomllib.loads(text)  # no secret has a place there
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("rate_limit = 10\nconcurrency = 8\nmax_attempts = 3\n")
+    env = {"CPH_RATE_LIMIT": "20", "CPH_CONCURRENCY": "9"}
+    settings = load_settings({"rate_limit": "30"}, env, config)
+    assert (settings.rate_limit, settings.concurrency, settings.max_attempts) == (30.0, 9, 3)
+    assert settings.read_timeout == Settings().read_timeout
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"concurrency": "0"}, "--concurrency='0': must be a whole number from 1 to 1024"),
+    ({"rate_limit": "-5"}, "--rate-limit='-5': must be a number > 0"),
+    ({"rate_limit": "nan"}, "--rate-limit='nan'"),
+    ({"read_timeout": "0"}, "--read-timeout='0'"),
+    ({"endpoint": "ftp://x"}, "--endpoint='ftp://x': must be an http(s) URL"),
+    ({"endpoint": "https://user:pw@host"}, "--endpoint="),
+    ({"project_id": "a/b"}, "--project-id='a/b'"),
+    ({"snapshot_date": "yesterday"}, "--snapshot-date='yesterday': must be a date"),
+    ({"input_format": "xml"}, "--input-format='xml'"),
+])
+def test_a_bad_setting_names_itself_and_what_is_allowed(flags: dict[str, str],
+                                                       message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(flags, {})
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(UsageError, match="^CPH_MAX_ATTEMPTS='99'"):
+        load_settings({}, {"CPH_MAX_ATTEMPTS": "99"})
+
+
+def test_an_unknown_key_in_the_file_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("rate_limt = 10\n")
+    with pytest.raises(UsageError, match="rate_limt: unknown setting"):
+        load_settings({}, {}, config)
+
+
+def test_a_broken_toml_file_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("rate_limit = = 3\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_settings({}, {}, config)
+
+
+def test_settings_are_frozen_and_typed() -> None:
+    settings = load_settings({"snapshot_date": "2026-01-02", "output": "x"}, {})
+    assert settings.snapshot_date == dt.date(2026, 1, 2)
+    assert settings.output == Path("x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.rate_limit = 1  # type: ignore[misc]
+
+
+def test_backoff_cap_below_base_is_rejected() -> None:
+    with pytest.raises(UsageError, match="backoff_cap"):
+        load_settings({"backoff_base": "10", "backoff_cap": "5"}, {})

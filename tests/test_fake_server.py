@@ -1,0 +1,177 @@
+"""The fake CPH over real sockets: it answers as the documentation says the real API does."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import orjson
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from collector.fake.dataset import DOC_EXAMPLE_IMAGE, DOC_EXAMPLE_MEMBERS, DOC_EXAMPLE_PROJECT
+from tests.conftest import TOKEN
+
+Factory = Callable[..., Awaitable[FakeCph]]
+ERROR_KEYS = {"request_id", "error_code", "error_msg"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(headers={"X-Auth-Token": TOKEN}) as session:
+        yield session
+
+
+async def get(http: aiohttp.ClientSession, url: str, **kw: object) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    async with http.get(url, **kw) as resp:  # type: ignore[arg-type]
+        return resp.status, orjson.loads(await resp.read()), resp.headers.get("X-Request-Id", "")
+
+
+def members_url(fake: FakeCph, project: str, image: str) -> str:
+    return f"{fake.url}/v1/{project}/cloud-phone/images/{image}/members"
+
+
+async def test_the_documented_example_round_trips(fake: FakeCph,
+                                                  http: aiohttp.ClientSession) -> None:
+    status, body, rid = await get(http, members_url(fake, DOC_EXAMPLE_PROJECT, DOC_EXAMPLE_IMAGE))
+    assert status == 200 and len(rid) == 32
+    assert body["members"] == list(DOC_EXAMPLE_MEMBERS)
+
+
+async def test_paging_returns_every_member_exactly_once(fake_factory: Factory,
+                                                        http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(Dataset(seed=8, images=40, empty_share=0.0))
+    project = fake.dataset.project_ids[0]
+    for image in fake.dataset.image_ids():
+        seen, marker = [], None
+        while True:
+            params = {"limit": "2", **({"marker": marker} if marker else {})}
+            status, body, _ = await get(http, members_url(fake, project, image), params=params)
+            assert status == 200 and len(body["members"]) <= 2
+            seen += [m["member_id"] for m in body["members"]]
+            marker = body["page_info"].get("next_marker")
+            if not marker:
+                break
+        assert seen == [m["member_id"] for m in fake.dataset.members(image)]
+
+
+async def test_the_older_api_answers_without_page_info(fake_factory: Factory,
+                                                       http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(paging=False)
+    image = fake.dataset.image_ids()[0]
+    _, body, _ = await get(http, members_url(fake, fake.dataset.project_ids[0], image),
+                           params={"limit": "1"})
+    assert set(body) == {"members"} and body["members"] == fake.dataset.members(image)
+
+
+@pytest.mark.parametrize(("headers", "where", "status", "code", "msg"), [
+    ({"X-Auth-Token": ""}, "image", 401, "APIGW.0301", "x-auth-token not found"),
+    ({"X-Auth-Token": "wrong"}, "image", 401, "APIGW.0301", "verify token failed"),
+    ({}, "unknown", 400, "CPS.0030", "Parameter: image_id is invalid."),
+    ({}, "foreign", 400, "CPS.0001", "No permission to request resources."),
+    ({}, "bad_limit", 400, "CPS.0002", "Parameter: limit is invalid."),
+    ({}, "no_api", 404, "APIGW.0101", "The API does not exist"),
+])
+async def test_error_statuses_and_bodies_are_exactly_as_documented(
+        fake: FakeCph, http: aiohttp.ClientSession, headers: dict[str, str], where: str,
+        status: int, code: str, msg: str) -> None:
+    project, image = fake.dataset.project_ids[0], fake.dataset.image_ids()[0]
+    url, params = members_url(fake, project, image), {}
+    if where == "unknown":
+        url = members_url(fake, project, "0" * 32)
+    elif where == "foreign":
+        url = members_url(fake, "f" * 32, image)
+    elif where == "bad_limit":
+        params = {"limit": "101"}
+    elif where == "no_api":
+        url = f"{fake.url}/v2/{project}/cloud-phone/imagez"
+    got_status, body, rid = await get(http, url, headers=headers, params=params)
+    assert got_status == status
+    assert set(body) == ERROR_KEYS
+    assert body["error_code"] == code and msg in body["error_msg"]
+    assert body["request_id"] == rid
+
+
+async def test_unknown_images_can_answer_404(fake_factory: Factory,
+                                             http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(unknown_image="404")
+    status, body, _ = await get(http, members_url(fake, fake.dataset.project_ids[0], "0" * 32))
+    assert (status, body["error_code"]) == (404, "APIGW.0101")
+
+
+async def test_the_throttle_never_admits_more_than_n_in_any_window(
+        fake_factory: Factory, http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(rate_limit=20, rate_window=0.25, retry_after="1")
+    url = members_url(fake, fake.dataset.project_ids[0], fake.dataset.image_ids()[0])
+    answers = []
+    for _ in range(6):  # bursts of 30 over ~0.6 s
+        answers += await asyncio.gather(*(get(http, url) for _ in range(30)))
+        await asyncio.sleep(0.1)
+    throttled = [body for status, body, _ in answers if status == 429]
+    assert throttled and len(throttled) < len(answers)
+    assert throttled[0]["error_code"] == "APIGW.0308"
+    assert throttled[0]["error_msg"].endswith("policy user over ratelimit,limit:20,time:0.25 second")
+    times = sorted(fake.arrivals)
+    busiest = max(bisect.bisect_right(times, t + 0.25 - 1e-9) - i for i, t in enumerate(times))
+    assert busiest <= 20
+    assert sum(e.status == 429 for e in fake.log) == len(throttled)
+
+
+async def test_scripted_outcomes_happen_in_order_and_are_logged(
+        fake_factory: Factory, http: aiohttp.ClientSession) -> None:
+    dataset = Dataset(seed=1, images=3)
+    image = dataset.image_ids()[1]
+    fake = await fake_factory(dataset, script={image: ["throttle", "http_503", "cps_0003"]})
+    url = members_url(fake, dataset.project_ids[0], image)
+    statuses = [(await get(http, url))[0] for _ in range(4)]
+    assert statuses == [429, 503, 400, 200]
+    mine = [e for e in fake.log if e.image_id == image]
+    assert [(e.attempt, e.outcome, e.status) for e in mine] == [
+        (1, "throttle", 429), (2, "http_503", 503), (3, "cps_0003", 400), (4, "normal", 200)]
+    assert fake.requested_images() == {image}
+
+
+async def test_tokens_expire_after_a_number_of_requests(fake_factory: Factory,
+                                                        http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(token_max_requests=2)
+    url = members_url(fake, fake.dataset.project_ids[0], fake.dataset.image_ids()[0])
+    statuses = [(await get(http, url))[0] for _ in range(3)]
+    assert statuses == [200, 200, 401]
+
+
+async def test_list_images_pages_with_offset_limit_and_total(
+        fake: FakeCph, http: aiohttp.ClientSession) -> None:
+    project = fake.dataset.project_ids[0]
+    url = f"{fake.url}/v1/{project}/cloud-phone/images"
+    seen, offset = [], 0
+    while True:
+        status, body, _ = await get(http, url, params={"offset": str(offset), "limit": "20"})
+        assert status == 200 and body["total"] == 50
+        seen += [info["image_id"] for info in body["image_infos"]]
+        offset += 20
+        if offset >= body["total"]:
+            break
+    assert seen == fake.dataset.image_ids(project)
+    status, body, _ = await get(http, url, params={"limit": "0"})
+    assert (status, body["error_code"]) == (400, "CPS.0002")
+
+
+async def test_the_log_records_concurrency(fake_factory: Factory,
+                                           http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory(latency=0.1)
+    url = members_url(fake, fake.dataset.project_ids[0], fake.dataset.image_ids()[0])
+    await asyncio.gather(*(get(http, url) for _ in range(8)))
+    assert fake.max_in_flight == 8
+    assert max(e.in_flight for e in fake.log) == 8
+
+
+def test_the_dataset_is_deterministic() -> None:
+    one, two = Dataset(seed=5, projects=2, images=30), Dataset(seed=5, projects=2, images=30)
+    assert one.image_ids() == two.image_ids()
+    assert [one.members(i) for i in one.image_ids()] == [two.members(i) for i in two.image_ids()]
+    assert all(len(one.members(i)) <= 10 for i in one.image_ids())
+    assert any(not one.members(i) for i in one.image_ids())
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in one.image_ids())
+    assert Dataset(seed=6, images=30).image_ids() != one.image_ids()[:30]

@@ -1,0 +1,112 @@
+"""The fault matrix of RELIABILITY.md over real sockets: each fault, what the user then finds."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from tests.conftest import Outcome
+from tests.invariants import check_published, visible_files
+
+Collect = Callable[..., Awaitable[Outcome]]
+Factory = Callable[..., Awaitable[FakeCph]]
+
+# script for the first image -> (status, attempts, error_code of the row)
+MATRIX = {
+    "5xx_twice_then_ok": (["http_503", "http_502"], "ok", 3, None),
+    "429_twice_then_ok": (["throttle", "throttle"], "ok", 3, None),
+    "cps_0003_is_retried": (["cps_0003"], "ok", 2, None),
+    "reset_before_headers": (["reset_before_headers"], "ok", 2, None),
+    "reset_mid_body": (["reset_mid_body"], "ok", 2, None),
+    "short_body": (["short_body"], "ok", 2, None),
+    "html_502_is_retried": (["html_502"], "ok", 2, None),
+    "trickle_under_read_timeout": (["trickle"], "ok", 1, None),
+    "stall_times_out_then_ok": (["stall"], "ok", 2, None),
+    "truncated_json": (["truncated_json"], "failed", 1, "bad_body"),
+    "wrong_json_types": (["wrong_types"], "failed", 1, "bad_body"),
+    "html_with_200": (["html_200"], "failed", 1, "bad_body"),
+    "endless_body": (["huge_body"], "failed", 1, "body_too_large"),
+    "paging_loop": (["paging_loop", "paging_loop"], "failed", 2, "paging_loop"),
+    "persistent_500": (["http_500"] * 9, "failed", 4, "CPS.0003"),
+    "persistent_429": (["throttle"] * 9, "failed", 4, "APIGW.0308"),
+    "not_found_once": (["not_found"], "not_found", 1, "CPS.0030"),
+    "forbidden_once": (["forbidden"], "forbidden", 1, "CPS.0001"),
+}
+
+
+@pytest.mark.parametrize("case", MATRIX.values(), ids=MATRIX.keys())
+async def test_fault(case: tuple[list[str], str, int, str | None], fake_factory: Factory,
+                     collect: Collect) -> None:
+    script, status, attempts, code = case
+    dataset = Dataset(seed=21, images=8, empty_share=0.0)
+    victim = dataset.image_ids()[0]
+    fake = await fake_factory(dataset, script={victim: script}, stall_seconds=5,
+                              trickle_delay=0.05, huge_body_bytes=4 << 20)
+    out = await collect(fake, dataset.image_ids(), max_attempts=4, read_timeout=0.5,
+                        max_body_bytes=65_536)
+
+    row = out.statuses()[victim]
+    assert (row["status"], row["attempts"], row["error_code"]) == (status, attempts, code)
+    assert fake.attempts(victim) == attempts  # the server saw exactly that many calls
+    others = [r for i, r in out.statuses().items() if i != victim]
+    assert {r["status"] for r in others} == {"ok"}  # one sick image harms no other
+    check_published(out, {(dataset.project_ids[0], i) for i in dataset.image_ids()}, dataset, fake)
+    assert out.record.exit_code == (0 if status in ("ok", "not_found") else 1)
+
+
+async def test_retry_after_is_honoured_but_clamped(fake_factory: Factory,
+                                                   collect: Collect) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    dataset = Dataset(seed=2, images=2)
+    victim = dataset.image_ids()[0]
+    fake = await fake_factory(dataset, script={victim: ["throttle", "throttle"]},
+                              retry_after="120")
+    out = await collect(fake, dataset.image_ids(), sleep=record, retry_after_cap=7)
+    assert waits == [7, 7]
+    assert out.statuses()[victim]["status"] == "ok"
+
+
+async def test_rejected_credentials_stop_the_run_with_nothing_published(
+        fake: FakeCph, collect: Collect) -> None:
+    out = await collect(fake, fake.dataset.image_ids(), token="not-the-token")
+    assert out.error is not None
+    assert out.record.exit_code == 3
+    assert "credentials rejected" in str(out.error) and "APIGW.0301" in str(out.error)
+    assert out.record.status == "fatal"
+    assert not visible_files(out.output, "image_status")
+
+
+async def test_a_refused_endpoint_fails_fast_with_exit_3(collect: Collect) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = await collect(None, [f"img{i}" for i in range(200)], endpoint=f"http://127.0.0.1:{port}",
+                        fail_fast_after=10)
+    assert out.error is not None and out.record.exit_code == 3
+    assert "cannot connect" in str(out.error)
+    assert out.record.requests < 100  # it did not try every ID five times
+
+
+async def test_a_wrong_path_everywhere_is_a_configuration_error(
+        fake: FakeCph, collect: Collect) -> None:
+    """The gateway's 404 APIGW.0101 for every request means the endpoint is wrong."""
+    out = await collect(fake, ["a1", "a2", "a3"], endpoint=fake.url + "/not-cph")
+    assert out.error is not None and out.record.exit_code == 3
+    assert "does not exist" in str(out.error) or "none reached" in str(out.error)
+
+
+async def test_the_retry_budget_stops_a_sick_api_from_being_hammered(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=4, images=300)
+    fake = await fake_factory(dataset, fault_rates={"http_503": 1.0})
+    out = await collect(fake, dataset.image_ids(), max_attempts=5, retry_budget=0.0)
+    assert out.record.retries == 100  # the initial budget, nothing earned back
+    assert {r["status"] for r in out.statuses().values()} == {"failed"}
+    assert out.record.exit_code == 1
