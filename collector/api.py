@@ -8,7 +8,7 @@ the first page is requested without a query and ``next_marker`` is followed when
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import orjson
@@ -56,7 +56,7 @@ def members_url(endpoint: str, project_id: str, image_id: str, marker: str | Non
     return url
 
 
-def _is_long(value: Any) -> bool:
+def _is_long(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
@@ -79,11 +79,13 @@ def parse_members(body: bytes, image_id: str) -> Page:
             item.get("update_time")
         if not isinstance(member_id, str) or not member_id:
             raise BodyError(f"members[{index}].member_id is not a non-empty string")
-        if not _is_long(created) or not (_is_long(updated) or updated is None):
+        if updated is None:  # tolerated: a share never updated
+            updated = created
+        if not (_is_long(created) and _is_long(updated)):
             raise BodyError(f"members[{index}] create_time/update_time is not epoch milliseconds")
         if item.get("image_id", image_id) != image_id:
             raise BodyError(f"members[{index}].image_id is another image")
-        members.append(Member(member_id, created, created if updated is None else updated))
+        members.append(Member(member_id, created, updated))
     next_marker = None
     page_info = doc.get("page_info")
     if isinstance(page_info, dict):

@@ -68,7 +68,7 @@ class Spec:
 def _number(kind: type, low: float, high: float) -> Callable[[Any], Any]:
     def parse(raw: Any) -> Any:
         if isinstance(raw, bool):
-            raise ValueError
+            raise TypeError
         value = kind(raw)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError
@@ -152,7 +152,7 @@ SPECS: dict[str, Spec] = {
     "retry_after_cap": Spec(_positive(600), "a number of seconds > 0 and <= 600",
                             "a server's Retry-After is honoured up to this long"),
     "retry_budget": Spec(_number(float, 0.0, 10.0), "a number from 0 to 10",
-                         "retries allowed in the whole run: 100, plus this many per image finished"),
+                         "retries allowed in the run: 100, plus this many per image finished"),
     "connect_timeout": Spec(_positive(300), "a number of seconds > 0 and <= 300",
                             "seconds to open a connection"),
     "read_timeout": Spec(_positive(600), "a number of seconds > 0 and <= 600",
@@ -164,7 +164,8 @@ SPECS: dict[str, Spec] = {
     "chunk_images": Spec(_number(int, 1, 10_000_000), "a whole number from 1 to 10000000",
                          "images per committed Parquet chunk"),
     "fail_fast_after": Spec(_number(int, 1, 1_000_000), "a whole number >= 1",
-                            "stop (exit 3) when this many requests fail alike (refused, gateway 404) before any answer"),
+                            "stop (exit 3) when this many requests fail alike (refused, "
+                            "gateway 404) before any answer"),
     "progress_interval": Spec(_positive(3600), "a number of seconds > 0",
                               "seconds between progress lines when not on a terminal"),
     "token_file": Spec(_path, "a file path", "file holding the X-Auth-Token (else CPH_AUTH_TOKEN)"),

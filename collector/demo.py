@@ -75,9 +75,10 @@ async def _demo(output: Path, images: int, seed: int) -> int:
     print("demo: the images shared with the most projects:")
     for image, count in top_shared(output, date):
         print(f"  {image}  {count} projects")
-    print(f"demo: query it yourself, e.g. duckdb -c \"SELECT status, count(*) FROM "
-          f"read_parquet('{output}/image_status/*/*.parquet', hive_partitioning = true) "
-          "GROUP BY status\"")
+    glob = f"{output}/image_status/*/*.parquet"
+    query = "SELECT status, count(*) FROM read_parquet('{}', hive_partitioning = true) " \
+            "GROUP BY status"
+    print(f"demo: query it yourself, e.g. duckdb -c \"{query.format(glob)}\"")
     assert record.exit_code is not None
     return record.exit_code
 

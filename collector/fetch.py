@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from collector.api import (ApiError, BodyError, Member, Page, members_url, parse_error,
-                           parse_members)
+from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
 from collector.client import CphClient, Reply
 from collector.errors import FatalRunError, Status
 from collector.intake import Target
 from collector.limiter import RateLimiter
-from collector.retry import (Action, Backoff, BodyTooLarge, RetryBudget, Verdict, classify,
-                             is_throttled, parse_retry_after)
+from collector.retry import (
+    Action,
+    Backoff,
+    BodyTooLarge,
+    RetryBudget,
+    Verdict,
+    classify,
+    is_throttled,
+    parse_retry_after,
+)
 
 MAX_PAGES = 1_000  # an image has at most 10 members; this only stops a runaway server
 
@@ -127,7 +134,7 @@ class Fetcher:
             self.counters.requests += 1
             try:
                 reply = await self._client.get(url)
-            except (aiohttp.ClientError, asyncio.TimeoutError, BodyTooLarge, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, BodyTooLarge, OSError) as exc:
                 self._note_alike_failure(isinstance(exc, aiohttp.ClientConnectorError), exc)
                 result.http_status, result.request_id = None, None
                 result.error_code, result.error_msg = _client_error(exc)
@@ -147,9 +154,9 @@ class Fetcher:
                 result.status = verdict.status
                 return None
             if verdict.action is Action.REFRESH_AUTH:
-                raise FatalRunError(
-                    f"credentials rejected: HTTP 401 {result.error_code or ''} "
-                    f"{result.error_msg or ''}; check CPH_AUTH_TOKEN or token_file".replace("  ", " "))
+                detail = " ".join(filter(None, (result.error_code, result.error_msg)))
+                raise FatalRunError(f"credentials rejected: HTTP 401 {detail}; "
+                                    "check CPH_AUTH_TOKEN or token_file")
             if verdict.action is Action.GIVE_UP:
                 return None
         return None

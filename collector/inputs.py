@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -182,7 +182,7 @@ def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
             yield _line(number, image or "", project)
 
 
-def read_input(path: str, input_format: str) -> Iterator[Line]:
+def read_input(path: str, input_format: str) -> Generator[Line, None, None]:
     """Every line of the input, in order; raises ``UsageError`` only for the input as a whole."""
     fmt = detect_format(path, input_format)
     stream = _open_binary(path)

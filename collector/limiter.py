@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 WINDOW = 0.1  # seconds
 
@@ -33,4 +33,4 @@ class RateLimiter:
         return float(self._throttler.rate_limit / self._throttler.period)
 
     async def acquire(self) -> None:
-        await self._throttler.acquire()
+        await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library

@@ -1,7 +1,7 @@
 """The run: where every task and queue lives.
 
-    input lines ──(thread, batches)──> Intake ──Target──> [work queue] ──> N workers ──┐
-                                          └──Rejected──────────────────────────────────┴─> [results] ──> writer ──> ParquetSink
+    lines ─(thread)─> Intake ─Target─> [work] ─> N workers ─┐
+                        └─Rejected──────────────────────────┴─> [results] ─> writer ─> ParquetSink
 
 Workers never touch files; the writer task is the only one that does. Memory is bounded by the
 two queues and one chunk, whatever the input's size. SIGINT/SIGTERM stop the intake, give
@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from collector.client import CphClient, Timeouts
 from collector.config import Settings
@@ -118,12 +118,11 @@ class Run:
         lines = await asyncio.to_thread(open_input, self.input_path, fmt,
                                         self.settings.project_id)
         try:
-            return await self._execute(lines)
+            return await self._execute(lines, fmt)
         finally:
             lines.close()
 
-    async def _execute(self, lines: Iterator[Line]) -> RunRecord:
-        fmt = detect_format(self.input_path, self.settings.input_format)
+    async def _execute(self, lines: Iterator[Line], fmt: str) -> RunRecord:
         output = self.settings.output
         check_writable(output)
         with OutputLock(output):
@@ -214,15 +213,15 @@ class Run:
         workers = [asyncio.create_task(self._work(work, results, fetcher))
                    for _ in range(self.settings.concurrency)]
         producer = asyncio.create_task(self._produce(lines, work, results, len(workers)))
-        stopper = asyncio.create_task(self._stop.wait())
-        pending: set[asyncio.Task[None]] = {producer, *workers}
+        stopper: asyncio.Task[Any] = asyncio.create_task(self._stop.wait())
+        pending: set[asyncio.Task[Any]] = {producer, *workers}
         failure: BaseException | None = None
         try:
             while pending and failure is None and not self._stop.is_set():
-                done, _ = await asyncio.wait(pending | {stopper},  # type: ignore[operator]
+                done, _ = await asyncio.wait(pending | {stopper},
                                              return_when=asyncio.FIRST_COMPLETED)
-                for task in done - {stopper}:  # type: ignore[operator]
-                    pending.discard(task)  # type: ignore[arg-type]
+                for task in done - {stopper}:
+                    pending.discard(task)
                     failure = failure or task.exception()
             if failure is None and self._stop.is_set():
                 producer.cancel()

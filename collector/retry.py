@@ -88,7 +88,8 @@ def is_throttled(http_status: int | None, error_code: str | None) -> bool:
     return http_status == 429 or error_code in THROTTLED_CODES
 
 
-def parse_retry_after(value: str | None, now: Callable[[], dt.datetime] | None = None) -> float | None:
+def parse_retry_after(value: str | None,
+                      now: Callable[[], dt.datetime] | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (RFC 9110 10.2.3), or None if unusable."""
     if value is None:
         return None

@@ -70,7 +70,8 @@ def token_from(env: dict[str, str] | os._Environ[str], token_file: Path | None) 
         try:
             value = token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"token_file {token_file}: cannot read it ({type(exc).__name__})") from None
+            raise UsageError(f"token_file {token_file}: cannot read it "
+                             f"({type(exc).__name__})") from None
     if not value:
         return None
     if any(ch.isspace() or not ch.isprintable() for ch in value):

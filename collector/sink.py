@@ -5,7 +5,7 @@ Layout under OUTPUT (the data contract, see README "Output"):
     members/snapshot_date=D/part-<run_id>-NNNNN.parquet        one row per (image, member)
     image_status/snapshot_date=D/part-<run_id>-NNNNN.parquet   one row per unique input ID
     runs/<run_id>.json                                         the run manifest, written last
-    _staging/<run_id>/...                                      work in progress; no reader glob sees it
+    _staging/<run_id>/...                     work in progress; no reader's glob sees it
 
 A chunk is written as ``.tmp``, fsynced and renamed, members before status, so a committed
 status file always has its member rows beside it. ``publish`` swaps each partition folder in

@@ -55,7 +55,8 @@ def test_any_other_shape_is_a_body_error(body: bytes) -> None:
 
 
 def test_error_bodies_in_every_known_shape() -> None:
-    cps = b'{"request_id":"r1","error_code":"CPS.0030","error_msg":"Parameter: image_id is invalid."}'
+    cps = (b'{"request_id":"r1","error_code":"CPS.0030",'
+           b'"error_msg":"Parameter: image_id is invalid."}')
     assert parse_error(cps) == ApiError("CPS.0030", "Parameter: image_id is invalid.", "r1")
     assert parse_error(b'{"errorCode":"X.1","errorMsg":"m"}') == ApiError("X.1", "m", None)
     assert parse_error(b'{"error":{"code":"401","message":"m"}}') == ApiError("401", "m", None)

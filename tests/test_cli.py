@@ -20,7 +20,8 @@ SECRET = "sEcReT-token/with+chars=="
 pytestmark = pytest.mark.slow
 
 
-def cli(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None,
+        **kw: object) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "CPH_AUTH_TOKEN": SECRET, **(env or {})}
     return subprocess.run([sys.executable, "-m", "collector", *args], capture_output=True,
                           text=True, env=full_env, timeout=120, **kw)  # type: ignore[call-overload]

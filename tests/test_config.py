@@ -1,4 +1,4 @@
-"""Settings: precedence, validation with one clear line, and the shipped TOML equals the defaults."""
+"""Settings: precedence, one clear line for a bad value, and the shipped TOML = the defaults."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_a_bad_setting_names_itself_and_what_is_allowed(flags: dict[str, str],
 
 
 def test_a_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(UsageError, match="^CPH_MAX_ATTEMPTS='99'"):
+    with pytest.raises(UsageError, match=r"^CPH_MAX_ATTEMPTS='99'"):
         load_settings({}, {"CPH_MAX_ATTEMPTS": "99"})
 
 

@@ -112,7 +112,8 @@ async def test_the_throttle_never_admits_more_than_n_in_any_window(
     throttled = [body for status, body, _ in answers if status == 429]
     assert throttled and len(throttled) < len(answers)
     assert throttled[0]["error_code"] == "APIGW.0308"
-    assert throttled[0]["error_msg"].endswith("policy user over ratelimit,limit:20,time:0.25 second")
+    assert throttled[0]["error_msg"].endswith(
+        "policy user over ratelimit,limit:20,time:0.25 second")
     times = sorted(fake.arrivals)
     busiest = max(bisect.bisect_right(times, t + 0.25 - 1e-9) - i for i, t in enumerate(times))
     assert busiest <= 20

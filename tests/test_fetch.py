@@ -77,7 +77,7 @@ async def test_a_429_then_200_succeeds_on_the_second_attempt(
 
 async def test_a_401_stops_the_run(fetcher: Fetcher, mock_http: aioresponses) -> None:
     mock_http.get(URL, status=401, body=error("APIGW.0301", "token expires"))
-    with pytest.raises(FatalRunError, match="credentials rejected: HTTP 401 APIGW.0301"):
+    with pytest.raises(FatalRunError, match=r"credentials rejected: HTTP 401 APIGW\.0301"):
         await fetcher.collect(Target("p1", "img1"))
 
 

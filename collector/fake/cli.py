@@ -16,7 +16,7 @@ from collector.fake.dataset import Dataset
 from collector.fake.faults import Outcome
 from collector.fake.server import FakeCph, ServerConfig
 
-DEFAULT_TOKEN = "fake-token"
+DEFAULT_TOKEN = "fake-token"  # noqa: S105 - the fake server's documented default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

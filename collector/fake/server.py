@@ -136,7 +136,8 @@ class FakeCph:
         site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        assert server is not None
+        assert server.sockets  # type: ignore[attr-defined]
         bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
         self._started = time.monotonic()
@@ -179,7 +180,8 @@ class FakeCph:
             problem = self._auth_problem(token, arrived)
             if problem is not None:
                 ex.outcome = "unauthorized"
-                response: web.StreamResponse = self._error(request, 401, "APIGW.0301", MSG[problem])
+                response: web.StreamResponse = self._error(request, 401, "APIGW.0301",
+                                                           MSG[problem])
             elif (limited := self._throttled(request, token or "", arrived)) is not None:
                 ex.outcome = "throttle"
                 response = limited
@@ -238,7 +240,8 @@ class FakeCph:
     def _error(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
         body = orjson.dumps({"request_id": request[EXCHANGE].rid, "error_code": code,
                              "error_msg": message})
-        return web.Response(status=status, body=body, headers={"X-Request-Id": request[EXCHANGE].rid},
+        return web.Response(status=status, body=body,
+                            headers={"X-Request-Id": request[EXCHANGE].rid},
                             content_type="application/json")
 
     async def _no_such_api(self, request: web.Request) -> web.Response:
@@ -279,11 +282,8 @@ class FakeCph:
                     doc["page_info"] = {}
                 body = self._bodies[image] = orjson.dumps(doc)
             return web.Response(body=body, headers=headers, content_type="application/json")
-        try:
-            limit = int(query.get("limit", "100"))
-            if not 1 <= limit <= 100:
-                raise ValueError
-        except ValueError:
+        limit = _int_param(query.get("limit", "100"), 1, 100)
+        if limit is None:
             return self._error(request, 400, "CPS.0002", MSG["CPS.0002"].format("limit"))
         members = self.dataset.members(image)
         start = 0
@@ -306,18 +306,16 @@ class FakeCph:
         await self._delay()
         if project not in self.dataset.project_ids:
             return self._error(request, 400, "CPS.0001", MSG["CPS.0001"])
-        try:
-            offset = int(request.query.get("offset", "0"))
-            limit = int(request.query.get("limit", "100"))
-            if offset < 0 or not 1 <= limit <= 100:
-                raise ValueError
-        except ValueError:
+        offset = _int_param(request.query.get("offset", "0"), 0, 2**31)
+        limit = _int_param(request.query.get("limit", "100"), 1, 100)
+        if offset is None or limit is None:
             return self._error(request, 400, "CPS.0002", "Parameter: offset or limit is invalid.")
         ids = self.dataset.image_ids(project)
         infos = [self.dataset.image_info(i, offset + n)
                  for n, i in enumerate(ids[offset:offset + limit])]
         body = {"request_id": request[EXCHANGE].rid, "total": len(ids), "image_infos": infos}
-        return web.Response(body=orjson.dumps(body), headers={"X-Request-Id": request[EXCHANGE].rid},
+        return web.Response(body=orjson.dumps(body),
+                            headers={"X-Request-Id": request[EXCHANGE].rid},
                             content_type="application/json")
 
     # -- latency and faults ---------------------------------------------------------------------
@@ -415,3 +413,12 @@ class FakeCph:
                 transport.close()
         # aiohttp treats a cancelled handler as a vanished client: no 500, no log noise.
         raise asyncio.CancelledError
+
+
+def _int_param(raw: str, low: int, high: int) -> int | None:
+    """A query integer within [low, high], or None (the API answers 400 CPS.0002)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None
