@@ -1,7 +1,8 @@
-"""From input lines to work: assign projects, reject bad IDs, drop duplicates, count all three.
+"""From input lines to work: assign projects, reject bad IDs, drop duplicates, count them all.
 
 Every line read ends in exactly one of: a request (``Target``), a rejection (``Rejected``,
-an ``invalid_id`` status row) or a counted duplicate.
+an ``invalid_id`` status row), a counted duplicate, or -- when resuming -- an ID an earlier run
+of the same date already committed.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ class Rejected:
 @dataclass(slots=True)
 class Intake:
     default_project: str | None
+    done: set[str] = field(default_factory=set)  # keys committed by an earlier run; shrinks
     lines: int = 0
     duplicates: int = 0
     rejected: int = 0
     targets: int = 0
+    resumed: int = 0
     _seen: set[str] = field(default_factory=set)
 
     def admit(self, line: Line) -> Target | Rejected | None:
-        """The line's fate; None for a duplicate of an earlier line."""
+        """The line's fate; None for a duplicate, or for an ID already committed."""
         self.lines += 1
         project = line.project_id or self.default_project
         problem = line.problem
@@ -47,6 +50,10 @@ class Intake:
             self.duplicates += 1
             return None
         self._seen.add(key)
+        if key in self.done:
+            self.done.discard(key)
+            self.resumed += 1
+            return None
         if problem is not None:
             self.rejected += 1
             return Rejected(line.number, project or "", line.image_id,
@@ -57,4 +64,4 @@ class Intake:
 
     @property
     def unique(self) -> int:
-        return self.targets + self.rejected
+        return self.targets + self.rejected + self.resumed

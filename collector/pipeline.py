@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import itertools
 import logging
 import secrets
@@ -88,6 +89,18 @@ def open_input(path: str, input_format: str,
     return all_lines()
 
 
+def input_fingerprint(path: str, settings: Settings) -> str | None:
+    """What must match for a re-run to resume: the input's bytes and what shapes the rows."""
+    if path == "-":
+        return None  # stdin cannot be read twice
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    digest.update(f"|{settings.endpoint}|{settings.project_id}|{settings.input_format}".encode())
+    return digest.hexdigest()
+
+
 class Run:
     def __init__(self, settings: Settings, input_path: str, token: Secret, *,
                  stderr: TextIO = sys.stderr, fetcher_options: dict[str, object] | None = None):
@@ -126,10 +139,21 @@ class Run:
         output = self.settings.output
         check_writable(output)
         with OutputLock(output):
-            removed = clean_stale_staging(output, keep=self.run_id)
-            if removed:
-                log.info("removed %d leftover staging folder(s) of earlier runs", len(removed))
             sink = ParquetSink(output, self.snapshot_date, self.run_id)
+            removed = clean_stale_staging(output, keep=sink.staging.name)
+            if removed:
+                log.info("removed leftovers of unfinished runs for other dates: %s",
+                         ", ".join(removed))
+            fingerprint = await asyncio.to_thread(input_fingerprint, self.input_path,
+                                                  self.settings)
+            resumed = await asyncio.to_thread(sink.resume, fingerprint)
+            if resumed.chunks:
+                log.info("resuming: %d chunk(s), %d images already committed for %s",
+                         resumed.chunks, len(resumed.keys), self.snapshot_date)
+                self.intake.done = resumed.keys
+                self.tally.add(resumed.counts)
+                self.tally.done = sum(resumed.counts.values())
+                self.tally.members = resumed.member_rows
             write_manifest(output, self.record)
             total = await asyncio.to_thread(estimate_total, self.input_path, fmt)
             try:
@@ -168,7 +192,8 @@ class Run:
             "input_lines": self.intake.lines,
             "unique_ids": self.intake.unique,
             "duplicates": self.intake.duplicates,
-            "invalid": self.intake.rejected,
+            "resumed": self.intake.resumed,
+            "invalid": self.tally.by_status[Status.INVALID_ID.value],
             **{s: n for s, n in self.tally.by_status.items() if s != Status.INVALID_ID.value},
             "member_rows": self.tally.members,
             "status_rows": self.tally.done,

@@ -5,21 +5,24 @@ Layout under OUTPUT (the data contract, see README "Output"):
     members/snapshot_date=D/part-<run_id>-NNNNN.parquet        one row per (image, member)
     image_status/snapshot_date=D/part-<run_id>-NNNNN.parquet   one row per unique input ID
     runs/<run_id>.json                                         the run manifest, written last
-    _staging/<run_id>/...                     work in progress; no reader's glob sees it
+    _staging/snapshot_date=D/...              work in progress; no reader's glob sees it
 
-A chunk is written as ``.tmp``, fsynced and renamed, members before status, so a committed
-status file always has its member rows beside it. ``publish`` swaps each partition folder in
-with one rename, so a reader sees the old date or the new one, never a mix of files.
+A chunk is written as ``.tmp``, fsynced and renamed, members before status: a status file is
+the chunk's commit record, and its member rows are always beside it. Staging belongs to the
+snapshot date, not the run, so a run that crashed or was stopped is resumed by the next run for
+the same date and input (``resume``). ``publish`` swaps each partition folder in with a rename.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,6 +55,8 @@ STATUS_SCHEMA = pa.schema([
 ])
 TABLES = {"members": MEMBERS_SCHEMA, "image_status": STATUS_SCHEMA}
 STAGING = "_staging"
+RESUME_FILE = "resume.json"
+log = logging.getLogger("collector")
 
 
 def partition(output: Path, table: str, snapshot_date: dt.date) -> Path:
@@ -124,38 +129,93 @@ def write_atomically(table: pa.Table, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def key_of(project_id: str, image_id: str, status: str) -> str:
+    """The intake's dedupe key of a status row (see ``Intake.admit``)."""
+    return f"!{image_id}" if status == "invalid_id" else f"{project_id}/{image_id}"
+
+
+@dataclass(slots=True)
+class Resumed:
+    """What earlier, unfinished runs of this date already committed."""
+
+    keys: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    member_rows: int = 0
+    chunks: int = 0
+
+
 class ParquetSink:
-    """Owns every file of one run; called only from the pipeline's writer task."""
+    """Owns every file of one snapshot date's run; called only from the pipeline's writer task."""
 
     def __init__(self, output: Path, snapshot_date: dt.date, run_id: str) -> None:
         self.output = output
         self.snapshot_date = snapshot_date
         self.run_id = run_id
-        self.staging = output / STAGING / run_id
+        self.staging = output / STAGING / f"snapshot_date={snapshot_date.isoformat()}"
         self._sequence = 0
         self.files: list[str] = []  # relative to output, as published
-        self.rows = {"members": 0, "image_status": 0}
+
+    def resume(self, fingerprint: str | None) -> Resumed:
+        """Adopt the committed chunks of an unfinished earlier run of the same date and input.
+
+        A different input (``fingerprint``), or stdin (None), starts over. Files an earlier run
+        did not finish (``.tmp``, member chunks without their status file) are removed.
+        """
+        found = Resumed()
+        marker = self.staging / RESUME_FILE
+        previous = orjson.loads(marker.read_bytes()).get("fingerprint") if marker.exists() else None
+        if previous is None or previous != fingerprint:
+            if self.staging.exists():
+                log.info("staging of %s holds another input's work; starting over",
+                         self.snapshot_date)
+            shutil.rmtree(self.staging, ignore_errors=True)
         for table in TABLES:
             (self.staging / table).mkdir(parents=True, exist_ok=True)
+        self._write_marker(fingerprint)
+        if previous is None or previous != fingerprint:
+            return found
+        for leftover in self.staging.rglob("*.tmp"):
+            leftover.unlink()
+        committed = {p.name for p in (self.staging / "image_status").glob("*.parquet")}
+        for orphan in (self.staging / "members").glob("*.parquet"):
+            if orphan.name not in committed:
+                orphan.unlink()
+        for name in sorted(committed):
+            table = pq.read_table(self.staging / "image_status" / name,
+                                  columns=["project_id", "image_id", "status", "member_count"])
+            columns = table.to_pydict()
+            for project, image, status, count in zip(columns["project_id"], columns["image_id"],
+                                                     columns["status"], columns["member_count"],
+                                                     strict=True):
+                found.keys.add(key_of(project, image, status))
+                found.counts[status] = found.counts.get(status, 0) + 1
+                found.member_rows += count
+            found.chunks += 1
+        return found
+
+    def _write_marker(self, fingerprint: str | None) -> None:
+        tmp = self.staging / (RESUME_FILE + ".tmp")
+        tmp.write_bytes(orjson.dumps({"fingerprint": fingerprint}))
+        os.replace(tmp, self.staging / RESUME_FILE)
 
     def commit(self, chunk: Chunk) -> None:
         """Write one chunk into staging (blocking; run it in a thread)."""
-        if chunk.images == 0 and self._sequence > 0:
+        if chunk.images == 0:
             return
         name = f"part-{self.run_id}-{self._sequence:05d}.parquet"
         for table, columns in (("members", chunk.members), ("image_status", chunk.status)):
-            data = _table(columns, TABLES[table], self.run_id)
-            write_atomically(data, self.staging / table / name)
-            self.rows[table] += data.num_rows
-            self.files.append(f"{partition(Path(), table, self.snapshot_date)}/{name}")
-        for table in TABLES:
-            _fsync_dir(self.staging / table)
+            write_atomically(_table(columns, TABLES[table], self.run_id),
+                             self.staging / table / name)
+            _fsync_dir(self.staging / table)  # members are durable before status commits them
         self._sequence += 1
 
     def publish(self) -> None:
-        """Swap this run's partitions in for the date's; a reader sees old or new, never a mix."""
-        if self._sequence == 0:
-            self.commit(Chunk())  # an empty run still publishes its (empty) files
+        """Swap the date's partitions for the staged ones; see README "What a reader sees"."""
+        if not any((self.staging / "image_status").glob("*.parquet")):
+            empty = Chunk()  # an empty run still publishes files that carry the schema
+            for table, columns in (("members", empty.members), ("image_status", empty.status)):
+                write_atomically(_table(columns, TABLES[table], self.run_id),
+                                 self.staging / table / f"part-{self.run_id}-00000.parquet")
         for table in TABLES:
             final = partition(self.output, table, self.snapshot_date)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -163,13 +223,14 @@ class ParquetSink:
                 os.rename(final, self.staging / f"replaced-{table}")
             os.rename(self.staging / table, final)
             _fsync_dir(final.parent)
+            self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def clean_stale_staging(output: Path, keep: str) -> list[str]:
-    """Remove what crashed runs left in staging (we hold the output lock, so none is live)."""
+    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live)."""
     removed = []
     root = output / STAGING
     if root.is_dir():

@@ -106,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"wrote {len(fake.dataset.image_ids()):,} image IDs to {args.ids_file}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            import uvloop  # type: ignore[import-not-found]
+            import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional extra
         except ImportError:
             asyncio.run(_serve(fake, args.host, args.port))
         else:

@@ -1,0 +1,113 @@
+"""A run that stopped is resumed by the next run for the same date: nothing twice, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from tests.conftest import TOKEN, Outcome
+from tests.invariants import check_published, visible_files
+
+Collect = Callable[..., Awaitable[Outcome]]
+Factory = Callable[..., Awaitable[FakeCph]]
+
+
+def comparable(output: Path, table: str) -> set[tuple[object, ...]]:
+    """Rows without what differs between runs by design: run, time, request id, and attempts
+    (the server's faults are random)."""
+    drop = {"run_id", "collected_at", "request_id", "attempts"}
+    rows = ds.dataset(output / table, format="parquet", partitioning="hive").to_table()
+    keep = [c for c in rows.column_names if c not in drop]
+    return {tuple(r[c] for c in keep) for r in rows.select(keep).to_pylist()}
+
+
+async def test_a_fatal_run_is_resumed_without_requesting_committed_ids_again(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=31, images=60)
+    ids = dataset.image_ids()
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("".join(f"{i}\n" for i in [*ids, "bad/one"]))
+    fake = await fake_factory(dataset, script={ids[40]: ["unauthorized"]})  # once, then fine
+    first = await collect(fake, input_path=ids_file, chunk_images=10, concurrency=1)
+    assert first.record.exit_code == 3 and first.record.status == "fatal"
+    assert not visible_files(first.output, "image_status")
+    committed = first.record.counts["status_rows"] // 10 * 10
+    assert committed >= 30
+
+    seen_before = len(fake.log)
+    second = await collect(fake, input_path=ids_file, chunk_images=10, concurrency=1)
+    assert second.record.exit_code == 0
+    check_published(second, {(dataset.project_ids[0], i) for i in ids}, dataset, fake,
+                    invalid=1)
+    assert second.record.counts["resumed"] == committed
+    asked_again = {e.image_id for e in fake.log[seen_before:]}
+    assert len(asked_again) == len(ids) - committed
+    assert not asked_again & set(ids[:30])  # committed IDs are never requested again
+
+
+async def test_another_input_for_the_same_date_starts_over(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=32, images=30)
+    ids = dataset.image_ids()
+    fake = await fake_factory(dataset, script={ids[25]: ["unauthorized"]})
+    first = await collect(fake, ids, chunk_images=5, concurrency=1)
+    assert first.record.status == "fatal"
+    second = await collect(fake, ids[:20], chunk_images=5)
+    assert second.record.counts["resumed"] == 0
+    check_published(second, {(dataset.project_ids[0], i) for i in ids[:20]}, dataset, fake)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_equals_one_uninterrupted_run(tmp_path: Path) -> None:
+    env = {**os.environ, "CPH_AUTH_TOKEN": TOKEN}
+    ids = tmp_path / "ids.txt"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "collector", "fake-server", "--images", "400", "--seed", "9",
+         "--ids-file", str(ids), "--fault", "http_503=0.05", "--fault", "reset_mid_body=0.02"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline() + server.stdout.readline()
+        url = line.split("listening on ")[1].split()[0]
+        project = line.split("(project ")[1].split(";")[0]
+
+        def run(output: Path, rate: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id",
+                 project, "--endpoint", url, "--output", str(output), "--rate-limit", rate,
+                 "--chunk-images", "25", "--backoff-base", "0.01", "--snapshot-date",
+                 "2026-11-28"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=env)
+
+        clean = run(tmp_path / "clean", "2000")
+        assert clean.communicate(timeout=60)[0] and clean.returncode == 0
+
+        victim_out = tmp_path / "killed"
+        victim = run(victim_out, "100")
+        staged = victim_out / "_staging" / "snapshot_date=2026-11-28" / "image_status"
+        deadline = time.monotonic() + 30
+        while len(list(staged.glob("*.parquet"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+        assert not visible_files(victim_out, "image_status")
+
+        again = run(victim_out, "2000")
+        _, stderr = again.communicate(timeout=60)
+        assert again.returncode == 0, stderr
+        assert "resuming" in stderr
+        for table in ("members", "image_status"):
+            assert comparable(victim_out, table) == comparable(tmp_path / "clean", table)
+        assert not (victim_out / "_staging" / "snapshot_date=2026-11-28").exists()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=10)
