@@ -121,9 +121,12 @@ class Fetcher:
         """One page, retried as the policy says; None when the image is finished without it."""
         url = members_url(self._endpoint, target.project_id, target.image_id, marker)
         retry_after: float | None = None
+        throttled = False
         for attempt in range(1, self._max_attempts + 1):
             if attempt > 1:
-                if not self._budget.try_spend():
+                # 429s are answered by the shared limiter slowing down; the budget guards
+                # against an API that fails (5xx, timeouts, resets), so only those spend it.
+                if not throttled and not self._budget.try_spend():
                     result.error_msg = f"{result.error_msg} (retry budget exhausted)"
                     return None
                 self.counters.retries += 1
@@ -138,9 +141,10 @@ class Fetcher:
                 self._note_alike_failure(isinstance(exc, aiohttp.ClientConnectorError), exc)
                 result.http_status, result.request_id = None, None
                 result.error_code, result.error_msg = _client_error(exc)
-                verdict = classify(None, None, exc)
+                verdict, throttled = classify(None, None, exc), False
             else:
                 verdict, retry_after = self._judge(reply, result)
+                throttled = is_throttled(reply.status, result.error_code)
                 if verdict.action is Action.DONE and verdict.status is Status.OK:
                     try:
                         page = parse_members(reply.body, target.image_id)
@@ -166,6 +170,7 @@ class Fetcher:
         result.request_id = reply.request_id
         if reply.status == 200:
             self._api_seen, self._alike_failures = True, 0
+            self._limiter.on_accepted()
             return classify(200, None), None
         error = parse_error(reply.body) if reply.body else ApiError(None, None, None)
         result.request_id = reply.request_id or error.request_id
@@ -175,6 +180,9 @@ class Fetcher:
         self._note_alike_failure(gateway_404, None)
         if is_throttled(reply.status, error.code):
             self.counters.throttled += 1
+            self._limiter.on_throttled(error.message)
+        else:
+            self._limiter.on_accepted()
         return classify(reply.status, error.code), parse_retry_after(reply.retry_after)
 
     def endpoint_unproven(self) -> bool:

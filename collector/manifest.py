@@ -32,6 +32,7 @@ class RunRecord:
     requests: int = 0
     retries: int = 0
     throttled: int = 0
+    rate: dict[str, float] = field(default_factory=dict)  # configured, lowest, final req/s
     files: list[str] = field(default_factory=list)
 
     @property
@@ -55,6 +56,7 @@ class RunRecord:
             "requests": self.requests,
             "retries": self.retries,
             "throttled_429": self.throttled,
+            "rate_per_second": self.rate,
             "images_per_second": round(images / self.seconds, 1),
             "settings": self.settings,
             "files": self.files,

@@ -207,10 +207,11 @@ class Run:
         work: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=s.concurrency * 2)
         results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
         timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
+        limiter = RateLimiter(s.rate_limit)
         async with CphClient(self.token, concurrency=s.concurrency, timeouts=timeouts,
                              max_body_bytes=s.max_body_bytes) as client:
             fetcher = Fetcher(
-                client, RateLimiter(s.rate_limit), endpoint=self.endpoint,
+                client, limiter, endpoint=self.endpoint,
                 max_attempts=s.max_attempts,
                 backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
                 budget=RetryBudget(100.0, s.retry_budget), fail_fast_after=s.fail_fast_after,
@@ -230,6 +231,8 @@ class Run:
             c = fetcher.counters
             self.record.requests, self.record.retries, self.record.throttled = \
                 c.requests, c.retries, c.throttled
+            self.record.rate = {"configured": s.rate_limit, "lowest": round(limiter.lowest, 1),
+                                "final": round(limiter.rate, 1)}
         return fetcher
 
     async def _run_workers(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],

@@ -1,0 +1,140 @@
+"""The shared rate limiter: smooth windows, and a pool-wide slow-down on 429s (clock injected)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from collector.limiter import RateLimiter, announced_rate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_window_holds_a_tenth_of_a_second_of_quota() -> None:
+    assert RateLimiter(500, slow_start=False).effective_rate == 500
+    assert RateLimiter(2000, slow_start=False).effective_rate == 2000
+    assert RateLimiter(4, slow_start=False).effective_rate == pytest.approx(4)
+    assert RateLimiter(105, slow_start=False).effective_rate <= 105
+
+
+def test_slow_start_doubles_every_quarter_second_up_to_the_configured_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(800, clock=clock)
+    seen = [limiter.rate]
+    for _ in range(5):
+        clock.now += 0.25
+        limiter.on_accepted()
+        seen.append(limiter.rate)
+    assert seen == [100, 200, 400, 800, 800, 800]
+
+
+def test_a_429_drops_the_rate_to_just_under_what_was_accepted_halving_at_most() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1000, clock=clock, slow_start=False)
+    for _ in range(450):  # 1.5 s in which the gateway took 300 a second
+        clock.now += 1 / 300
+        limiter.on_accepted()
+    limiter.on_throttled()
+    assert limiter.rate == 500
+    for _ in range(160):  # past the cooldown
+        clock.now += 1 / 300
+        limiter.on_accepted()
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(0.95 * 300, abs=1)
+    assert limiter.effective_rate <= limiter.rate
+
+
+def test_a_burst_of_429s_is_one_signal_and_halves_at_most() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1000, clock=clock, slow_start=False)
+    for _ in range(50):
+        limiter.on_throttled()  # nothing accepted yet: the floor is half the rate
+    assert limiter.rate == pytest.approx(500)
+    clock.now += 0.51
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(250)
+
+
+def test_the_rate_creeps_back_but_never_above_the_configured_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(100, clock=clock, slow_start=False)
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(50)
+    clock.now += 1.0
+    limiter.on_accepted()
+    assert limiter.rate == pytest.approx(51)  # creeps: +2% a second, no more slow start
+    for _ in range(200):
+        clock.now += 1.0
+        limiter.on_accepted()
+    assert limiter.rate == 100
+    assert limiter.lowest == pytest.approx(50)
+
+
+async def test_no_window_sees_more_than_the_rate_over_real_time() -> None:
+    limiter = RateLimiter(200, slow_start=False)
+    stamps: list[float] = []
+
+    async def worker() -> None:
+        for _ in range(20):
+            await limiter.acquire()
+            stamps.append(time.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(16)))  # 320 requests, ~1.6 s
+    stamps.sort()
+    for width, cap in ((1.0, 200), (0.1, 20)):
+        busiest = max(bisect.bisect_right(stamps, t + width - 1e-9) - i
+                      for i, t in enumerate(stamps))
+        assert busiest <= cap
+
+
+@pytest.mark.slow
+async def test_against_an_unknown_lower_limit_the_run_converges_with_few_429s(
+        fake_factory, collect) -> None:  # type: ignore[no-untyped-def]
+    fake: FakeCph = await fake_factory(Dataset(seed=12, images=1500), rate_limit=150,
+                                       latency=0.01)
+    out = await collect(fake, fake.dataset.image_ids(), rate_limit=400, concurrency=32,
+                        sleep=asyncio.sleep, backoff_base=0.2)
+    assert out.record.exit_code == 0
+    share = out.record.throttled / out.record.requests
+    assert share < 0.10, f"{out.record.throttled} of {out.record.requests} requests got 429"
+    assert out.record.rate["final"] < 200
+    busiest = max(bisect.bisect_right(fake.arrivals, t + 1.0) - i
+                  for i, t in enumerate(fake.arrivals))
+    assert busiest <= 150  # the server's own window held
+
+
+@pytest.mark.parametrize(("message", "rate"), [
+    ("The throttling threshold has been reached: policy user over ratelimit,limit:300,"
+     "time:1 second", 300.0),
+    ("policy user over ratelimit,limit:200,time:5 minute", 200 / 300),
+    ("policy ip over ratelimit,limit:5,time:1 minute", 5 / 60),
+    ("Too many requests", None),
+    (None, None),
+])
+def test_the_gateway_policy_is_read_from_the_429_message(message: str | None,
+                                                         rate: float | None) -> None:
+    assert announced_rate(message) == (pytest.approx(rate) if rate else None)
+
+
+def test_an_announced_limit_caps_the_rate_and_sporadic_429s_cannot_push_below_it() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1000, clock=clock, slow_start=False)
+    message = "policy user over ratelimit,limit:300,time:1 second"
+    for _ in range(100):
+        clock.now += 0.6
+        limiter.on_throttled(message)
+    assert limiter.rate == pytest.approx(285)
+    for _ in range(100):
+        clock.now += 1.0
+        limiter.on_accepted()
+    assert limiter.rate == pytest.approx(285)  # never above what the gateway allows
