@@ -1,7 +1,7 @@
 """The run manifest ``runs/<run_id>.json``: what a run did, written at start and again last.
 
-Only a manifest with ``"status": "finished"`` describes published data. ``running``, ``fatal``
-and ``interrupted`` runs never published anything.
+Only a manifest with ``"status": "finished"`` describes published data. ``running``, ``fatal``,
+``interrupted`` and ``crashed`` (killed, or the machine died) runs never published anything.
 """
 
 from __future__ import annotations
@@ -77,3 +77,21 @@ def write_manifest(output: Path, record: RunRecord) -> Path:
         os.fsync(handle.fileno())
     os.replace(tmp, target)
     return target
+
+
+def mark_crashed(output: Path) -> list[str]:
+    """Manifests still ``running`` belong to dead runs (the caller holds the output lock)."""
+    found = []
+    for path in sorted((output / "runs").glob("*.json")):
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if doc.get("status") == "running":
+            doc["status"] = "crashed"
+            doc["error"] = "the run stopped without finishing (killed, or the machine died)"
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            os.replace(tmp, path)
+            found.append(str(doc.get("run_id")))
+    return found

@@ -31,7 +31,7 @@ from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Rejected, Target
 from collector.limiter import RateLimiter
-from collector.manifest import RunRecord, write_manifest
+from collector.manifest import RunRecord, mark_crashed, write_manifest
 from collector.outdir import OutputLock, check_writable
 from collector.progress import Snapshot, estimate_total, report
 from collector.retry import Backoff, RetryBudget
@@ -140,6 +140,8 @@ class Run:
         check_writable(output)
         with OutputLock(output):
             sink = ParquetSink(output, self.snapshot_date, self.run_id)
+            for run_id in mark_crashed(output):
+                log.info("run %s had stopped without finishing; marked crashed", run_id)
             removed = clean_stale_staging(output, keep=sink.staging.name)
             if removed:
                 log.info("removed leftovers of unfinished runs for other dates: %s",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import orjson
 import pyarrow.dataset as ds
 import pytest
 
@@ -105,9 +106,37 @@ def test_kill_9_then_rerun_equals_one_uninterrupted_run(tmp_path: Path) -> None:
         _, stderr = again.communicate(timeout=60)
         assert again.returncode == 0, stderr
         assert "resuming" in stderr
+        statuses = sorted(orjson.loads(p.read_bytes())["status"]
+                          for p in (victim_out / "runs").glob("*.json"))
+        assert statuses == ["crashed", "finished"]
         for table in ("members", "image_status"):
             assert comparable(victim_out, table) == comparable(tmp_path / "clean", table)
         assert not (victim_out / "_staging" / "snapshot_date=2026-11-28").exists()
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=10)
+
+
+async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sink
+
+    real, writes = collector.sink.write_atomically, []
+
+    def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
+        writes.append(target)
+        if len(writes) > 2:  # the first chunk (members + status) fits, then the disk is full
+            raise OSError(28, "No space left on device")
+        real(table, target)
+
+    monkeypatch.setattr(collector.sink, "write_atomically", disk_full_after_two)
+    ids = fake.dataset.image_ids()
+    first = await collect(fake, ids, chunk_images=10, concurrency=1)
+    assert first.error is not None and first.record.exit_code == 3
+    assert "write failed (No space left on device)" in str(first.error)
+    assert not visible_files(first.output, "image_status")
+
+    monkeypatch.setattr(collector.sink, "write_atomically", real)
+    second = await collect(fake, ids, chunk_images=10)
+    assert second.record.counts["resumed"] == 10
+    check_published(second, {(fake.dataset.project_ids[0], i) for i in ids}, fake.dataset)

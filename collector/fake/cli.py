@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
                         help="inject a fault at a rate, e.g. http_503=0.02; kinds: "
                              + ", ".join(o.value for o in Outcome if o is not Outcome.NORMAL))
+    parser.add_argument("--stall-seconds", type=float, default=30.0,
+                        help="how long a 'stall' fault waits before answering")
     parser.add_argument("--unknown-image", choices=("cps", "404"), default="cps",
                         help="unknown image: 400 CPS.0030 (cps) or 404 APIGW.0101")
     parser.add_argument("--no-paging", action="store_true",
@@ -78,7 +80,8 @@ def build(args: argparse.Namespace) -> FakeCph:
         token_ttl=args.token_ttl, unknown_image=args.unknown_image, paging=not args.no_paging,
         rate_limit=args.rate_limit, retry_after=args.retry_after, latency=args.latency,
         latency_p50=args.latency_p50, latency_p99=args.latency_p99,
-        fault_rates=parse_faults(args.fault), seed=args.seed, record=False)
+        fault_rates=parse_faults(args.fault), seed=args.seed, stall_seconds=args.stall_seconds,
+        record=False)
     return FakeCph(dataset, config)
 
 

@@ -1,8 +1,9 @@
 """What the fake server does to one request: the outcome kinds, random rates and per-ID scripts.
 
 A script says "this ID gets 429, 429, then 200": ``{"<image_id>": ["throttle", "throttle"]}``;
-after its list the image behaves normally. Random rates apply to unscripted attempts, drawn from
-a seeded generator so a run can be repeated.
+after its list the image behaves normally. Random rates apply to unscripted attempts. The draw
+depends only on (seed, image, attempt), not on the order requests arrive in, so two runs against
+fresh servers with the same seed meet exactly the same faults, image by image.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class FaultPlan:
             raise ValueError("fault rates add up to more than 1")
         self.script = {image: [Outcome(o) for o in outcomes]
                        for image, outcomes in (script or {}).items()}
-        self._rng = random.Random(seed)
+        self._seed = seed
         self._cumulative = []
         total = 0.0
         for outcome, rate in self.rates.items():
@@ -60,7 +61,7 @@ class FaultPlan:
         if scripted is not None:  # a scripted image is never hit by random faults
             return scripted[attempt - 1] if attempt <= len(scripted) else Outcome.NORMAL
         if self._cumulative:
-            draw = self._rng.random()
+            draw = random.Random(f"{self._seed}:{image_id}:{attempt}").random()
             for bound, outcome in self._cumulative:
                 if draw < bound:
                     return outcome
