@@ -111,16 +111,16 @@ class RateLimiter:
     def on_throttled(self, message: str | None = None) -> None:
         """A 429: slow the whole pool to the announced limit, or by AIMD once per COOLDOWN."""
         now = self._clock()
-        self._starting = False
-        self._last_change = now
         announced = announced_rate(message)
-        if announced is not None:
+        if announced is not None:  # authoritative: cap, and let slow start go on below the cap
             self.ceiling = max(MIN_RATE, min(self.ceiling, MARGIN * announced))
             if self.rate > self.ceiling:
                 self.rate = self.ceiling
                 self.lowest = min(self.lowest, self.rate)
                 self._apply()
             return
+        self._starting = False
+        self._last_change = now
         if now - self._last_decrease < COOLDOWN:
             return
         self._last_decrease = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -110,3 +111,25 @@ async def test_the_retry_budget_stops_a_sick_api_from_being_hammered(
     assert out.record.retries == 100  # the initial budget, nothing earned back
     assert {r["status"] for r in out.statuses().values()} == {"failed"}
     assert out.record.exit_code == 1
+
+
+async def test_limits_hold_during_retries(fake_factory: Factory, collect: Collect) -> None:
+    """I8 and I9: the rate and the concurrency hold while a fifth of the requests fail."""
+    dataset = Dataset(seed=14, images=500)
+    fake = await fake_factory(dataset, latency=0.02,
+                              fault_rates={"http_503": 0.1, "reset_before_headers": 0.05,
+                                           "throttle": 0.05})
+    out = await collect(fake, dataset.image_ids(), rate_limit=250, concurrency=8,
+                        max_attempts=4, backoff_base=0.01)
+    check_published(out, {(dataset.project_ids[0], i) for i in dataset.image_ids()}, dataset,
+                    fake)
+    assert fake.max_in_flight <= 8
+    times = sorted(e.t for e in fake.log)
+    for width, cap in ((1.0, 250), (0.1, 25)):
+        busiest = max(bisect.bisect_right(times, t + width - 1e-9) - i
+                      for i, t in enumerate(times))
+        assert busiest <= cap * 1.05 + 1, (width, busiest)
+    rows = out.statuses().values()
+    assert max(r["attempts"] for r in rows) <= 4
+    assert out.record.retries == sum(r["attempts"] - 1 for r in rows)
+    assert out.record.requests == len(fake.log)  # every request on the wire was counted

@@ -138,3 +138,13 @@ def test_an_announced_limit_caps_the_rate_and_sporadic_429s_cannot_push_below_it
         clock.now += 1.0
         limiter.on_accepted()
     assert limiter.rate == pytest.approx(285)  # never above what the gateway allows
+
+
+def test_a_sporadic_announced_429_does_not_end_slow_start() -> None:
+    clock = Clock()
+    limiter = RateLimiter(800, clock=clock)
+    limiter.on_throttled("policy user over ratelimit,limit:2000,time:1 second")
+    for _ in range(4):
+        clock.now += 0.25
+        limiter.on_accepted()
+    assert limiter.rate == 800
