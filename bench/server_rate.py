@@ -6,7 +6,7 @@ drives it from this process (pinned to core 1) with a lean keep-alive client: ra
 streams, N connections, one request in flight on each, for a fixed time. It prints requests/s
 and the server's CPU per request.
 
-    python bench/server_rate.py [--seconds 10] [--connections 64] [--images 10000]
+    python bench/server_rate.py [--seconds 10] [--connections 64] [--images 10000] [--fast]
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 TOKEN = "bench-token"
 
 
-def start_server(images: int, ids_file: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(images: int, ids_file: Path, fast: bool) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "collector", "fake-server", "--images", str(images),
-               "--seed", "1", "--ids-file", str(ids_file)]
+               "--seed", "1", "--ids-file", str(ids_file), *(["--fast"] if fast else [])]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         command = ["taskset", "-c", "0", *command]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
@@ -80,11 +80,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--fast", action="store_true", help="the lean front (fake-server --fast)")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
     ids_file = Path(tempfile.mkdtemp()) / "ids.txt"
-    proc, where = start_server(args.images, ids_file)
+    proc, where = start_server(args.images, ids_file, args.fast)
     try:
         url, project = where.split("|")
         host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -102,7 +103,8 @@ def main() -> None:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    print(f"fake server ({loop}, one core): {count / elapsed:,.0f} requests/s over "
+    front = "lean front" if args.fast else "aiohttp.web"
+    print(f"fake server ({front}, {loop}, one core): {count / elapsed:,.0f} requests/s over "
           f"{elapsed:.1f} s with {args.connections} keep-alive connections; "
           f"server CPU {cpu / elapsed:.0%} of a core, {cpu / count * 1e6:,.0f} us per request")
 

@@ -19,7 +19,7 @@ from aioresponses import aioresponses
 
 from collector.config import Settings
 from collector.errors import FatalRunError
-from collector.fake import Dataset, FakeCph, ServerConfig
+from collector.fake import Dataset, FakeCph, FastFakeCph, ServerConfig
 from collector.manifest import RunRecord
 from collector.pipeline import Run
 from collector.secrets import Secret
@@ -47,12 +47,19 @@ class Outcome:
 
 
 @pytest.fixture
-async def fake_factory() -> AsyncIterator[Callable[..., Awaitable[FakeCph]]]:
-    started: list[FakeCph] = []
+def front() -> type[FakeCph | FastFakeCph]:
+    """Which fake server serves the test; fidelity tests run against both."""
+    return FakeCph
 
-    async def start(dataset: Dataset | None = None, **config: Any) -> FakeCph:
+
+@pytest.fixture
+async def fake_factory(
+        front: type[FakeCph | FastFakeCph]) -> AsyncIterator[Callable[..., Awaitable[FakeCph]]]:
+    started: list[FakeCph | FastFakeCph] = []
+
+    async def start(dataset: Dataset | None = None, **config: Any) -> FakeCph | FastFakeCph:
         config.setdefault("tokens", (TOKEN,))
-        fake = FakeCph(dataset or Dataset(seed=3, images=50), ServerConfig(**config))
+        fake = front(dataset or Dataset(seed=3, images=50), ServerConfig(**config))
         await fake.start()
         started.append(fake)
         return fake

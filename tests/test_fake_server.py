@@ -10,11 +10,17 @@ import aiohttp
 import orjson
 import pytest
 
-from collector.fake import Dataset, FakeCph
+from collector.fake import Dataset, FakeCph, FastFakeCph
 from collector.fake.dataset import DOC_EXAMPLE_IMAGE, DOC_EXAMPLE_MEMBERS, DOC_EXAMPLE_PROJECT
 from tests.conftest import TOKEN
 
 Factory = Callable[..., Awaitable[FakeCph]]
+
+
+@pytest.fixture(params=[FakeCph, FastFakeCph], ids=["aiohttp", "fast"])
+def front(request: pytest.FixtureRequest) -> type[FakeCph | FastFakeCph]:
+    """Both fronts of the fake server must behave the same."""
+    return request.param  # type: ignore[no-any-return]
 ERROR_KEYS = {"request_id", "error_code", "error_msg"}
 
 

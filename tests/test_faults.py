@@ -8,12 +8,18 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from collector.fake import Dataset, FakeCph
+from collector.fake import Dataset, FakeCph, FastFakeCph
 from tests.conftest import Outcome
 from tests.invariants import check_published, visible_files
 
 Collect = Callable[..., Awaitable[Outcome]]
 Factory = Callable[..., Awaitable[FakeCph]]
+
+
+@pytest.fixture(params=[FakeCph, FastFakeCph], ids=["aiohttp", "fast"])
+def front(request: pytest.FixtureRequest) -> type[FakeCph | FastFakeCph]:
+    """Both fronts of the fake server must behave the same."""
+    return request.param  # type: ignore[no-any-return]
 
 # script for the first image -> (status, attempts, error_code of the row)
 MATRIX = {

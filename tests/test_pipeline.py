@@ -122,10 +122,8 @@ async def test_paging_is_followed_and_every_member_arrives_once(
     fake = await fake_factory(Dataset(seed=9, images=30, empty_share=0.0))
     original = fake._members_page
 
-    def three_per_page(request, image):  # type: ignore[no-untyped-def]
-        if "limit" not in request.query:
-            request = request.clone(rel_url=request.rel_url.update_query(limit="3"))
-        return original(request, image)
+    def three_per_page(ex, query, image):  # type: ignore[no-untyped-def]
+        return original(ex, {"limit": "3", **query}, image)
 
     monkeypatch.setattr(fake, "_members_page", three_per_page)
     out = await collect(fake, fake.dataset.image_ids())

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 from collector.errors import UsageError
+from collector.fake.core import ServerConfig
 from collector.fake.dataset import Dataset
+from collector.fake.fast import FastFakeCph
 from collector.fake.faults import Outcome
-from collector.fake.server import FakeCph, ServerConfig
+from collector.fake.server import FakeCph
 
 DEFAULT_TOKEN = "fake-token"  # noqa: S105 - the fake server's documented default
 
@@ -44,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer in the older shape, without marker/limit/page_info")
     parser.add_argument("--token-ttl", type=float, default=None,
                         help="seconds before the token expires (401 APIGW.0301)")
+    parser.add_argument("--fast", action="store_true",
+                        help="serve with the lean HTTP/1.1 front (same answers, for benchmarks)")
     parser.add_argument("--ids-file", type=Path, default=None,
                         help="write the dataset's IDs here (.csv: project_id,image_id; "
                              "else one ID per line)")
@@ -72,7 +76,7 @@ def write_ids(dataset: Dataset, path: Path) -> None:
             handle.writelines(f"{image}\n" for image in dataset.image_ids())
 
 
-def build(args: argparse.Namespace) -> FakeCph:
+def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
     dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images,
                       max_members=args.max_members)
     config = ServerConfig(
@@ -82,14 +86,15 @@ def build(args: argparse.Namespace) -> FakeCph:
         latency_p50=args.latency_p50, latency_p99=args.latency_p99,
         fault_rates=parse_faults(args.fault), seed=args.seed, stall_seconds=args.stall_seconds,
         record=False)
-    return FakeCph(dataset, config)
+    return (FastFakeCph if args.fast else FakeCph)(dataset, config)
 
 
-async def _serve(fake: FakeCph, host: str, port: int) -> None:
+async def _serve(fake: FakeCph | FastFakeCph, host: str, port: int) -> None:
     url = await fake.start(host, port)
     projects = ", ".join(fake.dataset.project_ids[: fake.dataset.projects])
+    kind = "lean front" if isinstance(fake, FastFakeCph) else "aiohttp.web"
     print(f"fake CPH listening on {url} (project {projects}; "
-          f"{fake.dataset.images} images each); Ctrl-C stops it", flush=True)
+          f"{fake.dataset.images} images each; {kind}); Ctrl-C stops it", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

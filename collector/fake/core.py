@@ -1,0 +1,341 @@
+"""What the fake CPH answers, decided once, with no I/O: the gateway, the two APIs, the faults.
+
+    gateway (every request)   X-Request-Id; 401 APIGW.0301 without a valid X-Auth-Token;
+                              429 APIGW.0308 over a per-caller sliding-window limit;
+                              404 APIGW.0101 for any path or method that is not an API
+    ListImageMembers          GET /v1/{project_id}/cloud-phone/images/{image_id}/members
+                              marker/limit paging with page_info.next_marker, or the older
+                              shape without paging; unknown image: 400 CPS.0030 or 404 APIGW.0101;
+                              a project the caller may not read: 400 CPS.0001
+    ListImages                GET /v1/{project_id}/cloud-phone/images, offset/limit, total
+
+Error bodies are exactly ``{"request_id", "error_code", "error_msg"}``. Two fronts serve these
+answers: ``server.FakeCph`` on aiohttp.web, and ``fast.FastFakeCph``, a lean HTTP/1.1 protocol
+for benchmarks. Each acts out the transport faults (resets, short or slow bodies) itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+from array import array
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from collector.fake.dataset import Dataset
+from collector.fake.faults import FaultPlan, Outcome
+
+JSON = "application/json"
+MSG = {
+    "APIGW.0101": "The API does not exist or has not been published in the environment.",
+    "APIGW.0301.missing": "Incorrect IAM authentication information: x-auth-token not found",
+    "APIGW.0301.invalid": "Incorrect IAM authentication information: verify token failed",
+    "APIGW.0301.expired": "Incorrect IAM authentication information: token expires",
+    "CPS.0001": "No permission to request resources.",
+    "CPS.0002": "Parameter: {} is invalid.",
+    "CPS.0003": "Service internal error.",
+    "CPS.0030": "Parameter: image_id is invalid.",
+}
+HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
+             b"Gateway</h1></center><hr><center>nginx</center></body></html>")
+SIMPLE_FAULTS = {
+    Outcome.HTTP_500: (500, "CPS.0003", MSG["CPS.0003"]),
+    Outcome.HTTP_502: (502, "APIGW.0201", "Backend unavailable."),
+    Outcome.HTTP_503: (503, "APIGW.0201", "Service unavailable."),
+    Outcome.HTTP_504: (504, "APIGW.0201", "Backend timeout."),
+    Outcome.CPS_0003: (400, "CPS.0003", MSG["CPS.0003"]),
+    Outcome.UNAUTHORIZED: (401, "APIGW.0301", MSG["APIGW.0301.expired"]),
+    Outcome.FORBIDDEN: (400, "CPS.0001", MSG["CPS.0001"]),
+}
+# Faults a front acts out on the connection itself; the answer carries the good body.
+TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BODY,
+                              Outcome.SHORT_BODY, Outcome.TRICKLE, Outcome.STALL,
+                              Outcome.HUGE_BODY})
+
+
+@dataclass
+class ServerConfig:
+    tokens: tuple[str, ...] = ("fake-token",)
+    token_ttl: float | None = None  # seconds a token stays valid after the server starts
+    token_max_requests: int | None = None  # requests a token may make before it expires
+    unknown_image: str = "cps"  # "cps": 400 CPS.0030; "404": 404 APIGW.0101
+    paging: bool = True  # False: the older API without marker/limit/page_info
+    rate_limit: int | None = None  # requests per caller per window; None: unlimited
+    rate_window: float = 1.0
+    retry_after: str | None = None  # Retry-After header value on 429s
+    latency: float = 0.0  # seconds before each answer
+    latency_p50: float | None = None  # with p99: a log-normal latency instead
+    latency_p99: float | None = None
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    script: dict[str, list[str]] = field(default_factory=dict)
+    seed: int = 0
+    trickle_pieces: int = 8
+    trickle_delay: float = 0.05
+    stall_seconds: float = 30.0
+    huge_body_bytes: int = 64 << 20
+    record: bool = True  # keep a LogEntry per request (tests); counters are always kept
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request while it is handled."""
+
+    arrived: float
+    method: str
+    path: str
+    rid: str
+    in_flight: int
+    project_id: str | None = None
+    image_id: str | None = None
+    marker: str | None = None
+    attempt: int = 0
+    outcome: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    t: float  # time.monotonic() when the request arrived
+    method: str
+    path: str
+    project_id: str | None
+    image_id: str | None
+    marker: str | None
+    status: int  # 0 when the connection was cut before a status line
+    outcome: str
+    attempt: int  # this request's number among requests for the same image
+    in_flight: int  # requests being handled when this one arrived, itself included
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    retry_after: str | None = None
+    fault: Outcome | None = None  # act this out on the connection instead of answering
+    backend: bool = True  # it passed the gateway, so the configured latency applies
+
+
+class FakeApiCore:
+    """State and decisions shared by both fronts; subclasses add the sockets."""
+
+    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None) -> None:
+        self.dataset = dataset or Dataset()
+        self.config = config or ServerConfig()
+        self.faults = FaultPlan(self.config.fault_rates, self.config.script, self.config.seed)
+        self.log: list[LogEntry] = []
+        self.arrivals = array("d")  # monotonic time of every request the throttle admitted
+        self.statuses: Counter[int] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.url = ""
+        self._rng = random.Random(self.config.seed + 1)
+        self._attempts: Counter[str] = Counter()
+        self._windows: dict[str, deque[float]] = {}
+        self._token_uses: Counter[str] = Counter()
+        self._tokens = set(self.config.tokens)
+        self._started = time.monotonic()
+        self._bodies: dict[str, bytes] = {}
+        self._projects = frozenset(self.dataset.project_ids)
+
+    def add_token(self, token: str) -> None:
+        self._tokens.add(token)
+
+    def attempts(self, image_id: str) -> int:
+        return self._attempts[image_id]
+
+    def requested_images(self) -> set[str]:
+        return {e.image_id for e in self.log if e.image_id is not None}
+
+    @property
+    def has_latency(self) -> bool:
+        return self.config.latency > 0 or self.config.latency_p50 is not None
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def begin(self, method: str, path: str) -> Exchange:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return Exchange(time.monotonic(), method, path, os.urandom(16).hex(), self.in_flight)
+
+    def finish(self, ex: Exchange, status: int) -> None:
+        """``status`` is 0 when the connection was cut before a status line."""
+        self.in_flight -= 1
+        self.statuses[status] += 1
+        if self.config.record:
+            self.log.append(LogEntry(ex.arrived, ex.method, ex.path, ex.project_id, ex.image_id,
+                                     ex.marker, status, ex.outcome, ex.attempt, ex.in_flight))
+
+    def answer(self, ex: Exchange, query: Mapping[str, str], token: str | None) -> Answer:
+        problem = self._auth_problem(token, ex.arrived)
+        if problem is not None:
+            ex.outcome = "unauthorized"
+            return self._error(ex, 401, "APIGW.0301", MSG[problem], backend=False)
+        limit = self.config.rate_limit
+        if limit is not None and not self._admit(token or "", ex.arrived, limit):
+            ex.outcome = "throttle"
+            return self._throttle_answer(ex, limit, backend=False)
+        self.arrivals.append(ex.arrived)
+        parts = ex.path.split("/")
+        if (ex.method != "GET" or len(parts) not in (5, 7) or parts[:2] != ["", "v1"]
+                or parts[3:5] != ["cloud-phone", "images"] or not all(parts[2:])
+                or (len(parts) == 7 and parts[6] != "members")):
+            return self._error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
+        ex.project_id = parts[2]
+        if len(parts) == 5:
+            return self._images(ex, query)
+        ex.image_id, ex.marker = parts[5], query.get("marker")
+        return self._members(ex, query)
+
+    # -- gateway --------------------------------------------------------------------------------
+
+    def _auth_problem(self, token: str | None, now: float) -> str | None:
+        if not token:
+            return "APIGW.0301.missing"
+        if token not in self._tokens:
+            return "APIGW.0301.invalid"
+        self._token_uses[token] += 1
+        cfg = self.config
+        if cfg.token_ttl is not None and now - self._started > cfg.token_ttl:
+            return "APIGW.0301.expired"
+        if cfg.token_max_requests is not None and self._token_uses[token] > cfg.token_max_requests:
+            return "APIGW.0301.expired"
+        return None
+
+    def _admit(self, caller: str, now: float, limit: int) -> bool:
+        """A sliding window: at most ``limit`` admitted requests in any ``rate_window``."""
+        window = self._windows.setdefault(caller, deque())
+        while window and window[0] <= now - self.config.rate_window:
+            window.popleft()
+        if len(window) < limit:
+            window.append(now)
+            return True
+        return False
+
+    def _throttle_answer(self, ex: Exchange, limit: int, backend: bool = True) -> Answer:
+        """429 APIGW.0308 in the gateway's words: "... policy user over ratelimit,limit:N,..."."""
+        seconds = self.config.rate_window
+        span = "1 minute" if seconds == 60 else f"{seconds:g} second"
+        answer = self._error(ex, 429, "APIGW.0308",
+                             "The throttling threshold has been reached: policy user over "
+                             f"ratelimit,limit:{limit},time:{span}", backend=backend)
+        answer.retry_after = self.config.retry_after
+        return answer
+
+    def _error(self, ex: Exchange, status: int, code: str, message: str,
+               backend: bool = True) -> Answer:
+        body = orjson.dumps({"request_id": ex.rid, "error_code": code, "error_msg": message})
+        return Answer(status, body, backend=backend)
+
+    # -- ListImageMembers -----------------------------------------------------------------------
+
+    def _members(self, ex: Exchange, query: Mapping[str, str]) -> Answer:
+        image = ex.image_id
+        assert image is not None
+        self._attempts[image] += 1
+        ex.attempt = self._attempts[image]
+        outcome = self.faults.outcome(image, ex.attempt)
+        ex.outcome = outcome.value
+        if outcome is not Outcome.NORMAL:
+            return self._fault(ex, outcome, image)
+        if ex.project_id not in self._projects:
+            return self._error(ex, 400, "CPS.0001", MSG["CPS.0001"])
+        if self.dataset.owner(image) != ex.project_id:
+            ex.outcome = "not_found"
+            return self._not_found(ex)
+        return self._members_page(ex, query, image)
+
+    def _not_found(self, ex: Exchange) -> Answer:
+        if self.config.unknown_image == "404":
+            return self._error(ex, 404, "APIGW.0101", MSG["APIGW.0101"])
+        return self._error(ex, 400, "CPS.0030", MSG["CPS.0030"])
+
+    def _members_page(self, ex: Exchange, query: Mapping[str, str], image: str) -> Answer:
+        if not self.config.paging or ("marker" not in query and "limit" not in query):
+            body = self._bodies.get(image)
+            if body is None:
+                doc: dict[str, Any] = {"members": self.dataset.members(image)}
+                if self.config.paging:
+                    doc["page_info"] = {}
+                body = self._bodies[image] = orjson.dumps(doc)
+            return Answer(200, body)
+        limit = _int_param(query.get("limit", "100"), 1, 100)
+        if limit is None:
+            return self._error(ex, 400, "CPS.0002", MSG["CPS.0002"].format("limit"))
+        members = self.dataset.members(image)
+        start = 0
+        if "marker" in query:
+            ids = [str(m["member_id"]) for m in members]
+            if query["marker"] not in ids:
+                return self._error(ex, 400, "CPS.0002", MSG["CPS.0002"].format("marker"))
+            start = ids.index(query["marker"]) + 1
+        page = members[start:start + limit]
+        page_info: dict[str, str] = {}
+        if start + limit < len(members):
+            page_info["next_marker"] = str(page[-1]["member_id"])
+        return Answer(200, orjson.dumps({"members": page, "page_info": page_info}))
+
+    # -- ListImages -----------------------------------------------------------------------------
+
+    def _images(self, ex: Exchange, query: Mapping[str, str]) -> Answer:
+        if ex.project_id not in self._projects:
+            return self._error(ex, 400, "CPS.0001", MSG["CPS.0001"])
+        offset = _int_param(query.get("offset", "0"), 0, 2**31)
+        limit = _int_param(query.get("limit", "100"), 1, 100)
+        if offset is None or limit is None:
+            return self._error(ex, 400, "CPS.0002", "Parameter: offset or limit is invalid.")
+        ids = self.dataset.image_ids(ex.project_id)
+        infos = [self.dataset.image_info(i, offset + n)
+                 for n, i in enumerate(ids[offset:offset + limit])]
+        return Answer(200, orjson.dumps({"request_id": ex.rid, "total": len(ids),
+                                         "image_infos": infos}))
+
+    # -- latency and faults ---------------------------------------------------------------------
+
+    async def delay(self) -> None:
+        cfg = self.config
+        if cfg.latency_p50 is not None and cfg.latency_p99 is not None:
+            sigma = max(math.log(cfg.latency_p99 / cfg.latency_p50), 0.0) / 2.326
+            await asyncio.sleep(self._rng.lognormvariate(math.log(cfg.latency_p50), sigma))
+        elif cfg.latency > 0:
+            await asyncio.sleep(cfg.latency)
+
+    def _fault(self, ex: Exchange, outcome: Outcome, image: str) -> Answer:
+        if outcome is Outcome.THROTTLE:
+            return self._throttle_answer(ex, self.config.rate_limit or 200)
+        if outcome in SIMPLE_FAULTS:
+            return self._error(ex, *SIMPLE_FAULTS[outcome])
+        if outcome is Outcome.NOT_FOUND:
+            return self._not_found(ex)
+        good = orjson.dumps({"members": self.dataset.members(image), "page_info": {}})
+        if outcome in TRANSPORT_FAULTS:
+            return Answer(200, good, fault=outcome)
+        if outcome is Outcome.TRUNCATED_JSON:
+            return Answer(200, good[: max(len(good) - 5, 1)])
+        if outcome is Outcome.WRONG_TYPES:
+            return Answer(200, orjson.dumps({"members": [
+                {"image_id": image, "member_id": 12345, "create_time": "yesterday",
+                 "update_time": None}]}))
+        if outcome in (Outcome.HTML_200, Outcome.HTML_502):
+            return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
+        if outcome is Outcome.PAGING_LOOP:
+            members = self.dataset.members(image)[:1]
+            return Answer(200, orjson.dumps({"members": members,
+                                             "page_info": {"next_marker": "loop"}}))
+        raise AssertionError(f"unhandled outcome {outcome}")
+
+
+def _int_param(raw: str, low: int, high: int) -> int | None:
+    """A query integer within [low, high], or None (the API answers 400 CPS.0002)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None

@@ -1,0 +1,203 @@
+"""The fake CPH as a lean HTTP/1.1 protocol, so our benchmarks measure the client, not the server.
+
+Same answers as the aiohttp front (both ask ``FakeApiCore``), same faults acted out, a fraction
+of the cost per request: one ``asyncio.Protocol`` per connection, a hand-rolled request parser
+that reads only what the API needs, and pre-rendered bodies. Requests on one connection are
+answered in order; answers that wait (latency, slow faults) run as a task meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import parse_qsl, unquote
+
+from collector.fake.core import Answer, Exchange, FakeApiCore, ServerConfig
+from collector.fake.dataset import Dataset
+from collector.fake.faults import Outcome
+
+MAX_HEAD = 65_536
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+class FastFakeCph(FakeApiCore):
+    """``async with FastFakeCph(Dataset(...), ServerConfig(...)) as fake: fake.url``."""
+
+    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None) -> None:
+        super().__init__(dataset, config)
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port,
+                                                backlog=1024, reuse_address=True)
+        bound = self._server.sockets[0].getsockname()
+        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FastFakeCph:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _head(ex: Exchange, answer: Answer, length: int | None, close: bool) -> bytes:
+    lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}",
+             f"Content-Type: {answer.content_type}", f"X-Request-Id: {ex.rid}"]
+    lines.append(f"Content-Length: {length}" if length is not None
+                 else "Transfer-Encoding: chunked")
+    if answer.retry_after is not None:
+        lines.append(f"Retry-After: {answer.retry_after}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, api: FastFakeCph) -> None:
+        self.api = api
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.waiting: asyncio.Task[None] | None = None  # an answer that is not written yet
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.api._connections.add(self)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.writable.set()
+        self.api._connections.discard(self)
+        if self.waiting is not None:
+            self.waiting.cancel()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiting is None:
+            self._serve()
+
+    def _serve(self) -> None:
+        """Answer every complete request in the buffer, in order, until one has to wait."""
+        while self.transport is not None and self.waiting is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    self.transport.close()
+                return
+            head = bytes(self.buffer[:end]).decode("latin-1")
+            del self.buffer[:end + 4]
+            request_line, *header_lines = head.split("\r\n")
+            method, target, _ = [*request_line.split(" "), "", ""][:3]
+            headers = {}
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            skip = int(headers.get("content-length", "0") or 0)
+            if skip:  # the API takes no bodies; drop one if sent
+                del self.buffer[:skip]
+            path, _, raw_query = target.partition("?")
+            query = dict(parse_qsl(raw_query)) if raw_query else {}
+            close = headers.get("connection", "").lower() == "close"
+            ex = self.api.begin(method, unquote(path))
+            answer = self.api.answer(ex, query, headers.get("x-auth-token"))
+            if answer.fault is None and not (answer.backend and self.api.has_latency):
+                self.transport.write(_head(ex, answer, len(answer.body), close) + answer.body)
+                self.api.finish(ex, answer.status)
+                if close:
+                    self.transport.close()
+                continue
+            self.waiting = asyncio.ensure_future(self._answer_later(ex, answer, close))
+
+    async def _answer_later(self, ex: Exchange, answer: Answer, close: bool) -> None:
+        status = 0
+        try:
+            if answer.backend:
+                await self.api.delay()
+            status = await self._act_out(ex, answer, close)
+        finally:
+            self.api.finish(ex, status)
+            self.waiting = None
+        if self.transport is not None and self.buffer:
+            self._serve()
+
+    async def _act_out(self, ex: Exchange, answer: Answer, close: bool) -> int:
+        """Write the answer, or act out its fault; the status the client saw, 0 for none."""
+        transport, fault, good = self.transport, answer.fault, answer.body
+        if transport is None:
+            return 0
+        if fault is Outcome.RESET_BEFORE_HEADERS:
+            self._cut(rst=True)
+            return 0
+        if fault is Outcome.STALL:
+            await asyncio.sleep(self.api.config.stall_seconds)
+            fault = None
+        if fault is None:
+            transport.write(_head(ex, answer, len(good), close) + good)
+            if close:
+                transport.close()
+            return answer.status
+        if fault in (Outcome.RESET_MID_BODY, Outcome.SHORT_BODY):
+            half = good[: max(len(good) // 2, 1)]
+            transport.write(_head(ex, answer, len(good) + 64, False) + half)
+            self._cut(rst=fault is Outcome.RESET_MID_BODY)
+            return 0
+        if fault is Outcome.TRICKLE:
+            transport.write(_head(ex, answer, len(good), close))
+            step = max(len(good) // self.api.config.trickle_pieces, 1)
+            for start in range(0, len(good), step):
+                if self.transport is None:
+                    return 0
+                transport.write(good[start:start + step])
+                await asyncio.sleep(self.api.config.trickle_delay)
+            return answer.status
+        # HUGE_BODY: an endless chunked body, written as fast as the client reads it
+        transport.write(_head(ex, answer, None, close))
+        piece = b'{"members":[' + b" " * 65_536
+        chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        sent = 0
+        while sent < self.api.config.huge_body_bytes and self.transport is not None:
+            transport.write(chunk)
+            sent += len(piece)
+            await self.writable.wait()  # the transport's flow control: as fast as it is read
+        if self.transport is not None:
+            transport.write(b"0\r\n\r\n")
+        return answer.status
+
+    def _cut(self, *, rst: bool) -> None:
+        """Drop the connection: an RST (SO_LINGER 0) or a plain FIN."""
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if rst and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+        self.buffer.clear()
