@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from collector import loop
+
 TOKEN = "bench-token"
 
 
@@ -98,13 +100,8 @@ def main() -> None:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=10)
         shutil.rmtree(ids_file.parent, ignore_errors=True)
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
     front = "lean front" if args.fast else "aiohttp.web"
-    print(f"fake server ({front}, {loop}, one core): {count / elapsed:,.0f} requests/s over "
+    print(f"fake server ({front}, {loop.name()}, one core): {count / elapsed:,.0f} requests/s over "
           f"{elapsed:.1f} s with {args.connections} keep-alive connections; "
           f"server CPU {cpu / elapsed:.0%} of a core, {cpu / count * 1e6:,.0f} us per request")
 

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, UsageError
 from collector.secrets import RedactingFilter, redact, token_from
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
                          "name a file with --token-file")
     run = Run(settings, args.input, token)
     try:
-        record = asyncio.run(run.execute())
+        record = loop.run(run.execute())
     finally:
         if run.record.exit_code is not None:
             print(summary_line(run.record), flush=True)

@@ -7,7 +7,6 @@ duplicate IDs, a server that throttles above 600 requests/s and fails a few per 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import secrets
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from collector import loop
 from collector.config import Settings
 from collector.fake.dataset import Dataset
 from collector.fake.server import FakeCph, ServerConfig
@@ -84,4 +84,4 @@ async def _demo(output: Path, images: int, seed: int) -> int:
 
 
 def demo(output: Path, images: int, seed: int) -> int:
-    return asyncio.run(_demo(output, images, seed))
+    return loop.run(_demo(output, images, seed))

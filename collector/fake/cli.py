@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from collector import loop
 from collector.errors import UsageError
 from collector.fake.core import ServerConfig
 from collector.fake.dataset import Dataset
@@ -113,10 +114,5 @@ def serve(args: argparse.Namespace) -> int:
         write_ids(fake.dataset, args.ids_file)
         print(f"wrote {len(fake.dataset.image_ids()):,} image IDs to {args.ids_file}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        try:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional extra
-        except ImportError:
-            asyncio.run(_serve(fake, args.host, args.port))
-        else:
-            uvloop.run(_serve(fake, args.host, args.port))
+        loop.run(_serve(fake, args.host, args.port))
     return 0
