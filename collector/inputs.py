@@ -8,6 +8,7 @@ missing, unreadable or shapeless input (no ``image_id`` column) is a ``UsageErro
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import sys
 from collections.abc import Generator, Iterator
@@ -202,3 +203,30 @@ def read_input(path: str, input_format: str) -> Generator[Line, None, None]:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Survey:
+    digest: str | None  # sha256 of the input's bytes; None for stdin
+    lines: int | None  # lines (Parquet: rows), an upper bound on IDs for the progress bar
+
+
+def survey(path: str, fmt: str) -> Survey:
+    """One pass over the input file before the run: its hash (for resuming) and its size."""
+    if path == "-":
+        return Survey(None, None)
+    digest, count, last = hashlib.sha256(), 0, b"\n"
+    try:
+        with Path(path).open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                count += block.count(b"\n")
+                last = block[-1:]
+    except OSError as exc:
+        raise UsageError(f"input {path}: read failed ({exc.strerror or exc})") from None
+    count += last != b"\n"
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        count = int(pq.ParquetFile(path).metadata.num_rows)
+    return Survey(digest.hexdigest(), count - (1 if fmt == "csv" else 0))

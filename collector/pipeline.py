@@ -28,12 +28,12 @@ from collector.client import CphClient, Timeouts
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher, ImageResult
-from collector.inputs import Line, detect_format, read_input
+from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected, Target
 from collector.limiter import RateLimiter
 from collector.manifest import RunRecord, mark_crashed, write_manifest
 from collector.outdir import OutputLock, check_writable
-from collector.progress import Snapshot, estimate_total, report
+from collector.progress import Snapshot, report
 from collector.retry import Backoff, RetryBudget
 from collector.secrets import Secret
 from collector.sink import Chunk, ParquetSink, clean_stale_staging
@@ -89,16 +89,12 @@ def open_input(path: str, input_format: str,
     return all_lines()
 
 
-def input_fingerprint(path: str, settings: Settings) -> str | None:
+def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
     """What must match for a re-run to resume: the input's bytes and what shapes the rows."""
-    if path == "-":
+    if input_digest is None:
         return None  # stdin cannot be read twice
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    digest.update(f"|{settings.endpoint}|{settings.project_id}|{settings.input_format}".encode())
-    return digest.hexdigest()
+    shape = f"{input_digest}|{settings.endpoint}|{settings.project_id}|{settings.input_format}"
+    return hashlib.sha256(shape.encode()).hexdigest()
 
 
 class Run:
@@ -146,9 +142,9 @@ class Run:
             if removed:
                 log.info("removed leftovers of unfinished runs for other dates: %s",
                          ", ".join(removed))
-            fingerprint = await asyncio.to_thread(input_fingerprint, self.input_path,
-                                                  self.settings)
-            resumed = await asyncio.to_thread(sink.resume, fingerprint)
+            about = await asyncio.to_thread(survey, self.input_path, fmt)
+            resumed = await asyncio.to_thread(sink.resume,
+                                              fingerprint(about.digest, self.settings))
             if resumed.chunks:
                 log.info("resuming: %d chunk(s), %d images already committed for %s",
                          resumed.chunks, len(resumed.keys), self.snapshot_date)
@@ -157,9 +153,8 @@ class Run:
                 self.tally.done = sum(resumed.counts.values())
                 self.tally.members = resumed.member_rows
             write_manifest(output, self.record)
-            total = await asyncio.to_thread(estimate_total, self.input_path, fmt)
             try:
-                fetcher = await self._collect(lines, sink, total)
+                fetcher = await self._collect(lines, sink, about.lines)
             except Exception as exc:
                 message = str(exc) if isinstance(exc, FatalRunError) \
                     else f"internal error: {type(exc).__name__}: {exc}"

@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 
@@ -19,26 +18,6 @@ class Snapshot:
     failed: int
     elapsed: float
     total: int | None  # input lines, when known up front
-
-
-def estimate_total(path: str, input_format: str) -> int | None:
-    """Input lines (or Parquet rows), a cheap upper bound on IDs; None for stdin."""
-    if path == "-":
-        return None
-    try:
-        if input_format == "parquet":
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        count, last = 0, b"\n"
-        with Path(path).open("rb") as handle:
-            while block := handle.read(1 << 20):
-                count += block.count(b"\n")
-                last = block[-1:]
-        count += last != b"\n"
-        return count - (1 if input_format == "csv" else 0)
-    except (OSError, ValueError):
-        return None
 
 
 def render(snap: Snapshot, bar_width: int = 0) -> str:

@@ -25,7 +25,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -144,6 +144,20 @@ class FakeApiCore:
         self._started = time.monotonic()
         self._bodies: dict[str, bytes] = {}
         self._projects = frozenset(self.dataset.project_ids)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on ``host:port`` (0: a free port); returns the base URL."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def add_token(self, token: str) -> None:
         self._tokens.add(token)
@@ -330,6 +344,10 @@ class FakeApiCore:
             return Answer(200, orjson.dumps({"members": members,
                                              "page_info": {"next_marker": "loop"}}))
         raise AssertionError(f"unhandled outcome {outcome}")
+
+
+def url_of(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _int_param(raw: str, low: int, high: int) -> int | None:

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import parse_qsl, unquote
 
-from collector.fake.core import Answer, Exchange, FakeApiCore, ServerConfig
+from collector.fake.core import Answer, Exchange, FakeApiCore, ServerConfig, url_of
 from collector.fake.dataset import Dataset
 from collector.fake.faults import Outcome
 
@@ -36,7 +36,7 @@ class FastFakeCph(FakeApiCore):
         self._server = await loop.create_server(lambda: _Connection(self), host, port,
                                                 backlog=1024, reuse_address=True)
         bound = self._server.sockets[0].getsockname()
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
+        self.url = url_of(host, bound[1])
         return self.url
 
     async def close(self) -> None:
@@ -46,13 +46,6 @@ class FastFakeCph(FakeApiCore):
                 connection.close()
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> FastFakeCph:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def _head(ex: Exchange, answer: Answer, length: int | None, close: bool) -> bytes:

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from collector.fake.core import Answer, Exchange, FakeApiCore, LogEntry, ServerConfig
+from collector.fake.core import Answer, Exchange, FakeApiCore, LogEntry, ServerConfig, url_of
 from collector.fake.dataset import Dataset
 from collector.fake.faults import Outcome
 
@@ -39,20 +39,13 @@ class FakeCph(FakeApiCore):
         assert server is not None
         assert server.sockets  # type: ignore[attr-defined]
         bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-        self.url = f"http://{host if ':' not in host else f'[{host}]'}:{bound[1]}"
+        self.url = url_of(host, bound[1])
         return self.url
 
     async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeCph:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         ex = self.begin(request.method, request.path)
