@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collector import loop
+from collector.auth import build_auth
 from collector.config import SPECS, Settings, env_name, load_settings
-from collector.errors import CollectorError, ExitCode, UsageError
-from collector.secrets import RedactingFilter, redact, token_from
+from collector.errors import CollectorError, ExitCode
+from collector.secrets import RedactingFilter, redact
 
 log = logging.getLogger("collector")
 
@@ -75,11 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
     setup_logging(settings.log_level)
-    token = token_from(os.environ, settings.token_file)
-    if token is None:
-        raise UsageError("CPH_AUTH_TOKEN: not set; export the X-Auth-Token (an IAM token) or "
-                         "name a file with --token-file")
-    run = Run(settings, args.input, token)
+    run = Run(settings, args.input, build_auth(settings, os.environ))
     try:
         record = loop.run(run.execute())
     finally:

@@ -6,15 +6,17 @@ deciding what that means is ``retry.classify``'s job.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from collector.auth import Auth
 from collector.retry import BodyTooLarge
-from collector.secrets import Secret
 
 USER_AGENT = "cph-collector/0.1"
 
@@ -25,6 +27,8 @@ class Reply:
     body: bytes
     request_id: str | None
     retry_after: str | None
+    date: str | None = None  # the server's Date header, to tell a skewed clock
+    generation: int = 0  # of the credentials the request carried (see auth.Auth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,22 +41,26 @@ class Timeouts:
 class CphClient:
     """``async with CphClient(...) as client: await client.get(url)``."""
 
-    def __init__(self, token: Secret, *, concurrency: int, timeouts: Timeouts,
-                 max_body_bytes: int) -> None:
-        self._token = token
+    def __init__(self, auth: Auth, *, concurrency: int, timeouts: Timeouts,
+                 max_body_bytes: int, ca_bundle: Path | None = None) -> None:
+        self.auth = auth
+        self._ca_bundle = ca_bundle
         self._concurrency = concurrency
         self._timeouts = timeouts
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> CphClient:
+        # TLS is always verified; a custom CA bundle adds trust, it never turns checking off.
+        tls = ssl.create_default_context(cafile=str(self._ca_bundle)) if self._ca_bundle \
+            else True
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True)
+                                         ttl_dns_cache=300, enable_cleanup_closed=True, ssl=tls)
         timeout = aiohttp.ClientTimeout(total=self._timeouts.total,
                                         sock_connect=self._timeouts.connect,
                                         sock_read=self._timeouts.read)
-        headers = CIMultiDict({"X-Auth-Token": self._token.reveal(), "User-Agent": USER_AGENT,
-                               "Accept": "application/json"})
+        headers = CIMultiDict({"User-Agent": USER_AGENT, "Accept": "application/json",
+                               **self.auth.session_headers()})
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=timeout, headers=headers, raise_for_status=False,
             cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trust_env=False)
@@ -61,6 +69,8 @@ class CphClient:
         # attempt count. The switch is private; without it we only lose that accounting.
         if hasattr(self._session, "_retry_connection"):
             self._session._retry_connection = False
+        if hasattr(self.auth, "session"):
+            self.auth.session = self._session  # IAM token requests share the pool
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -68,9 +78,12 @@ class CphClient:
         if self._session is not None:
             await self._session.close()
 
-    async def get(self, url: str) -> Reply:
+    async def get(self, url: str, project_id: str) -> Reply:
         assert self._session is not None, "use CphClient as an async context manager"
-        async with self._session.get(URL(url, encoded=True), allow_redirects=False) as resp:
+        target = URL(url, encoded=True)
+        headers, generation = await self.auth.headers("GET", target, project_id)
+        async with self._session.get(target, headers=headers or None,
+                                     allow_redirects=False) as resp:
             length = resp.content_length
             if length is not None and length > self._max_body:
                 resp.release()
@@ -81,7 +94,7 @@ class CphClient:
             else:
                 body = await self._read_bounded(resp)
             return Reply(resp.status, body, resp.headers.get("X-Request-Id"),
-                         resp.headers.get("Retry-After"))
+                         resp.headers.get("Retry-After"), resp.headers.get("Date"), generation)
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
         parts, size = [], 0

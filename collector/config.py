@@ -23,11 +23,17 @@ from collector.ids import is_valid_id
 
 INPUT_FORMATS = ("auto", "text", "csv", "jsonl", "parquet")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_METHODS = ("auto", "token", "password", "agency", "aksk")
+# Regions of CPH, as the official SDK lists them (huaweicloudsdkcph/v1/region/cph_region.py).
+REGIONS = ("cn-north-4", "cn-north-9", "cn-east-2", "cn-east-3", "cn-east-4", "cn-south-1",
+           "cn-southwest-2", "ap-southeast-1", "ap-southeast-3", "ru-northwest-2", "la-south-2",
+           "la-north-2", "af-north-1")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     endpoint: str | None = None
+    region: str | None = None
     project_id: str | None = None
     output: Path = Path("output")
     snapshot_date: dt.date | None = None
@@ -46,8 +52,29 @@ class Settings:
     chunk_images: int = 50_000
     fail_fast_after: int = 20
     progress_interval: float = 10.0
+    auth: str = "auto"
     token_file: Path | None = None
+    iam_endpoint: str | None = None
+    iam_user: str | None = None
+    iam_domain: str | None = None
+    agency_name: str | None = None
+    agency_domain: str | None = None
+    ca_bundle: Path | None = None
     log_level: str = "info"
+
+    @property
+    def cph_endpoint(self) -> str | None:
+        """``endpoint``, else the region's documented one."""
+        if self.endpoint is not None:
+            return self.endpoint
+        return f"https://cph.{self.region}.myhuaweicloud.com" if self.region else None
+
+    @property
+    def iam_url(self) -> str:
+        if self.iam_endpoint is not None:
+            return self.iam_endpoint
+        return f"https://iam.{self.region}.myhuaweicloud.com" if self.region \
+            else "https://iam.myhuaweicloud.com"
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready values for the manifest (no secret is a setting)."""
@@ -116,6 +143,13 @@ def _project_id(raw: Any) -> str:
     return value
 
 
+def _name(raw: Any) -> str:
+    value = str(raw).strip()
+    if not value or not value.isprintable():
+        raise ValueError
+    return value
+
+
 def _date(raw: Any) -> dt.date:
     if isinstance(raw, dt.date):
         return raw
@@ -132,6 +166,8 @@ def _path(raw: Any) -> Path:
 SPECS: dict[str, Spec] = {
     "endpoint": Spec(_endpoint, "an http(s) URL without query or credentials",
                      "CPH endpoint, e.g. https://cph.cn-north-4.myhuaweicloud.com"),
+    "region": Spec(_choice(REGIONS), "one of " + ", ".join(REGIONS),
+                   "region: gives the CPH and IAM endpoints unless they are set"),
     "project_id": Spec(_project_id, "letters, digits, - and _, at most 64",
                        "project for input rows that have no project_id column"),
     "output": Spec(_path, "a folder path", "output folder (members/, image_status/, runs/)"),
@@ -168,7 +204,17 @@ SPECS: dict[str, Spec] = {
                             "gateway 404) before any answer"),
     "progress_interval": Spec(_positive(3600), "a number of seconds > 0",
                               "seconds between progress lines when not on a terminal"),
+    "auth": Spec(_choice(AUTH_METHODS), "one of " + ", ".join(AUTH_METHODS),
+                 "credentials: token, password (IAM), agency (IAM assume-role), aksk; "
+                 "auto = from the environment"),
     "token_file": Spec(_path, "a file path", "file holding the X-Auth-Token (else CPH_AUTH_TOKEN)"),
+    "iam_endpoint": Spec(_endpoint, "an http(s) URL without query or credentials",
+                         "IAM endpoint for password/agency tokens; default from region"),
+    "iam_user": Spec(_name, "a non-empty name", "IAM user name (auth = password)"),
+    "iam_domain": Spec(_name, "a non-empty name", "account (domain) name of the IAM user"),
+    "agency_name": Spec(_name, "a non-empty name", "agency to assume (auth = agency)"),
+    "agency_domain": Spec(_name, "a non-empty name", "account (domain) name that owns the agency"),
+    "ca_bundle": Spec(_path, "a file path", "extra CA certificates (PEM) to trust; TLS stays on"),
     "log_level": Spec(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "log verbosity"),
 }
 

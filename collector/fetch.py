@@ -8,6 +8,8 @@ cannot go on (credentials rejected, or every request so far failed alike: wrong 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -68,6 +70,20 @@ def _client_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "broken_body", "response body ended early or was malformed"
     return "connection", f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _clock_hint(server_date: str | None) -> str:
+    """A signature fails when our clock is off; say so when the server's Date shows it."""
+    if not server_date:
+        return ""
+    try:
+        skew = (dt.datetime.now(dt.UTC) - email.utils.parsedate_to_datetime(server_date))
+    except (TypeError, ValueError, IndexError):
+        return ""
+    minutes = abs(skew.total_seconds()) / 60
+    if minutes < 5:
+        return ""
+    return f"; this machine's clock is {minutes:.0f} minutes off the server's (fix it, e.g. NTP)"
 
 
 class Fetcher:
@@ -132,11 +148,8 @@ class Fetcher:
                 self.counters.retries += 1
                 await self._sleep(self._backoff.wait(attempt - 1, retry_after, self._rng))
                 retry_after = None
-            await self._limiter.acquire()
-            result.attempts += 1
-            self.counters.requests += 1
             try:
-                reply = await self._client.get(url)
+                reply = await self._send(url, target.project_id, result)
             except (TimeoutError, aiohttp.ClientError, BodyTooLarge, OSError) as exc:
                 self._note_alike_failure(isinstance(exc, aiohttp.ClientConnectorError), exc)
                 result.http_status, result.request_id = None, None
@@ -159,11 +172,24 @@ class Fetcher:
                 return None
             if verdict.action is Action.REFRESH_AUTH:
                 detail = " ".join(filter(None, (result.error_code, result.error_msg)))
-                raise FatalRunError(f"credentials rejected: HTTP 401 {detail}; "
-                                    "check CPH_AUTH_TOKEN or token_file")
+                raise FatalRunError(f"credentials rejected: HTTP 401 {detail}; check the "
+                                    f"{self._client.auth.name}{_clock_hint(reply.date)}")
             if verdict.action is Action.GIVE_UP:
                 return None
         return None
+
+    async def _send(self, url: str, project_id: str, result: ImageResult) -> Reply:
+        """One request through the limiter; after a 401, once more with renewed credentials
+        if the credentials can be renewed (the renewal is shared by all workers)."""
+        for _ in range(2):
+            await self._limiter.acquire()
+            result.attempts += 1
+            self.counters.requests += 1
+            reply = await self._client.get(url, project_id)
+            if reply.status != 401 or not await self._client.auth.refresh(project_id,
+                                                                            reply.generation):
+                break
+        return reply
 
     def _judge(self, reply: Reply, result: ImageResult) -> tuple[Verdict, float | None]:
         result.http_status = reply.status

@@ -33,6 +33,7 @@ class RunRecord:
     retries: int = 0
     throttled: int = 0
     rate: dict[str, float] = field(default_factory=dict)  # configured, lowest, final req/s
+    auth: dict[str, object] = field(default_factory=dict)  # method, IAM token requests
     files: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +58,7 @@ class RunRecord:
             "retries": self.retries,
             "throttled_429": self.throttled,
             "rate_per_second": self.rate,
+            "auth": self.auth,
             "images_per_second": round(images / self.seconds, 1),
             "settings": self.settings,
             "files": self.files,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from collector.auth import Auth
 from collector.client import CphClient, Timeouts
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
@@ -35,7 +36,6 @@ from collector.manifest import RunRecord, mark_crashed, write_manifest
 from collector.outdir import OutputLock, check_writable
 from collector.progress import Snapshot, report
 from collector.retry import Backoff, RetryBudget
-from collector.secrets import Secret
 from collector.sink import Chunk, ParquetSink, clean_stale_staging
 
 log = logging.getLogger("collector")
@@ -93,20 +93,21 @@ def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
     """What must match for a re-run to resume: the input's bytes and what shapes the rows."""
     if input_digest is None:
         return None  # stdin cannot be read twice
-    shape = f"{input_digest}|{settings.endpoint}|{settings.project_id}|{settings.input_format}"
+    shape = f"{input_digest}|{settings.cph_endpoint}|{settings.project_id}|{settings.input_format}"
     return hashlib.sha256(shape.encode()).hexdigest()
 
 
 class Run:
-    def __init__(self, settings: Settings, input_path: str, token: Secret, *,
+    def __init__(self, settings: Settings, input_path: str, auth: Auth, *,
                  stderr: TextIO = sys.stderr, fetcher_options: dict[str, object] | None = None):
-        if settings.endpoint is None:
-            raise UsageError("endpoint: not set; give --endpoint or CPH_ENDPOINT "
+        endpoint = settings.cph_endpoint
+        if endpoint is None:
+            raise UsageError("endpoint: not set; give --region (e.g. cn-north-4) or --endpoint "
                              "(e.g. https://cph.cn-north-4.myhuaweicloud.com)")
         self.settings = settings
-        self.endpoint: str = settings.endpoint
+        self.endpoint: str = endpoint
         self.input_path = input_path
-        self.token = token
+        self.auth = auth
         self.stderr = stderr
         self.fetcher_options = fetcher_options or {}
         self.started = dt.datetime.now(dt.UTC)
@@ -205,8 +206,8 @@ class Run:
         results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
         timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
         limiter = RateLimiter(s.rate_limit)
-        async with CphClient(self.token, concurrency=s.concurrency, timeouts=timeouts,
-                             max_body_bytes=s.max_body_bytes) as client:
+        async with CphClient(self.auth, concurrency=s.concurrency, timeouts=timeouts,
+                             max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle) as client:
             fetcher = Fetcher(
                 client, limiter, endpoint=self.endpoint,
                 max_attempts=s.max_attempts,
@@ -230,6 +231,8 @@ class Run:
                 c.requests, c.retries, c.throttled
             self.record.rate = {"configured": s.rate_limit, "lowest": round(limiter.lowest, 1),
                                 "final": round(limiter.rate, 1)}
+            self.record.auth = {"method": self.auth.name,
+                                "token_requests": getattr(self.auth, "requests", 0)}
         return fetcher
 
     async def _run_workers(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],

@@ -8,8 +8,8 @@ from any text about to be logged or written.
 from __future__ import annotations
 
 import logging
-import os
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 from collector.errors import UsageError
@@ -63,7 +63,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def token_from(env: dict[str, str] | os._Environ[str], token_file: Path | None) -> Secret | None:
+def token_from(env: Mapping[str, str], token_file: Path | None) -> Secret | None:
     """The X-Auth-Token: ``CPH_AUTH_TOKEN`` wins over the file named by ``token_file``."""
     value = env.get("CPH_AUTH_TOKEN", "").strip()
     if not value and token_file is not None:

@@ -17,6 +17,7 @@ import pyarrow.dataset as ds
 import pytest
 from aioresponses import aioresponses
 
+from collector.auth import Auth, TokenAuth
 from collector.config import Settings
 from collector.errors import FatalRunError
 from collector.fake import Dataset, FakeCph, FastFakeCph, ServerConfig
@@ -81,6 +82,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
     async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
                   input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
                   output: Path | None = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
+                  auth: Auth | None = None,
                   **settings: Any) -> Outcome:
         if input_path is None:
             input_path = tmp_path / "ids.txt"
@@ -90,7 +92,8 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
                         project_id=fake.dataset.project_ids[0] if fake else "p1",
                         rate_limit=5000, concurrency=16, progress_interval=3600)
         stderr = io.StringIO()
-        run = Run(replace(base, **settings), str(input_path), Secret(token), stderr=stderr,
+        run = Run(replace(base, **settings), str(input_path), auth or TokenAuth(Secret(token)),
+                  stderr=stderr,
                   fetcher_options={"sleep": sleep})
         try:
             record = await run.execute()

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from aioresponses import aioresponses
 
+from collector.auth import TokenAuth
 from collector.client import CphClient, Timeouts
 from collector.errors import FatalRunError, Status
 from collector.fetch import Fetcher
@@ -27,7 +28,7 @@ def error(code: str, msg: str = "m") -> bytes:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
-    async with CphClient(Secret("tok-123456"), concurrency=4, timeouts=Timeouts(),
+    async with CphClient(TokenAuth(Secret("tok-123456")), concurrency=4, timeouts=Timeouts(),
                          max_body_bytes=10_000) as client:
         yield Fetcher(client, RateLimiter(10_000), endpoint="https://cph.test", max_attempts=3,
                       backoff=Backoff(), budget=RetryBudget(), fail_fast_after=50,

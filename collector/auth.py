@@ -1,0 +1,253 @@
+"""Credentials: the only module that holds a secret, behind one small interface.
+
+    Auth
+    ├── TokenAuth      a fixed X-Auth-Token (CPH_AUTH_TOKEN or token_file); cannot renew
+    ├── IamTokenAuth   X-Auth-Token from IAM (POST /v3/auth/tokens), one per project, renewed
+    │                  before it expires and once after a 401, by one request for all workers;
+    │                  by password, or by assuming an agency with another token
+    └── AkSkAuth       every request signed SDK-HMAC-SHA256 (see ``signer``), retries included
+
+The client asks ``headers(method, url, project)`` for each request and gets a generation number
+with them; after a 401 it calls ``refresh(project, generation)``, which renews at most once per
+generation however many workers saw the 401, and says whether a retry can help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from collector import signer
+from collector.api import parse_error
+from collector.config import Settings
+from collector.errors import FatalRunError, UsageError
+from collector.secrets import Secret, token_from
+
+
+class Auth(Protocol):
+    name: str
+
+    def session_headers(self) -> dict[str, str]:
+        """Headers every request carries (static credentials only)."""
+        ...
+
+    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+        """Per-request headers, and the generation of the credentials they carry."""
+        ...
+
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        """After a 401 with credentials of ``generation``: True if a retry may succeed."""
+        ...
+
+
+@dataclass
+class TokenAuth:
+    token: Secret
+    name: str = "X-Auth-Token from CPH_AUTH_TOKEN or token_file"
+
+    def session_headers(self) -> dict[str, str]:
+        return {"X-Auth-Token": self.token.reveal()}
+
+    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+        return {}, 0
+
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        return False
+
+
+@dataclass
+class AkSkAuth:
+    access_key: str  # not a secret: it names the key, like a user name
+    secret_key: Secret
+    security_token: Secret | None = None
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    name: str = "AK/SK signature (HUAWEICLOUD_SDK_AK/SK)"
+
+    def session_headers(self) -> dict[str, str]:
+        return {}
+
+    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+        host = url.raw_host or ""
+        if url.explicit_port and url.port != {"http": 80, "https": 443}.get(url.scheme):
+            host = f"{host}:{url.port}"
+        headers = {"Host": host, "X-Sdk-Date": signer.sdk_date(self.clock()),
+                   "X-Project-Id": project_id}
+        if self.security_token is not None:
+            headers["X-Security-Token"] = self.security_token.reveal()
+        headers["Authorization"] = signer.sign(
+            self.access_key, self.secret_key.reveal(), method, url.raw_path,
+            list(url.query.items()), headers)
+        return headers, 0
+
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        return False  # a signature cannot be renewed: a 401 means the key or the clock is wrong
+
+
+@dataclass
+class _Token:
+    value: Secret
+    renew_at: float  # monotonic time to renew at: before it expires
+    generation: int
+    after_401: bool  # obtained because its predecessor was rejected
+
+
+DOMAIN_SCOPE = ""  # "project" of a token scoped to the user's own account (agency's base)
+
+
+@dataclass
+class IamTokenAuth:
+    """IAM tokens, one per project: by ``password``, or by assuming ``agency`` (account, name)
+    with a token of ``base`` (the delegated user's own, scoped to its account)."""
+
+    iam_endpoint: str
+    session: aiohttp.ClientSession | None = None
+    user: str | None = None
+    domain: str | None = None
+    password: Secret | None = None
+    agency: tuple[str, str] | None = None
+    base: IamTokenAuth | None = None
+    clock: Callable[[], float] = time.monotonic
+    name: str = "IAM token"
+    requests: int = 0  # token requests made, for the manifest
+    _tokens: dict[str, _Token] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def session_headers(self) -> dict[str, str]:
+        return {}
+
+    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+        token = self._tokens.get(project_id)
+        if token is None or self.clock() >= token.renew_at:
+            token = await self._renew(project_id, token.generation if token else 0)
+        return {"X-Auth-Token": token.value.reveal()}, token.generation
+
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        token = self._tokens.get(project_id)
+        if token is not None and token.generation > generation:
+            return True  # another worker already renewed it
+        if token is not None and token.after_401:
+            return False  # a token fresh from IAM was rejected too: no refresh loop
+        await self._renew(project_id, generation, after_401=True)
+        return True
+
+    async def _renew(self, project_id: str, generation: int, after_401: bool = False) -> _Token:
+        """One IAM request per project and generation, however many workers ask at once."""
+        lock = self._locks.setdefault(project_id, asyncio.Lock())
+        async with lock:
+            current = self._tokens.get(project_id)
+            if current is not None and current.generation > generation:
+                return current
+            value, lifetime = await self._request(project_id)
+            renew_at = self.clock() + lifetime - min(300.0, lifetime * 0.1)
+            token = _Token(value, renew_at, generation + 1, after_401)
+            self._tokens[project_id] = token
+            return token
+
+    async def _request(self, project_id: str) -> tuple[Secret, float]:
+        """POST /v3/auth/tokens scoped to the project; (token, seconds it is valid)."""
+        assert self.session is not None, "IamTokenAuth needs the client's session"
+        headers = {"Content-Type": "application/json;charset=utf8"}
+        identity: dict[str, object]
+        if self.agency is not None:
+            assert self.base is not None
+            self.base.session = self.session
+            base_headers, _ = await self.base.headers("POST", URL(self.iam_endpoint),
+                                                      DOMAIN_SCOPE)
+            headers.update(base_headers)
+            identity = {"methods": ["assume_role"], "assume_role": {
+                "domain_name": self.agency[0], "agency_name": self.agency[1]}}
+            who = f"agency {self.agency[1]} of account {self.agency[0]}"
+        else:
+            assert self.password is not None
+            identity = {"methods": ["password"], "password": {"user": {
+                "name": self.user, "password": self.password.reveal(),
+                "domain": {"name": self.domain}}}}
+            who = f"user {self.user} of account {self.domain}"
+        scope = {"project": {"id": project_id}} if project_id != DOMAIN_SCOPE \
+            else {"domain": {"name": self.domain}}
+        body = {"auth": {"identity": identity, "scope": scope}}
+        url = f"{self.iam_endpoint}/v3/auth/tokens?nocatalog=true"
+        self.requests += 1
+        try:
+            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
+                payload = await resp.read()
+                subject = resp.headers.get("X-Subject-Token")
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise FatalRunError(f"IAM endpoint {self.iam_endpoint}: unreachable "
+                                f"({type(exc).__name__}); check --iam-endpoint or --region"
+                                ) from None
+        if status != 201 or not subject:
+            error = parse_error(payload)
+            detail = " ".join(filter(None, (error.code, error.message))) or "no detail"
+            hint = {401: f"check CPH_IAM_PASSWORD and that {who} exists",
+                    403: f"{who} may not get a token for project {project_id}",
+                    404: f"project {project_id} or the agency is unknown to IAM"}.get(
+                        status, "check the IAM settings")
+            raise FatalRunError(f"IAM refused a token for {who}, project {project_id}: "
+                                f"HTTP {status} {detail}; {hint}")
+        return Secret(subject), _lifetime(payload)
+
+
+def _lifetime(payload: bytes) -> float:
+    """Seconds until the token's ``expires_at`` (ISO 8601 UTC); 23 h if the body lacks it."""
+    try:
+        expires = orjson.loads(payload)["token"]["expires_at"]
+        when = dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 1.0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return 23 * 3600.0
+
+
+SECRET_VARIABLES = ("CPH_AUTH_TOKEN", "CPH_IAM_PASSWORD", "HUAWEICLOUD_SDK_SK",
+                    "HUAWEICLOUD_SDK_SECURITY_TOKEN")
+
+
+def build_auth(settings: Settings, env: Mapping[str, str]) -> Auth:
+    """The credentials the settings and environment ask for; ``UsageError`` if incomplete.
+
+    ``auth = auto`` picks AK/SK when HUAWEICLOUD_SDK_AK and _SK are set, else an IAM password
+    token when CPH_IAM_PASSWORD is, else the X-Auth-Token of CPH_AUTH_TOKEN or ``token_file``.
+    """
+    method = settings.auth
+    if method == "auto":
+        if env.get("HUAWEICLOUD_SDK_AK") and env.get("HUAWEICLOUD_SDK_SK"):
+            method = "aksk"
+        elif env.get("CPH_IAM_PASSWORD"):
+            method = "agency" if settings.agency_name else "password"
+        else:
+            method = "token"
+    if method == "aksk":
+        ak, sk = env.get("HUAWEICLOUD_SDK_AK", "").strip(), env.get("HUAWEICLOUD_SDK_SK", "")
+        if not ak or not sk:
+            raise UsageError("auth=aksk: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK")
+        security = env.get("HUAWEICLOUD_SDK_SECURITY_TOKEN")
+        return AkSkAuth(ak, Secret(sk.strip()), Secret(security.strip()) if security else None)
+    if method in ("password", "agency"):
+        password = env.get("CPH_IAM_PASSWORD", "")
+        if not (password and settings.iam_user and settings.iam_domain):
+            raise UsageError(f"auth={method}: set CPH_IAM_PASSWORD, --iam-user and --iam-domain")
+        auth = IamTokenAuth(settings.iam_url, user=settings.iam_user, domain=settings.iam_domain,
+                            password=Secret(password),
+                            name=f"IAM password of user {settings.iam_user}")
+        if method == "agency":
+            if not (settings.agency_name and settings.agency_domain):
+                raise UsageError("auth=agency: set --agency-name and --agency-domain")
+            return IamTokenAuth(settings.iam_url, agency=(settings.agency_domain,
+                                                          settings.agency_name), base=auth,
+                                name=f"IAM agency {settings.agency_name} via user "
+                                     f"{settings.iam_user}")
+        return auth
+    token = token_from(env, settings.token_file)
+    if token is None:
+        raise UsageError("CPH_AUTH_TOKEN: not set; export an X-Auth-Token, name a file with "
+                         "--token-file, or use --auth password/aksk (see README)")
+    return TokenAuth(token)
