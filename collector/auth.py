@@ -187,7 +187,8 @@ class IamTokenAuth:
                                 ) from None
         if status != 201 or not subject:
             error = parse_error(payload)
-            detail = " ".join(filter(None, (error.code, error.message))) or "no detail"
+            code = error.code if error.code != str(status) else None  # IAM repeats the status
+            detail = " ".join(filter(None, (code, error.message))) or "no detail"
             hint = {401: f"check CPH_IAM_PASSWORD and that {who} exists",
                     403: f"{who} may not get a token for project {project_id}",
                     404: f"project {project_id} or the agency is unknown to IAM"}.get(

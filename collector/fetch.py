@@ -8,7 +8,6 @@ cannot go on (credentials rejected, or every request so far failed alike: wrong 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import email.utils
 import random
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
+from collector.auth import AkSkAuth, Auth
 from collector.client import CphClient, Reply
 from collector.errors import FatalRunError, Status
 from collector.intake import Target
@@ -72,12 +72,12 @@ def _client_error(exc: BaseException) -> tuple[str, str]:
     return "connection", f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _clock_hint(server_date: str | None) -> str:
+def _clock_hint(auth: Auth, server_date: str | None) -> str:
     """A signature fails when our clock is off; say so when the server's Date shows it."""
-    if not server_date:
+    if not isinstance(auth, AkSkAuth) or not server_date:
         return ""
     try:
-        skew = (dt.datetime.now(dt.UTC) - email.utils.parsedate_to_datetime(server_date))
+        skew = auth.clock() - email.utils.parsedate_to_datetime(server_date)
     except (TypeError, ValueError, IndexError):
         return ""
     minutes = abs(skew.total_seconds()) / 60
@@ -173,7 +173,8 @@ class Fetcher:
             if verdict.action is Action.REFRESH_AUTH:
                 detail = " ".join(filter(None, (result.error_code, result.error_msg)))
                 raise FatalRunError(f"credentials rejected: HTTP 401 {detail}; check the "
-                                    f"{self._client.auth.name}{_clock_hint(reply.date)}")
+                                    f"{self._client.auth.name}"
+                                    f"{_clock_hint(self._client.auth, reply.date)}")
             if verdict.action is Action.GIVE_UP:
                 return None
         return None

@@ -143,3 +143,39 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert re.search(r"^run \S+ finished: .*exit 0$", done.stdout, re.M)
     assert "the images shared with the most projects" in done.stdout
+
+
+@pytest.mark.parametrize("method", ["aksk", "password"])
+def test_signed_and_iam_runs_from_the_command_line_leak_no_secret(
+        tmp_path: Path, method: str) -> None:
+    ak, sk, password = "AKCLITEST01", "Sk-cli/Secret+9==", "Pw-cli/Secret+7=="
+    env = {**os.environ, "HUAWEICLOUD_SDK_AK": ak, "HUAWEICLOUD_SDK_SK": sk,
+           "CPH_IAM_PASSWORD": password}
+    env.pop("CPH_AUTH_TOKEN", None)
+    ids = tmp_path / "ids.txt"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "collector", "fake-server", "--images", "50", "--aksk",
+         "--iam-user", "acct/alice", "--ids-file", str(ids)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        lines = server.stdout.readline() + server.stdout.readline()
+        url, project = re.search(r"listening on (\S+) \(project (\w+);", lines).groups()  # type: ignore[union-attr]
+        if method == "password":
+            env = {k: v for k, v in env.items() if not k.startswith("HUAWEICLOUD_SDK")}
+        out = tmp_path / "out"
+        done = subprocess.run(
+            [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id",
+             project, "--endpoint", url, "--iam-endpoint", url, "--iam-user", "alice",
+             "--iam-domain", "acct", "--output", str(out), "--log-level", "debug"],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        manifest = orjson.loads(next((out / "runs").glob("*.json")).read_bytes())
+        assert manifest["auth"]["method"].startswith("AK/SK" if method == "aksk" else "IAM")
+        written = done.stdout + done.stderr + "".join(
+            p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())
+        for secret in (sk, password, "Sk-cli%2FSecret", "Pw-cli%2FSecret"):
+            assert secret not in written
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=10)

@@ -182,3 +182,58 @@ def test_the_dataset_is_deterministic() -> None:
     assert any(not one.members(i) for i in one.image_ids())
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in one.image_ids())
     assert Dataset(seed=6, images=30).image_ids() != one.image_ids()[:30]
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (None, None),
+    ("path", "verify aksk signature fail"),
+    ("query", "verify aksk signature fail"),
+    ("date", "check x-sdk-date"),
+    ("key", "ak not exist"),
+])
+async def test_the_gateway_checks_aksk_signatures(fake_factory: Factory, tamper: str | None,
+                                                  message: str | None) -> None:
+    import datetime as dt
+
+    from yarl import URL
+
+    from collector.auth import AkSkAuth
+    from collector.secrets import Secret
+
+    fake = await fake_factory(access_keys={"AKTEST": "sk-1234567"}, tokens=())
+    project, image = fake.dataset.project_ids[0], fake.dataset.image_ids()[0]
+    signed_url = URL(members_url(fake, project, image) + "?limit=5", encoded=True)
+    clock = (lambda: dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)) if tamper == "date" \
+        else (lambda: dt.datetime.now(dt.UTC))
+    auth = AkSkAuth("AKOTHER" if tamper == "key" else "AKTEST", Secret("sk-1234567"), clock=clock)
+    headers, _ = await auth.headers("GET", signed_url, project)
+    sent = {"path": members_url(fake, project, fake.dataset.image_ids()[1]) + "?limit=5",
+            "query": members_url(fake, project, image) + "?limit=6"}.get(tamper or "",
+                                                                         str(signed_url))
+    async with aiohttp.ClientSession() as session, \
+            session.get(URL(sent, encoded=True), headers=headers) as resp:
+        status, body = resp.status, orjson.loads(await resp.read())
+    if message is None:
+        assert status == 200
+    else:
+        assert (status, body["error_code"]) == (401, "APIGW.0301")
+        assert message in body["error_msg"]
+
+
+async def test_iam_issues_expiring_project_tokens(fake_factory: Factory) -> None:
+    fake = await fake_factory(iam_users={"acct/alice": "pw"}, iam_token_ttl=120)
+    project = fake.dataset.project_ids[0]
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "alice", "password": "pw", "domain": {"name": "acct"}}}},
+        "scope": {"project": {"id": project}}}}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{fake.url}/v3/auth/tokens?nocatalog=true",
+                                data=orjson.dumps(body)) as resp:
+            assert resp.status == 201
+            token = resp.headers["X-Subject-Token"]
+            doc = orjson.loads(await resp.read())
+        assert doc["token"]["project"] == {"id": project}
+        assert doc["token"]["expires_at"].endswith("Z")
+        status, _, _ = await get(session, members_url(fake, project, fake.dataset.image_ids()[0]),
+                                 headers={"X-Auth-Token": token})
+        assert status == 200

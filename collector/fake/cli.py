@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer in the older shape, without marker/limit/page_info")
     parser.add_argument("--token-ttl", type=float, default=None,
                         help="seconds before the token expires (401 APIGW.0301)")
+    parser.add_argument("--aksk", action="store_true",
+                        help="also accept requests signed with HUAWEICLOUD_SDK_AK/SK (from the "
+                             "environment)")
+    parser.add_argument("--iam-user", default=None, metavar="ACCOUNT/USER",
+                        help="serve /v3/auth/tokens for this user, password CPH_IAM_PASSWORD")
+    parser.add_argument("--iam-token-ttl", type=float, default=86_400.0,
+                        help="seconds an IAM token from this server is valid")
     parser.add_argument("--fast", action="store_true",
                         help="serve with the lean HTTP/1.1 front (same answers, for benchmarks)")
     parser.add_argument("--ids-file", type=Path, default=None,
@@ -77,6 +84,22 @@ def write_ids(dataset: Dataset, path: Path) -> None:
             handle.writelines(f"{image}\n" for image in dataset.image_ids())
 
 
+def credentials(args: argparse.Namespace) -> dict[str, object]:
+    """AK/SK and IAM users for the fake gateway, from the same variables the collector reads."""
+    found: dict[str, object] = {}
+    if args.aksk:
+        ak, sk = os.environ.get("HUAWEICLOUD_SDK_AK"), os.environ.get("HUAWEICLOUD_SDK_SK")
+        if not (ak and sk):
+            raise UsageError("--aksk: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK")
+        found["access_keys"] = {ak: sk}
+    if args.iam_user:
+        password = os.environ.get("CPH_IAM_PASSWORD")
+        if "/" not in args.iam_user or not password:
+            raise UsageError("--iam-user: give ACCOUNT/USER and set CPH_IAM_PASSWORD")
+        found["iam_users"] = {args.iam_user: password}
+    return found
+
+
 def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
     dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images,
                       max_members=args.max_members)
@@ -86,7 +109,7 @@ def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
         rate_limit=args.rate_limit, retry_after=args.retry_after, latency=args.latency,
         latency_p50=args.latency_p50, latency_p99=args.latency_p99,
         fault_rates=parse_faults(args.fault), seed=args.seed, stall_seconds=args.stall_seconds,
-        record=False)
+        iam_token_ttl=args.iam_token_ttl, record=False, **credentials(args))  # type: ignore[arg-type]
     return (FastFakeCph if args.fast else FakeCph)(dataset, config)
 
 

@@ -17,6 +17,8 @@ for benchmarks. Each acts out the transport faults (resets, short or slow bodies
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hmac
 import math
 import os
 import random
@@ -25,10 +27,12 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Self
 
 import orjson
 
+from collector import signer
 from collector.fake.dataset import Dataset
 from collector.fake.faults import FaultPlan, Outcome
 
@@ -38,6 +42,10 @@ MSG = {
     "APIGW.0301.missing": "Incorrect IAM authentication information: x-auth-token not found",
     "APIGW.0301.invalid": "Incorrect IAM authentication information: verify token failed",
     "APIGW.0301.expired": "Incorrect IAM authentication information: token expires",
+    "APIGW.0301.signature": "Incorrect IAM authentication information: verify aksk signature fail",
+    "APIGW.0301.access_key": "Incorrect IAM authentication information: ak not exist",
+    "APIGW.0301.date": "Incorrect IAM authentication information: the request has expired, "
+                       "check x-sdk-date",
     "CPS.0001": "No permission to request resources.",
     "CPS.0002": "Parameter: {} is invalid.",
     "CPS.0003": "Service internal error.",
@@ -54,6 +62,8 @@ SIMPLE_FAULTS = {
     Outcome.UNAUTHORIZED: (401, "APIGW.0301", MSG["APIGW.0301.expired"]),
     Outcome.FORBIDDEN: (400, "CPS.0001", MSG["CPS.0001"]),
 }
+IAM_TOKENS = "/v3/auth/tokens"
+SIGNATURE_SKEW = 15 * 60  # seconds an X-Sdk-Date may differ from the gateway's clock
 # Faults a front acts out on the connection itself; the answer carries the good body.
 TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BODY,
                               Outcome.SHORT_BODY, Outcome.TRICKLE, Outcome.STALL,
@@ -80,6 +90,10 @@ class ServerConfig:
     trickle_delay: float = 0.05
     stall_seconds: float = 30.0
     huge_body_bytes: int = 64 << 20
+    access_keys: dict[str, str] = field(default_factory=dict)  # AK -> SK, for signatures
+    iam_users: dict[str, str] = field(default_factory=dict)  # "account/user" -> password
+    agencies: set[str] = field(default_factory=set)  # "account/agency" any IAM user may assume
+    iam_token_ttl: float = 86_400.0  # seconds an IAM-issued token is valid
     record: bool = True  # keep a LogEntry per request (tests); counters are always kept
 
 
@@ -121,6 +135,7 @@ class Answer:
     retry_after: str | None = None
     fault: Outcome | None = None  # act this out on the connection instead of answering
     backend: bool = True  # it passed the gateway, so the configured latency applies
+    subject_token: str | None = None  # X-Subject-Token of an IAM answer
 
 
 class FakeApiCore:
@@ -143,6 +158,7 @@ class FakeApiCore:
         self._tokens = set(self.config.tokens)
         self._started = time.monotonic()
         self._bodies: dict[str, bytes] = {}
+        self._issued: dict[str, float] = {}  # IAM-issued token -> monotonic deadline
         self._projects = frozenset(self.dataset.project_ids)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -187,13 +203,22 @@ class FakeApiCore:
             self.log.append(LogEntry(ex.arrived, ex.method, ex.path, ex.project_id, ex.image_id,
                                      ex.marker, status, ex.outcome, ex.attempt, ex.in_flight))
 
-    def answer(self, ex: Exchange, query: Mapping[str, str], token: str | None) -> Answer:
-        problem = self._auth_problem(token, ex.arrived)
+    def answer(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
+               body: bytes = b"") -> Answer:
+        """``headers`` must look up lowercase names (aiohttp's are case-insensitive)."""
+        if ex.path == IAM_TOKENS:
+            return self._iam_token(ex, headers, body)
+        token = headers.get("x-auth-token")
+        authorization = headers.get("authorization")
+        if authorization and not token:
+            caller, problem = self._signature_problem(ex, query, headers, authorization, body)
+        else:
+            caller, problem = token or "", self._auth_problem(token, ex.arrived)
         if problem is not None:
             ex.outcome = "unauthorized"
             return self._error(ex, 401, "APIGW.0301", MSG[problem], backend=False)
         limit = self.config.rate_limit
-        if limit is not None and not self._admit(token or "", ex.arrived, limit):
+        if limit is not None and not self._admit(caller, ex.arrived, limit):
             ex.outcome = "throttle"
             return self._throttle_answer(ex, limit, backend=False)
         self.arrivals.append(ex.arrived)
@@ -217,11 +242,43 @@ class FakeApiCore:
             return "APIGW.0301.invalid"
         self._token_uses[token] += 1
         cfg = self.config
-        if cfg.token_ttl is not None and now - self._started > cfg.token_ttl:
+        deadline = self._issued.get(token)
+        if deadline is None and cfg.token_ttl is not None:
+            deadline = self._started + cfg.token_ttl
+        if deadline is not None and now > deadline:
             return "APIGW.0301.expired"
         if cfg.token_max_requests is not None and self._token_uses[token] > cfg.token_max_requests:
             return "APIGW.0301.expired"
         return None
+
+    def _signature_problem(self, ex: Exchange, query: Mapping[str, str],
+                           headers: Mapping[str, str], authorization: str,
+                           body: bytes) -> tuple[str, str | None]:
+        """(caller, problem): an SDK-HMAC-SHA256 signature checked as API Gateway does."""
+        parsed = signer.parse_authorization(authorization)
+        if parsed is None:
+            return "", "APIGW.0301.signature"
+        access_key, signed, given = parsed
+        secret = self.config.access_keys.get(access_key)
+        if secret is None:
+            return access_key, "APIGW.0301.access_key"
+        date = headers.get("x-sdk-date", "")
+        try:
+            sent = dt.datetime.strptime(date, signer.DATE_FORMAT).replace(tzinfo=dt.UTC)
+        except ValueError:
+            return access_key, "APIGW.0301.signature"
+        if abs((dt.datetime.now(dt.UTC) - sent).total_seconds()) > SIGNATURE_SKEW:
+            return access_key, "APIGW.0301.date"
+        if "host" not in signed or "x-sdk-date" not in signed or any(
+                headers.get(name) is None for name in signed):
+            return access_key, "APIGW.0301.signature"
+        values = {name: headers[name] for name in signed}
+        canonical = signer.canonical_request(ex.method, ex.path, list(query.items()), values,
+                                             signed, body)
+        expected = signer.signature(secret, date, canonical)
+        if not hmac.compare_digest(expected, given):
+            return access_key, "APIGW.0301.signature"
+        return access_key, None
 
     def _admit(self, caller: str, now: float, limit: int) -> bool:
         """A sliding window: at most ``limit`` admitted requests in any ``rate_window``."""
@@ -247,6 +304,45 @@ class FakeApiCore:
                backend: bool = True) -> Answer:
         body = orjson.dumps({"request_id": ex.rid, "error_code": code, "error_msg": message})
         return Answer(status, body, backend=backend)
+
+    # -- IAM: POST /v3/auth/tokens ------------------------------------------------------------
+
+    def _iam_token(self, ex: Exchange, headers: Mapping[str, str], body: bytes) -> Answer:
+        """A project-scoped token by password or by assume_role, as IAM issues it (201)."""
+        ex.outcome = "iam_token"
+        if ex.method != "POST":
+            return self._error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
+        try:
+            auth = orjson.loads(body)["auth"]
+            methods, scope = auth["identity"]["methods"], auth["scope"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return _iam_error(400, "The request body is invalid.")
+        if methods == ["password"]:
+            user = auth["identity"]["password"]["user"]
+            key = f"{user.get('domain', {}).get('name')}/{user.get('name')}"
+            if self.config.iam_users.get(key) != user.get("password"):
+                return _iam_error(401, "The username or password is wrong.")
+        elif methods == ["assume_role"]:
+            role = auth["identity"]["assume_role"]
+            if self._auth_problem(headers.get("x-auth-token"), ex.arrived) is not None:
+                return _iam_error(401, "The request you have made requires authentication.")
+            if f"{role.get('domain_name')}/{role.get('agency_name')}" not in self.config.agencies:
+                return _iam_error(404, "Could not find agency.")
+        else:
+            return _iam_error(400, "The identity method is not supported.")
+        project = scope.get("project", {}).get("id") if isinstance(scope, dict) else None
+        if project is not None and project not in self._projects:
+            return _iam_error(400, f"Could not find project: {project}.")
+        token = "MII" + os.urandom(24).hex()
+        self._tokens.add(token)
+        self._issued[token] = ex.arrived + self.config.iam_token_ttl
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(seconds=self.config.iam_token_ttl)
+        doc = {"token": {"methods": methods, "issued_at": _iso(now), "expires_at": _iso(expires),
+                         **({"project": {"id": project}} if project else {})}}
+        answer = Answer(201, orjson.dumps(doc), backend=False)
+        answer.subject_token = token
+        return answer
 
     # -- ListImageMembers -----------------------------------------------------------------------
 
@@ -344,6 +440,16 @@ class FakeApiCore:
             return Answer(200, orjson.dumps({"members": members,
                                              "page_info": {"next_marker": "loop"}}))
         raise AssertionError(f"unhandled outcome {outcome}")
+
+
+def _iam_error(status: int, message: str) -> Answer:
+    """IAM's own error shape: {"error": {"code", "message", "title"}}."""
+    body = {"error": {"code": status, "message": message, "title": HTTPStatus(status).phrase}}
+    return Answer(status, orjson.dumps(body), backend=False)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
 def url_of(host: str, port: int) -> str:

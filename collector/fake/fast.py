@@ -55,6 +55,8 @@ def _head(ex: Exchange, answer: Answer, length: int | None, close: bool) -> byte
                  else "Transfer-Encoding: chunked")
     if answer.retry_after is not None:
         lines.append(f"Retry-After: {answer.retry_after}")
+    if answer.subject_token is not None:
+        lines.append(f"X-Subject-Token: {answer.subject_token}")
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -104,21 +106,22 @@ class _Connection(asyncio.Protocol):
                     self.transport.close()
                 return
             head = bytes(self.buffer[:end]).decode("latin-1")
-            del self.buffer[:end + 4]
             request_line, *header_lines = head.split("\r\n")
             method, target, _ = [*request_line.split(" "), "", ""][:3]
             headers = {}
             for line in header_lines:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-            skip = int(headers.get("content-length", "0") or 0)
-            if skip:  # the API takes no bodies; drop one if sent
-                del self.buffer[:skip]
+            length = int(headers.get("content-length", "0") or 0)
+            if len(self.buffer) < end + 4 + length:
+                return  # the body is still on its way
+            body = bytes(self.buffer[end + 4:end + 4 + length])
+            del self.buffer[:end + 4 + length]
             path, _, raw_query = target.partition("?")
             query = dict(parse_qsl(raw_query)) if raw_query else {}
             close = headers.get("connection", "").lower() == "close"
             ex = self.api.begin(method, unquote(path))
-            answer = self.api.answer(ex, query, headers.get("x-auth-token"))
+            answer = self.api.answer(ex, query, headers, body)
             if answer.fault is None and not (answer.backend and self.api.has_latency):
                 self.transport.write(_head(ex, answer, len(answer.body), close) + answer.body)
                 self.api.finish(ex, answer.status)

@@ -51,7 +51,8 @@ class FakeCph(FakeApiCore):
         ex = self.begin(request.method, request.path)
         status = 0  # stays 0 when the connection is cut before a status line
         try:
-            answer = self.answer(ex, request.query, request.headers.get("X-Auth-Token"))
+            body = await request.read() if request.can_read_body else b""
+            answer = self.answer(ex, request.query, request.headers, body)
             if answer.backend:
                 await self.delay()
             if answer.fault is None:
@@ -103,6 +104,8 @@ def _headers(ex: Exchange, answer: Answer) -> dict[str, str]:
     headers = {"X-Request-Id": ex.rid}
     if answer.retry_after is not None:
         headers["Retry-After"] = answer.retry_after
+    if answer.subject_token is not None:
+        headers["X-Subject-Token"] = answer.subject_token
     return headers
 
 

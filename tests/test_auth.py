@@ -1,0 +1,190 @@
+"""Credentials: each method collects against the fake server, renews as promised, fails clearly,
+and our AK/SK signatures equal the official SDK's for arbitrary requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.auth import AkSkAuth, IamTokenAuth, TokenAuth, build_auth
+from collector.config import Settings
+from collector.errors import UsageError
+from collector.fake import Dataset, FakeCph
+from collector.secrets import Secret
+from collector.signer import sign
+from tests.conftest import Outcome
+from tests.invariants import check_published
+
+Collect = Callable[..., Awaitable[Outcome]]
+Factory = Callable[..., Awaitable[FakeCph]]
+PASSWORD, SK = "pw-Secret-123!", "sk-Secret-4567890"
+
+# -- the official signer, cross-checked -------------------------------------------------------
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00\r\n"), max_size=12)
+SEGMENT = st.text(alphabet="abcXYZ019-_.~ %+=&?:@é/", min_size=1, max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+       segments=st.lists(SEGMENT, min_size=1, max_size=4),
+       query=st.lists(st.tuples(TEXT.filter(bool), TEXT), max_size=4),
+       port=st.sampled_from(["", ":443", ":8080"]),
+       body=st.one_of(st.just(b""), st.binary(max_size=40)),
+       json_type=st.booleans())
+def test_our_signature_equals_the_official_sdk_s(method: str, segments: list[str],
+                                                 query: list[tuple[str, str]], port: str,
+                                                 body: bytes, json_type: bool) -> None:
+    path = "/" + "/".join(segments)
+    headers = {"Host": f"cph.cn-north-4.myhuaweicloud.com{port}",
+               "X-Sdk-Date": "20261128T101500Z", "X-Project-Id": "0123abc"}
+    if json_type:
+        headers["Content-Type"] = "application/json"
+    ours = sign("AKEXAMPLE", SK, method, path, query, headers, body)
+    request = SdkRequest(method=method, schema="https", host=headers["Host"], resource_path=path,
+                         query_params=list(query), header_params=dict(headers), body=body)
+    theirs = Signer(BasicCredentials("AKEXAMPLE", SK)).sign(request).header_params
+    assert ours == theirs["Authorization"]
+
+
+# -- each method against the fake server ------------------------------------------------------
+
+
+async def test_aksk_signs_every_request_and_the_gateway_accepts_them(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=41, images=120)
+    fake = await fake_factory(dataset, access_keys={"AKTEST": SK}, tokens=(),
+                              fault_rates={"http_503": 0.1})
+    out = await collect(fake, dataset.image_ids(), auth=AkSkAuth("AKTEST", Secret(SK)))
+    assert out.record.exit_code == 0 and out.record.retries > 0  # retries were signed too
+    check_published(out, {(dataset.project_ids[0], i) for i in dataset.image_ids()}, dataset,
+                    fake)
+
+
+async def test_a_wrong_secret_key_stops_the_run_naming_the_method(
+        fake_factory: Factory, collect: Collect) -> None:
+    fake = await fake_factory(access_keys={"AKTEST": SK}, tokens=())
+    out = await collect(fake, fake.dataset.image_ids(), auth=AkSkAuth("AKTEST", Secret("wrong-sk")))
+    assert out.record.exit_code == 3 and out.error is not None
+    assert "verify aksk signature fail" in str(out.error) and "AK/SK" in str(out.error)
+
+
+async def test_a_skewed_clock_is_named_as_the_cause(fake_factory: Factory,
+                                                    collect: Collect) -> None:
+    fake = await fake_factory(access_keys={"AKTEST": SK}, tokens=())
+    late = AkSkAuth("AKTEST", Secret(SK),
+                    clock=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    out = await collect(fake, fake.dataset.image_ids(), auth=late)
+    assert out.error is not None
+    assert "check x-sdk-date" in str(out.error)
+    assert "clock is 60 minutes off the server's" in str(out.error)
+
+
+def iam(fake: FakeCph, **kw: object) -> IamTokenAuth:
+    return IamTokenAuth(fake.url, user="alice", domain="acct", password=Secret(PASSWORD),
+                        **kw)  # type: ignore[arg-type]
+
+
+async def test_an_iam_token_rejected_mid_run_is_renewed_exactly_once_for_all_workers(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=42, images=300)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD}, tokens=(),
+                              token_max_requests=200)  # the token dies after 200 requests
+    out = await collect(fake, dataset.image_ids(), auth=iam(fake), concurrency=16)
+    assert out.record.exit_code == 0
+    check_published(out, {(dataset.project_ids[0], i) for i in dataset.image_ids()}, dataset,
+                    fake)
+    token_requests = [e for e in fake.log if e.path == "/v3/auth/tokens"]
+    assert len(token_requests) == 2  # the first token, and one renewal after the 401s
+    assert out.record.auth["token_requests"] == 2
+
+
+async def test_an_iam_token_is_renewed_before_it_expires() -> None:
+    now = [0.0]
+
+    class Stub(IamTokenAuth):
+        async def _request(self, project_id: str) -> tuple[Secret, float]:
+            self.requests += 1
+            return Secret(f"token-{self.requests}"), 3600.0
+
+    auth = Stub("https://iam.example", clock=lambda: now[0])
+    url = __import__("yarl").URL("https://cph.example/v1/p/x")
+    assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-1"}
+    now[0] = 3600 - 301  # more than five minutes left: keep it
+    assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-1"}
+    now[0] = 3600 - 299  # under five minutes left: renew first
+    assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-2"}
+    assert auth.requests == 2
+
+
+async def test_an_agency_token_is_assumed_with_the_user_s_own_token(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=43, images=40)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD},
+                              agencies={"owner/cph-reader"}, tokens=())
+    agency = IamTokenAuth(fake.url, agency=("owner", "cph-reader"), base=iam(fake))
+    out = await collect(fake, dataset.image_ids(), auth=agency)
+    assert out.record.exit_code == 0
+    assert len([e for e in fake.log if e.path == "/v3/auth/tokens"]) == 2  # base + assume_role
+
+
+@pytest.mark.parametrize(("user", "project", "message"), [
+    ("mallory", None, "HTTP 401 The username or password is wrong.; check CPH_IAM_PASSWORD"),
+    ("alice", "f" * 32, "HTTP 400 Could not find project"),
+])
+async def test_iam_refusals_stop_the_run_with_one_clear_line(
+        fake_factory: Factory, collect: Collect, user: str, project: str | None,
+        message: str) -> None:
+    fake = await fake_factory(iam_users={"acct/alice": PASSWORD}, tokens=())
+    auth = IamTokenAuth(fake.url, user=user, domain="acct", password=Secret(PASSWORD))
+    out = await collect(fake, ["abc"], auth=auth, project_id=project or fake.dataset.project_ids[0])
+    assert out.record.exit_code == 3 and out.error is not None
+    assert message in str(out.error) and "\n" not in str(out.error)
+    assert PASSWORD not in str(out.error)
+
+
+async def test_a_plain_token_cannot_be_renewed() -> None:
+    assert not await TokenAuth(Secret("static-token")).refresh("p", 0)
+
+
+# -- choosing the method --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "kind"), [
+    ({"HUAWEICLOUD_SDK_AK": "AK", "HUAWEICLOUD_SDK_SK": "SK", "CPH_AUTH_TOKEN": "t"}, AkSkAuth),
+    ({"CPH_IAM_PASSWORD": "pw", "CPH_AUTH_TOKEN": "t"}, IamTokenAuth),
+    ({"CPH_AUTH_TOKEN": "token-1234"}, TokenAuth),
+])
+def test_auto_picks_the_method_from_the_environment(env: dict[str, str], kind: type) -> None:
+    settings_ = Settings(iam_user="alice", iam_domain="acct", region="cn-north-4")
+    auth = build_auth(settings_, env)
+    assert isinstance(auth, kind)
+    if isinstance(auth, IamTokenAuth):
+        assert auth.iam_endpoint == "https://iam.cn-north-4.myhuaweicloud.com"
+
+
+@pytest.mark.parametrize(("settings_", "env", "message"), [
+    (Settings(auth="aksk"), {}, "set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"),
+    (Settings(auth="password"), {"CPH_IAM_PASSWORD": "pw"}, "--iam-user and --iam-domain"),
+    (Settings(), {}, "CPH_AUTH_TOKEN: not set"),
+])
+def test_incomplete_credentials_are_a_usage_error(settings_: Settings, env: dict[str, str],
+                                                  message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("-", r"\-")):
+        build_auth(settings_, env)
+
+
+def test_a_region_gives_the_documented_endpoints(tmp_path: Path) -> None:
+    regional = Settings(region="ap-southeast-1")
+    assert regional.cph_endpoint == "https://cph.ap-southeast-1.myhuaweicloud.com"
+    assert regional.iam_url == "https://iam.ap-southeast-1.myhuaweicloud.com"
+    assert Settings(region="cn-north-4", endpoint="http://127.0.0.1:1").cph_endpoint == \
+        "http://127.0.0.1:1"
