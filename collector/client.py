@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from collector.auth import Auth
+from collector.errors import UsageError
 from collector.retry import BodyTooLarge
 
 USER_AGENT = "cph-collector/0.1"
@@ -38,6 +39,17 @@ class Timeouts:
     total: float = 60.0
 
 
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """Verified TLS; a CA bundle adds trust, it never turns checking off. UsageError if bad."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"ca_bundle {ca_bundle}: not a readable PEM file "
+                         f"({getattr(exc, 'strerror', None) or exc})") from None
+
+
 class CphClient:
     """``async with CphClient(...) as client: await client.get(url)``."""
 
@@ -51,9 +63,7 @@ class CphClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> CphClient:
-        # TLS is always verified; a custom CA bundle adds trust, it never turns checking off.
-        tls = ssl.create_default_context(cafile=str(self._ca_bundle)) if self._ca_bundle \
-            else True
+        tls = tls_context(self._ca_bundle)
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
                                          ttl_dns_cache=300, enable_cleanup_closed=True, ssl=tls)
         timeout = aiohttp.ClientTimeout(total=self._timeouts.total,

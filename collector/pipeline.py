@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.auth import Auth
-from collector.client import CphClient, Timeouts
+from collector.client import CphClient, Timeouts, tls_context
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher, ImageResult
@@ -135,6 +135,7 @@ class Run:
     async def _execute(self, lines: Iterator[Line], fmt: str) -> RunRecord:
         output = self.settings.output
         check_writable(output)
+        tls_context(self.settings.ca_bundle)  # a bad CA bundle is a usage error, found now
         with OutputLock(output):
             sink = ParquetSink(output, self.snapshot_date, self.run_id)
             for run_id in mark_crashed(output):

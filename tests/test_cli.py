@@ -179,3 +179,13 @@ def test_signed_and_iam_runs_from_the_command_line_leak_no_secret(
     finally:
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=10)
+
+
+def test_an_unreadable_ca_bundle_is_exit_2(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    done = cli("run", "--input", str(ids), "--project-id", "p", "--region", "cn-north-4",
+               "--output", str(tmp_path / "out"), "--ca-bundle", str(tmp_path / "ca.pem"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("cph-collector: error: ca_bundle ") and "PEM" in done.stderr
