@@ -237,3 +237,12 @@ async def test_iam_issues_expiring_project_tokens(fake_factory: Factory) -> None
         status, _, _ = await get(session, members_url(fake, project, fake.dataset.image_ids()[0]),
                                  headers={"X-Auth-Token": token})
         assert status == 200
+
+
+def test_long_tailed_latency_has_the_asked_p50_and_p99() -> None:
+    from collector.fake import ServerConfig
+
+    fake = FakeCph(Dataset(images=1), ServerConfig(latency_p50=0.2, latency_p99=2.0))
+    samples = sorted(fake.latency_sample() for _ in range(20_000))
+    assert samples[10_000] == pytest.approx(0.2, rel=0.05)
+    assert samples[19_800] == pytest.approx(2.0, rel=0.1)

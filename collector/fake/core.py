@@ -409,13 +409,18 @@ class FakeApiCore:
 
     # -- latency and faults ---------------------------------------------------------------------
 
-    async def delay(self) -> None:
+    def latency_sample(self) -> float:
+        """Seconds for one answer: fixed, or log-normal through the given p50 and p99."""
         cfg = self.config
         if cfg.latency_p50 is not None and cfg.latency_p99 is not None:
-            sigma = max(math.log(cfg.latency_p99 / cfg.latency_p50), 0.0) / 2.326
-            await asyncio.sleep(self._rng.lognormvariate(math.log(cfg.latency_p50), sigma))
-        elif cfg.latency > 0:
-            await asyncio.sleep(cfg.latency)
+            sigma = max(math.log(cfg.latency_p99 / cfg.latency_p50), 0.0) / 2.326  # z(0.99)
+            return self._rng.lognormvariate(math.log(cfg.latency_p50), sigma)
+        return cfg.latency
+
+    async def delay(self) -> None:
+        seconds = self.latency_sample()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
     def _fault(self, ex: Exchange, outcome: Outcome, image: str) -> Answer:
         if outcome is Outcome.THROTTLE:
