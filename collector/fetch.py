@@ -117,15 +117,13 @@ class Fetcher:
                 result.status = Status.OK
                 break
             if page.next_marker in markers_seen:
-                result.status, result.error_code = Status.FAILED, "paging_loop"
+                result.error_code = "paging_loop"
                 result.error_msg = "server repeated page_info.next_marker"
-                result.members.clear()
                 break
             markers_seen.add(page.next_marker)
             marker = page.next_marker
         else:
             result.error_code, result.error_msg = "paging_loop", f"more than {MAX_PAGES} pages"
-            result.members.clear()
         if result.status is not Status.OK:
             result.members.clear()  # member rows exist only for ok images
         result.collected_at_ms = time.time_ns() // 1_000_000

@@ -72,7 +72,6 @@ class Chunk:
     status: dict[str, list[object]] = field(
         default_factory=lambda: {name: [] for name in STATUS_SCHEMA.names if name != "run_id"})
     images: int = 0
-    member_rows: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: ImageResult | Rejected, now_ms: int) -> None:
@@ -97,7 +96,6 @@ class Chunk:
                     m["member_id"].append(member.member_id)
                     m["create_time"].append(member.create_time)
                     m["update_time"].append(member.update_time)
-                self.member_rows += len(result.members)
         for column, value in zip(self.status.values(), values, strict=True):
             column.append(value)
 

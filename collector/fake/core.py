@@ -175,9 +175,6 @@ class FakeApiCore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def add_token(self, token: str) -> None:
-        self._tokens.add(token)
-
     def attempts(self, image_id: str) -> int:
         return self._attempts[image_id]
 
