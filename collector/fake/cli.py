@@ -11,6 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
+import orjson
+
 from collector import loop
 from collector.errors import UsageError
 from collector.fake.core import ServerConfig
@@ -54,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve /v3/auth/tokens for this user, password CPH_IAM_PASSWORD")
     parser.add_argument("--iam-token-ttl", type=float, default=86_400.0,
                         help="seconds an IAM token from this server is valid")
+    parser.add_argument("--stats-file", type=Path, default=None,
+                        help="on exit, write what the server saw (rates, busiest windows) as JSON")
     parser.add_argument("--fast", action="store_true",
                         help="serve with the lean HTTP/1.1 front (same answers, for benchmarks)")
     parser.add_argument("--ids-file", type=Path, default=None,
@@ -113,20 +117,23 @@ def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
     return (FastFakeCph if args.fast else FakeCph)(dataset, config)
 
 
-async def _serve(fake: FakeCph | FastFakeCph, host: str, port: int) -> None:
+async def _serve(fake: FakeCph | FastFakeCph, host: str, port: int,
+                 stats_file: Path | None) -> None:
     url = await fake.start(host, port)
     projects = ", ".join(fake.dataset.project_ids[: fake.dataset.projects])
     kind = "lean front" if isinstance(fake, FastFakeCph) else "aiohttp.web"
     print(f"fake CPH listening on {url} (project {projects}; "
           f"{fake.dataset.images} images each; {kind}); Ctrl-C stops it", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    running = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        running.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:
         await fake.close()
+        if stats_file is not None:  # once, after the server has stopped
+            stats_file.write_bytes(orjson.dumps(fake.traffic()))  # noqa: ASYNC240
         print(f"fake CPH stopped after {sum(fake.statuses.values()):,} requests "
               f"({dict(sorted(fake.statuses.items()))})", file=sys.stderr, flush=True)
 
@@ -137,5 +144,5 @@ def serve(args: argparse.Namespace) -> int:
         write_ids(fake.dataset, args.ids_file)
         print(f"wrote {len(fake.dataset.image_ids()):,} image IDs to {args.ids_file}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        loop.run(_serve(fake, args.host, args.port))
+        loop.run(_serve(fake, args.host, args.port, args.stats_file))
     return 0

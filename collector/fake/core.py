@@ -17,6 +17,7 @@ for benchmarks. Each acts out the transport faults (resets, short or slow bodies
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import hmac
 import math
@@ -147,6 +148,7 @@ class FakeApiCore:
         self.faults = FaultPlan(self.config.fault_rates, self.config.script, self.config.seed)
         self.log: list[LogEntry] = []
         self.arrivals = array("d")  # monotonic time of every request the throttle admitted
+        self.received = array("d")  # monotonic time of every request
         self.statuses: Counter[int] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -181,6 +183,19 @@ class FakeApiCore:
     def requested_images(self) -> set[str]:
         return {e.image_id for e in self.log if e.image_id is not None}
 
+    def traffic(self) -> dict[str, float]:
+        """What a gateway would see of the client: rates and the busiest windows."""
+        times = sorted(self.received)
+        stats: dict[str, float] = {"requests": len(times), "throttled": self.statuses[429],
+                                   "max_in_flight": self.max_in_flight}
+        if len(times) >= 10:
+            lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
+            stats["sustained_per_s"] = (len(times) * 8 // 10) / max(hi - lo, 1e-9)
+            for name, width in (("busiest_1s", 1.0), ("busiest_100ms", 0.1)):
+                stats[name] = max(bisect.bisect_right(times, t + width - 1e-9) - i
+                                  for i, t in enumerate(times))
+        return stats
+
     @property
     def has_latency(self) -> bool:
         return self.config.latency > 0 or self.config.latency_p50 is not None
@@ -190,7 +205,9 @@ class FakeApiCore:
     def begin(self, method: str, path: str) -> Exchange:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        return Exchange(time.monotonic(), method, path, os.urandom(16).hex(), self.in_flight)
+        now = time.monotonic()
+        self.received.append(now)
+        return Exchange(now, method, path, os.urandom(16).hex(), self.in_flight)
 
     def finish(self, ex: Exchange, status: int) -> None:
         """``status`` is 0 when the connection was cut before a status line."""
