@@ -56,6 +56,7 @@ STATUS_SCHEMA = pa.schema([
 TABLES = {"members": MEMBERS_SCHEMA, "image_status": STATUS_SCHEMA}
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
+PUBLISHING = "publishing"  # in staging while its tables are being swapped in
 log = logging.getLogger("collector")
 
 
@@ -160,6 +161,11 @@ class ParquetSink:
         did not finish (``.tmp``, member chunks without their status file) are removed.
         """
         found = Resumed()
+        if (self.staging / PUBLISHING).exists():  # a crash cut a publish short: finish it
+            finish_publish(self.output, self.staging, self.snapshot_date)
+            log.info("finished publishing %s, which a stopped run had begun",
+                     self.snapshot_date)
+            shutil.rmtree(self.staging, ignore_errors=True)
         marker = self.staging / RESUME_FILE
         previous = orjson.loads(marker.read_bytes()).get("fingerprint") if marker.exists() else None
         if previous is None or previous != fingerprint:
@@ -208,32 +214,59 @@ class ParquetSink:
         self._sequence += 1
 
     def publish(self) -> None:
-        """Swap the date's partitions for the staged ones; see README "What a reader sees"."""
+        """Swap the date's partitions for the staged ones; see README "What a reader sees".
+
+        A marker written first lets the next run finish a swap that a crash interrupted, so
+        a date is never left without its data (see ``finish_publish``).
+        """
         if not any((self.staging / "image_status").glob("*.parquet")):
             empty = Chunk()  # an empty run still publishes files that carry the schema
             for table, columns in (("members", empty.members), ("image_status", empty.status)):
                 write_atomically(_table(columns, TABLES[table], self.run_id),
                                  self.staging / table / f"part-{self.run_id}-00000.parquet")
+        (self.staging / PUBLISHING).touch()
+        _fsync_dir(self.staging)
+        finish_publish(self.output, self.staging, self.snapshot_date)
         for table in TABLES:
             final = partition(self.output, table, self.snapshot_date)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():
-                os.rename(final, self.staging / f"replaced-{table}")
-            os.rename(self.staging / table, final)
-            _fsync_dir(final.parent)
             self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def finish_publish(output: Path, staging: Path, snapshot_date: dt.date) -> None:
+    """Move each staged table into place; safe to repeat after a crash at any step."""
+    for table in TABLES:
+        staged, final = staging / table, partition(output, table, snapshot_date)
+        if not staged.exists():
+            continue  # already swapped in
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            os.rename(final, staging / f"replaced-{table}")
+        os.rename(staged, final)
+        _fsync_dir(final.parent)
+
+
+def _staged_date(folder: Path) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(folder.name.removeprefix("snapshot_date="))
+    except ValueError:
+        return None
+
+
 def clean_stale_staging(output: Path, keep: str) -> list[str]:
-    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live)."""
+    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live),
+    first finishing any publish a crash interrupted."""
     removed = []
     root = output / STAGING
     if root.is_dir():
         for child in root.iterdir():
-            if child.name != keep and not child.name.startswith("."):
-                shutil.rmtree(child, ignore_errors=True)
-                removed.append(child.name)
+            if child.name == keep or child.name.startswith(".") or not child.is_dir():
+                continue
+            date = _staged_date(child)
+            if date is not None and (child / PUBLISHING).exists():
+                finish_publish(output, child, date)
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
     return removed

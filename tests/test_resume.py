@@ -140,3 +140,56 @@ async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive
     second = await collect(fake, ids, chunk_images=10)
     assert second.record.counts["resumed"] == 10
     check_published(second, {(fake.dataset.project_ids[0], i) for i in ids}, fake.dataset)
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+async def test_a_crash_in_the_middle_of_publishing_never_leaves_a_date_without_data(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
+    """The swap is four renames; whichever one a crash stops at, the next run finishes it."""
+    import collector.sink
+
+    ids = fake.dataset.image_ids()
+    expected = {(fake.dataset.project_ids[0], i) for i in ids}
+    await collect(fake, ids)  # an earlier, published run of the same date
+    real, calls = collector.sink.os.rename, []
+
+    def crashing_rename(src, dst):  # type: ignore[no-untyped-def]
+        calls.append(src)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt  # the process dies here
+        real(src, dst)
+
+    monkeypatch.setattr(collector.sink.os, "rename", crashing_rename)
+    with pytest.raises(KeyboardInterrupt):
+        await collect(fake, ids)
+    monkeypatch.setattr(collector.sink.os, "rename", real)
+
+    again = await collect(fake, ids)
+    check_published(again, expected, fake.dataset, fake)
+
+
+async def test_an_interrupted_publish_of_another_date_is_finished_before_cleaning_up(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    import collector.sink
+
+    ids = fake.dataset.image_ids()
+    day1, day2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+    real, calls = collector.sink.os.rename, []
+
+    def crashing_rename(src, dst):  # type: ignore[no-untyped-def]
+        calls.append(src)
+        if len(calls) == 2:  # members' old partition moved aside, the new one not yet in
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    await collect(fake, ids, snapshot_date=day1)
+    monkeypatch.setattr(collector.sink.os, "rename", crashing_rename)
+    with pytest.raises(KeyboardInterrupt):
+        await collect(fake, ids, snapshot_date=day1)
+    monkeypatch.setattr(collector.sink.os, "rename", real)
+    out = await collect(fake, ids, snapshot_date=day2)
+    for day in (day1, day2):
+        members = ds.dataset(out.output / "members" / f"snapshot_date={day}").to_table()
+        assert members.num_rows == sum(len(fake.dataset.members(i)) for i in ids)
