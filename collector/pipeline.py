@@ -220,12 +220,13 @@ class Run:
                                                   self.stderr))
             try:
                 with self._signals():
-                    await self._run_workers(lines, work, results, fetcher)
+                    await self._run_workers(lines, work, results, fetcher, writer)
             finally:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress
-                await results.put(None)
+                if not writer.done():
+                    await results.put(None)
                 await writer  # commits what is done, whatever ended the run
             c = fetcher.counters
             self.record.requests, self.record.retries, self.record.throttled = \
@@ -238,7 +239,9 @@ class Run:
 
     async def _run_workers(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],
                            results: asyncio.Queue[ImageResult | Rejected | None],
-                           fetcher: Fetcher) -> None:
+                           fetcher: Fetcher, writer: asyncio.Task[None]) -> None:
+        """Until the input is done: a signal, or any task failing (the writer included: a
+        dead writer would leave workers waiting on a full queue), ends it early."""
         workers = [asyncio.create_task(self._work(work, results, fetcher))
                    for _ in range(self.settings.concurrency)]
         producer = asyncio.create_task(self._produce(lines, work, results, len(workers)))
@@ -247,9 +250,11 @@ class Run:
         failure: BaseException | None = None
         try:
             while pending and failure is None and not self._stop.is_set():
-                done, _ = await asyncio.wait(pending | {stopper},
+                done, _ = await asyncio.wait(pending | {stopper, writer},
                                              return_when=asyncio.FIRST_COMPLETED)
-                for task in done - {stopper}:
+                if writer in done:
+                    failure = writer.exception() or RuntimeError("the writer stopped early")
+                for task in done - {stopper, writer}:
                     pending.discard(task)
                     failure = failure or task.exception()
             if failure is None and self._stop.is_set():

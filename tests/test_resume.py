@@ -193,3 +193,24 @@ async def test_an_interrupted_publish_of_another_date_is_finished_before_cleanin
     for day in (day1, day2):
         members = ds.dataset(out.output / "members" / f"snapshot_date={day}").to_table()
         assert members.num_rows == sum(len(fake.dataset.members(i)) for i in ids)
+
+
+async def test_a_writer_that_dies_mid_run_stops_the_run_instead_of_hanging_it(
+        fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More results than the queue holds must not wait forever for a dead writer."""
+    import collector.sink
+
+    dataset = Dataset(seed=51, images=6000, empty_share=1.0)
+    fake = await fake_factory(dataset)
+    real, writes = collector.sink.write_atomically, []
+
+    def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
+        writes.append(target)
+        if len(writes) > 2:
+            raise OSError(28, "No space left on device")
+        real(table, target)
+
+    monkeypatch.setattr(collector.sink, "write_atomically", disk_full_after_two)
+    out = await collect(fake, dataset.image_ids(), chunk_images=100, rate_limit=50_000,
+                        concurrency=64)
+    assert out.record.exit_code == 3 and "No space left" in str(out.error)
