@@ -189,3 +189,11 @@ def test_an_unreadable_ca_bundle_is_exit_2(tmp_path: Path) -> None:
                "--output", str(tmp_path / "out"), "--ca-bundle", str(tmp_path / "ca.pem"))
     assert done.returncode == 2
     assert done.stderr.startswith("cph-collector: error: ca_bundle ") and "PEM" in done.stderr
+
+
+def test_ids_can_come_from_stdin(server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url, project, ids = server
+    done = cli("run", "--input", "-", "--project-id", project, "--endpoint", url,
+               "--output", str(tmp_path / "out"), input=ids.read_text() + "bad/id\n")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"finished: 301 images \(300 ok, .*1 invalid_id\)", done.stdout)
