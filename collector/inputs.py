@@ -175,9 +175,13 @@ def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
     wanted = ["image_id"] + (["project_id"] if "project_id" in columns else [])
     number = 0
     for batch in parquet.iter_batches(batch_size=8192, columns=wanted):
-        images = batch.column(0).cast(pa.string()).to_pylist()
-        projects = (batch.column(1).cast(pa.string()).to_pylist() if len(wanted) == 2
-                    else [None] * len(images))
+        try:
+            images = batch.column(0).cast(pa.string()).to_pylist()
+            projects = (batch.column(1).cast(pa.string()).to_pylist() if len(wanted) == 2
+                        else [None] * len(images))
+        except pa.ArrowException as exc:
+            raise UsageError(f"input {name}: rows after {number} cannot be read as text "
+                             f"({str(exc)[:200]})") from None
         for image, project in zip(images, projects, strict=True):
             number += 1
             yield _line(number, image or "", project)

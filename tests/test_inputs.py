@@ -140,3 +140,10 @@ def test_a_million_ids_stream_through_with_every_line_accounted_for(tmp_path: Pa
     intake = Intake("p1")
     targets = sum(isinstance(intake.admit(line), Target) for line in read_input(str(path), "auto"))
     assert (targets, intake.duplicates, intake.rejected) == (900_000, 100_000, 0)
+
+
+def test_parquet_ids_that_are_not_text_are_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"image_id": pa.array([b"ok", b"\xff\xfe"], pa.binary())}), path)
+    with pytest.raises(UsageError, match="cannot be read as text"):
+        list(read_input(str(path), "auto"))
