@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from collector.errors import Status
 from collector.fetch import ImageResult
 from collector.intake import Rejected
+from collector.secrets import redact
 
 TS = pa.timestamp("ms", tz="UTC")
 MEMBERS_SCHEMA = pa.schema([
@@ -84,8 +85,10 @@ class Chunk:
             self.counts[Status.INVALID_ID.value] = self.counts.get(Status.INVALID_ID.value, 0) + 1
         else:
             status = result.status.value
+            # Messages come from servers and libraries: scrub them like the logs.
+            message = redact(result.error_msg) if result.error_msg else None
             values = (result.collected_at_ms, result.project_id, result.image_id, status,
-                      result.http_status, result.error_code, result.error_msg, result.request_id,
+                      result.http_status, result.error_code, message, result.request_id,
                       result.attempts, len(result.members))
             self.counts[status] = self.counts.get(status, 0) + 1
             if result.members:

@@ -139,3 +139,19 @@ async def test_limits_hold_during_retries(fake_factory: Factory, collect: Collec
     assert max(r["attempts"] for r in rows) <= 4
     assert out.record.retries == sum(r["attempts"] - 1 for r in rows)
     assert out.record.requests == len(fake.log)  # every request on the wire was counted
+
+
+async def test_a_server_that_echoes_the_token_does_not_get_it_into_the_output(
+        fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.fake.core import SIMPLE_FAULTS
+    from collector.fake.faults import Outcome
+    from tests.conftest import TOKEN
+
+    monkeypatch.setitem(SIMPLE_FAULTS, Outcome.FORBIDDEN,
+                        (400, "CPS.0001", f"token {TOKEN} may not read this"))
+    dataset = Dataset(seed=3, images=2)
+    fake = await fake_factory(dataset, script={dataset.image_ids()[0]: ["forbidden"]})
+    out = await collect(fake, dataset.image_ids())
+    row = out.statuses()[dataset.image_ids()[0]]
+    assert row["error_msg"] == "token *** may not read this"
+    assert TOKEN.encode() not in b"".join(p.read_bytes() for p in out.output.rglob("*.parquet"))
