@@ -49,7 +49,7 @@ class Settings:
     read_timeout: float = 30.0
     request_timeout: float = 60.0
     max_body_bytes: int = 1_048_576
-    chunk_images: int = 50_000
+    chunk_images: int = 10_000  # ~2 KB of Python buffers per image of chunk: ~20 MB
     fail_fast_after: int = 20
     progress_interval: float = 10.0
     auth: str = "auto"
