@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from collector.errors import Status
 from collector.fetch import ImageResult
-from collector.intake import Rejected
+from collector.intake import REJECTED, IdSet, Rejected
 from collector.secrets import redact
 
 TS = pa.timestamp("ms", tz="UTC")
@@ -131,16 +131,11 @@ def write_atomically(table: pa.Table, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def key_of(project_id: str, image_id: str, status: str) -> str:
-    """The intake's dedupe key of a status row (see ``Intake.admit``)."""
-    return f"!{image_id}" if status == "invalid_id" else f"{project_id}/{image_id}"
-
-
 @dataclass(slots=True)
 class Resumed:
     """What earlier, unfinished runs of this date already committed."""
 
-    keys: set[str] = field(default_factory=set)
+    keys: IdSet = field(default_factory=IdSet)
     counts: dict[str, int] = field(default_factory=dict)
     member_rows: int = 0
     chunks: int = 0
@@ -194,7 +189,7 @@ class ParquetSink:
             for project, image, status, count in zip(columns["project_id"], columns["image_id"],
                                                      columns["status"], columns["member_count"],
                                                      strict=True):
-                found.keys.add(key_of(project, image, status))
+                found.keys.add(REJECTED if status == "invalid_id" else project, image)
                 found.counts[status] = found.counts.get(status, 0) + 1
                 found.member_rows += count
             found.chunks += 1

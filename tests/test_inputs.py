@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from collector.errors import UsageError
 from collector.inputs import MAX_LINE_BYTES, Line, read_input, read_text
-from collector.intake import Intake, Rejected, Target
+from collector.intake import IdSet, Intake, Rejected, Target
 
 
 def lines_of(tmp_path: Path, name: str, data: bytes, fmt: str = "auto") -> list[Line]:
@@ -147,3 +147,16 @@ def test_parquet_ids_that_are_not_text_are_a_usage_error(tmp_path: Path) -> None
     pq.write_table(pa.table({"image_id": pa.array([b"ok", b"\xff\xfe"], pa.binary())}), path)
     with pytest.raises(UsageError, match="cannot be read as text"):
         list(read_input(str(path), "auto"))
+
+
+def test_the_duplicate_check_keeps_ids_exact() -> None:
+    """Hex IDs are stored as integers, but never merged with another spelling."""
+    seen = IdSet()
+    lower, upper = "0123456789abcdef" * 2, "0123456789ABCDEF" * 2
+    assert seen.add("p1", lower) and not seen.add("p1", lower)
+    assert seen.add("p1", upper)  # another ID to the API, so not a duplicate
+    assert seen.add("p2", lower)  # the same image in another project
+    assert seen.add("p1", "img-1") and not seen.add("p1", "img-1")
+    assert len(seen) == 4
+    assert seen.discard("p1", lower) and not seen.discard("p1", lower)
+    assert len(seen) == 3
