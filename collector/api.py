@@ -15,8 +15,6 @@ import orjson
 
 from collector.ids import is_valid_id
 
-MEMBERS_PER_IMAGE_MAX = 10  # AddImageMember: "max 10 member accounts per image"
-
 
 class BodyError(ValueError):
     """A 200 response whose body is not the documented shape."""

@@ -154,8 +154,7 @@ class Fetcher:
                 result.error_code, result.error_msg = _client_error(exc)
                 verdict, throttled = classify(None, None, exc), False
             else:
-                verdict, retry_after = self._judge(reply, result)
-                throttled = is_throttled(reply.status, result.error_code)
+                verdict, retry_after, throttled = self._judge(reply, result)
                 if verdict.action is Action.DONE and verdict.status is Status.OK:
                     try:
                         page = parse_members(reply.body, target.image_id)
@@ -190,25 +189,29 @@ class Fetcher:
                 break
         return reply
 
-    def _judge(self, reply: Reply, result: ImageResult) -> tuple[Verdict, float | None]:
+    def _judge(self, reply: Reply,
+               result: ImageResult) -> tuple[Verdict, float | None, bool]:
+        """(verdict, Retry-After seconds, throttled); fills the row and tells the limiter."""
         result.http_status = reply.status
         result.request_id = reply.request_id
         if reply.status == 200:
             self._api_seen, self._alike_failures = True, 0
             self._limiter.on_accepted()
-            return classify(200, None), None
+            return classify(200, None), None, False
         error = parse_error(reply.body) if reply.body else ApiError(None, None, None)
         result.request_id = reply.request_id or error.request_id
         result.error_code = error.code
         result.error_msg = error.message or f"HTTP {reply.status} without an error body"
         gateway_404 = reply.status == 404 and error.code in (None, "APIGW.0101")
         self._note_alike_failure(gateway_404, None)
-        if is_throttled(reply.status, error.code):
+        throttled = is_throttled(reply.status, error.code)
+        if throttled:
             self.counters.throttled += 1
             self._limiter.on_throttled(error.message)
         else:
             self._limiter.on_accepted()
-        return classify(reply.status, error.code), parse_retry_after(reply.retry_after)
+        return (classify(reply.status, error.code), parse_retry_after(reply.retry_after),
+                throttled)
 
     def endpoint_unproven(self) -> bool:
         """True when requests were made and every one failed alike (refused, or gateway 404)."""

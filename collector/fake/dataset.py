@@ -10,8 +10,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-import orjson
-
 MAX_MEMBERS = 10  # the documented cap of member accounts per image
 T0_MS = 1_672_531_200_000  # 2023-01-01T00:00:00Z
 T1_MS = 1_759_276_800_000  # 2025-10-01T00:00:00Z
@@ -110,9 +108,6 @@ class Dataset:
         """(project, image, member, create, update) as the collector should write them."""
         return [(project, image_id, str(m["member_id"]), int(m["create_time"]),  # type: ignore[call-overload]
                  int(m["update_time"])) for m in self.members(image_id)]  # type: ignore[call-overload]
-
-    def render_members(self, image_id: str) -> bytes:
-        return orjson.dumps({"members": self.members(image_id)})
 
 
 def _iso(ms: int) -> str:

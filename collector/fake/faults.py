@@ -37,9 +37,6 @@ class Outcome(StrEnum):
     PAGING_LOOP = "paging_loop"  # next_marker that points to itself
 
 
-FAULTS = tuple(o for o in Outcome if o not in (Outcome.NORMAL,))
-
-
 class FaultPlan:
     def __init__(self, rates: Mapping[str, float] | None = None,
                  script: Mapping[str, Sequence[str]] | None = None, seed: int = 0) -> None:
