@@ -1,7 +1,9 @@
-"""The only module that speaks HTTP: one aiohttp session, one bounded pool, one GET at a time.
+"""Speaking HTTP: what a client returns and raises, and the aiohttp client.
 
-It returns what came back (status, body, request id, Retry-After) or raises what aiohttp raised;
-deciding what that means is ``retry.classify``'s job.
+A client returns what came back (status, body, request id, Retry-After) or raises one of the
+errors below, whichever HTTP library sits underneath; deciding what that means is
+``retry.classify``'s job. Two clients do the work: ``lean.LeanClient`` (the default, for speed)
+and ``AiohttpClient`` (``http_client = "aiohttp"``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDict
@@ -39,6 +42,33 @@ class Timeouts:
     total: float = 60.0
 
 
+class ConnectFailed(ConnectionError):
+    """No connection could be made (refused, unreachable, DNS, TLS); ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokenBody(ConnectionError):
+    """The answer ended early or was not well-formed HTTP."""
+
+
+class ConnectionDropped(ConnectionError):
+    """The connection broke before an answer arrived."""
+
+
+class Client(Protocol):
+    auth: Auth
+
+    async def __aenter__(self) -> Client: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+    async def get(self, url: str, project_id: str) -> Reply: ...
+
+
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
     """Verified TLS; a CA bundle adds trust, it never turns checking off. UsageError if bad."""
     if ca_bundle is None:
@@ -50,8 +80,8 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
                          f"({getattr(exc, 'strerror', None) or exc})") from None
 
 
-class CphClient:
-    """``async with CphClient(...) as client: await client.get(url)``."""
+class AiohttpClient:
+    """``async with AiohttpClient(...) as client: await client.get(url, project_id)``."""
 
     def __init__(self, auth: Auth, *, concurrency: int, timeouts: Timeouts,
                  max_body_bytes: int, ca_bundle: Path | None = None) -> None:
@@ -62,7 +92,7 @@ class CphClient:
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> CphClient:
+    async def __aenter__(self) -> AiohttpClient:
         tls = tls_context(self._ca_bundle)
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
                                          ttl_dns_cache=300, enable_cleanup_closed=True, ssl=tls)
@@ -89,10 +119,23 @@ class CphClient:
             await self._session.close()
 
     async def get(self, url: str, project_id: str) -> Reply:
-        assert self._session is not None, "use CphClient as an async context manager"
+        assert self._session is not None, "use AiohttpClient as an async context manager"
         target = URL(url, encoded=True)
         headers, generation = await self.auth.headers("GET", target, project_id)
-        async with self._session.get(target, headers=headers or None,
+        try:
+            return await self._get(self._session, target, headers, generation)
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(exc.os_error.strerror or type(exc.os_error).__name__) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise BrokenBody("response body ended early or was malformed") from exc
+        except aiohttp.ClientError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise ConnectionDropped(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    async def _get(self, session: aiohttp.ClientSession, target: URL, headers: dict[str, str],
+                   generation: int) -> Reply:
+        async with session.get(target, headers=headers or None,
                                      allow_redirects=False) as resp:
             length = resp.content_length
             if length is not None and length > self._max_body:

@@ -14,11 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
 from collector.auth import AkSkAuth, Auth
-from collector.client import CphClient, Reply
+from collector.client import BrokenBody, Client, ConnectFailed, Reply
 from collector.errors import FatalRunError, Status
 from collector.intake import Target
 from collector.limiter import RateLimiter
@@ -65,10 +63,10 @@ def _client_error(exc: BaseException) -> tuple[str, str]:
         return "body_too_large", str(exc)
     if isinstance(exc, BodyError):
         return "bad_body", str(exc)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect", f"cannot connect: {exc.os_error.strerror or type(exc.os_error).__name__}"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "broken_body", "response body ended early or was malformed"
+    if isinstance(exc, ConnectFailed):
+        return "connect", f"cannot connect: {exc.reason}"
+    if isinstance(exc, BrokenBody):
+        return "broken_body", str(exc)
     return "connection", f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
@@ -87,7 +85,7 @@ def _clock_hint(auth: Auth, server_date: str | None) -> str:
 
 
 class Fetcher:
-    def __init__(self, client: CphClient, limiter: RateLimiter, *, endpoint: str,
+    def __init__(self, client: Client, limiter: RateLimiter, *, endpoint: str,
                  max_attempts: int, backoff: Backoff, budget: RetryBudget, fail_fast_after: int,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None) -> None:
@@ -148,8 +146,8 @@ class Fetcher:
                 retry_after = None
             try:
                 reply = await self._send(url, target.project_id, result)
-            except (TimeoutError, aiohttp.ClientError, BodyTooLarge, OSError) as exc:
-                self._note_alike_failure(isinstance(exc, aiohttp.ClientConnectorError), exc)
+            except (TimeoutError, BodyTooLarge, OSError) as exc:  # OSError: ConnectionError too
+                self._note_alike_failure(isinstance(exc, ConnectFailed), exc)
                 result.http_status, result.request_id = None, None
                 result.error_code, result.error_msg = _client_error(exc)
                 verdict, throttled = classify(None, None, exc), False

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.auth import Auth
-from collector.client import CphClient, Timeouts, tls_context
+from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected, Target
+from collector.lean import LeanClient
 from collector.limiter import RateLimiter
 from collector.manifest import RunRecord, mark_crashed, write_manifest
 from collector.outdir import OutputLock, check_writable
@@ -207,8 +208,9 @@ class Run:
         results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
         timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
         limiter = RateLimiter(s.rate_limit)
-        async with CphClient(self.auth, concurrency=s.concurrency, timeouts=timeouts,
-                             max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle) as client:
+        kind = LeanClient if s.http_client == "lean" else AiohttpClient
+        async with kind(self.auth, concurrency=s.concurrency, timeouts=timeouts,
+                        max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle) as client:
             fetcher = Fetcher(
                 client, limiter, endpoint=self.endpoint,
                 max_attempts=s.max_attempts,

@@ -30,8 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-import aiohttp
-
 from collector.api import BodyError
 from collector.errors import Status
 
@@ -65,7 +63,7 @@ def classify(http_status: int | None, error_code: str | None,
     if exc is not None:
         if isinstance(exc, BodyError | BodyTooLarge):
             return Verdict(Action.GIVE_UP, Status.FAILED)
-        if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError):
+        if isinstance(exc, asyncio.TimeoutError | ConnectionError):
             return Verdict(Action.RETRY, Status.FAILED)
         return Verdict(Action.GIVE_UP, Status.FAILED)
     assert http_status is not None

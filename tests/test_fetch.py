@@ -10,7 +10,7 @@ import pytest
 from aioresponses import aioresponses
 
 from collector.auth import TokenAuth
-from collector.client import CphClient, Timeouts
+from collector.client import AiohttpClient, Timeouts
 from collector.errors import FatalRunError, Status
 from collector.fetch import Fetcher
 from collector.intake import Target
@@ -28,8 +28,8 @@ def error(code: str, msg: str = "m") -> bytes:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
-    async with CphClient(TokenAuth(Secret("tok-123456")), concurrency=4, timeouts=Timeouts(),
-                         max_body_bytes=10_000) as client:
+    async with AiohttpClient(TokenAuth(Secret("tok-123456")), concurrency=4,
+                             timeouts=Timeouts(), max_body_bytes=10_000) as client:
         yield Fetcher(client, RateLimiter(10_000), endpoint="https://cph.test", max_attempts=3,
                       backoff=Backoff(), budget=RetryBudget(), fail_fast_after=50,
                       sleep=no_sleep, rng=random.Random(0))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-import aiohttp
 import pytest
 
 from collector.api import BodyError
+from collector.client import BrokenBody, ConnectFailed, ConnectionDropped
 from collector.errors import Status
 from collector.retry import Action, Backoff, BodyTooLarge, RetryBudget, classify, parse_retry_after
 
@@ -47,8 +47,9 @@ def test_every_answer_is_classified(answer: tuple[int, str | None],
 
 @pytest.mark.parametrize(("exc", "action"), [
     (TimeoutError(), A.RETRY),
-    (aiohttp.ServerDisconnectedError(), A.RETRY),
-    (aiohttp.ClientPayloadError("short"), A.RETRY),
+    (ConnectionDropped("closed before answering"), A.RETRY),
+    (BrokenBody("short"), A.RETRY),
+    (ConnectFailed("Connection refused"), A.RETRY),
     (ConnectionResetError(), A.RETRY),
     (BodyError("bad"), A.GIVE_UP),
     (BodyTooLarge("big"), A.GIVE_UP),
