@@ -39,7 +39,7 @@ class Auth(Protocol):
         """Headers every request carries (static credentials only)."""
         ...
 
-    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         """Per-request headers, and the generation of the credentials they carry."""
         ...
 
@@ -56,7 +56,7 @@ class TokenAuth:
     def session_headers(self) -> dict[str, str]:
         return {"X-Auth-Token": self.token.reveal()}
 
-    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return {}, 0
 
     async def refresh(self, project_id: str, generation: int) -> bool:
@@ -74,7 +74,10 @@ class AkSkAuth:
     def session_headers(self) -> dict[str, str]:
         return {}
 
-    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
+        return self.sign(method, URL(url, encoded=True), project_id), 0
+
+    def sign(self, method: str, url: URL, project_id: str) -> dict[str, str]:
         host = url.raw_host or ""
         if url.explicit_port and url.port != {"http": 80, "https": 443}.get(url.scheme):
             host = f"{host}:{url.port}"
@@ -85,7 +88,7 @@ class AkSkAuth:
         headers["Authorization"] = signer.sign(
             self.access_key, self.secret_key.reveal(), method, url.raw_path,
             list(url.query.items()), headers)
-        return headers, 0
+        return headers
 
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False  # a signature cannot be renewed: a 401 means the key or the clock is wrong
@@ -123,7 +126,7 @@ class IamTokenAuth:
     def session_headers(self) -> dict[str, str]:
         return {}
 
-    async def headers(self, method: str, url: URL, project_id: str) -> tuple[dict[str, str], int]:
+    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         token = self._tokens.get(project_id)
         if token is None or self.clock() >= token.renew_at:
             token = await self._renew(project_id, token.generation if token else 0)
@@ -159,7 +162,7 @@ class IamTokenAuth:
         if self.agency is not None:
             assert self.base is not None
             self.base.session = self.session
-            base_headers, _ = await self.base.headers("POST", URL(self.iam_endpoint),
+            base_headers, _ = await self.base.headers("POST", self.iam_endpoint,
                                                       DOMAIN_SCOPE)
             headers.update(base_headers)
             identity = {"methods": ["assume_role"], "assume_role": {

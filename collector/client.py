@@ -120,8 +120,8 @@ class AiohttpClient:
 
     async def get(self, url: str, project_id: str) -> Reply:
         assert self._session is not None, "use AiohttpClient as an async context manager"
+        headers, generation = await self.auth.headers("GET", url, project_id)
         target = URL(url, encoded=True)
-        headers, generation = await self.auth.headers("GET", target, project_id)
         try:
             return await self._get(self._session, target, headers, generation)
         except aiohttp.ClientConnectorError as exc:

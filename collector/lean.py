@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httptools
-from yarl import URL
 
 from collector.auth import Auth
 from collector.client import (
@@ -248,7 +247,7 @@ class LeanClient:
 
     async def get(self, url: str, project_id: str) -> Reply:
         (scheme, host, port), target = self._split(url)
-        headers, generation = await self.auth.headers("GET", URL(url, encoded=True), project_id)
+        headers, generation = await self.auth.headers("GET", url, project_id)
         host_header = headers.pop("Host", None) or (
             host if port == (443 if scheme == "https" else 80) else f"{host}:{port}")
         head = (f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")

@@ -1,11 +1,12 @@
 """The run: where every task and queue lives.
 
-    lines ─(thread)─> Intake ─Target─> [work] ─> N workers ─┐
-                        └─Rejected──────────────────────────┴─> [results] ─> writer ─> ParquetSink
+    lines ─(thread)─> Feed/Intake ─Target─> N workers ─┐
+                        └─Rejected─────────────────────┴─> [results] ─> writer ─> ParquetSink
 
 Workers never touch files; the writer task is the only one that does. Memory is bounded by the
-two queues and one chunk, whatever the input's size. SIGINT/SIGTERM stop the intake, give
-in-flight images ``GRACE`` seconds, commit what is done and end the run as ``interrupted``.
+feed's read-ahead, the results queue and one chunk, whatever the input's size. SIGINT/SIGTERM
+stop the intake, give in-flight images ``GRACE`` seconds, commit what is done and end the run as
+``interrupted``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import itertools
 import logging
 import secrets
 import signal
@@ -28,9 +28,10 @@ from collector.auth import Auth
 from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
+from collector.feed import Feed
 from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
-from collector.intake import Intake, Rejected, Target
+from collector.intake import Intake, Rejected
 from collector.lean import LeanClient
 from collector.limiter import RateLimiter
 from collector.manifest import RunRecord, mark_crashed, write_manifest
@@ -41,7 +42,7 @@ from collector.sink import Chunk, ParquetSink, clean_stale_staging
 
 log = logging.getLogger("collector")
 GRACE = 5.0  # seconds in-flight images get after SIGINT/SIGTERM
-READ_BATCH = 2048
+WRITER_NAP = 0.02  # the writer takes results in batches: one wake-up per batch, not per image
 
 
 @dataclass(slots=True)
@@ -59,10 +60,6 @@ class Tally:
 
 def new_run_id(started: dt.datetime) -> str:
     return f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _take(lines: Iterator[Line], n: int) -> list[Line]:
-    return list(itertools.islice(lines, n))
 
 
 def open_input(path: str, input_format: str,
@@ -204,7 +201,6 @@ class Run:
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink,
                        total: int | None) -> Fetcher:
         s = self.settings
-        work: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=s.concurrency * 2)
         results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
         timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
         limiter = RateLimiter(s.rate_limit)
@@ -222,7 +218,7 @@ class Run:
                                                   self.stderr))
             try:
                 with self._signals():
-                    await self._run_workers(lines, work, results, fetcher, writer)
+                    await self._run_workers(lines, results, fetcher, writer)
             finally:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -239,16 +235,16 @@ class Run:
                                 "token_requests": getattr(self.auth, "requests", 0)}
         return fetcher
 
-    async def _run_workers(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],
+    async def _run_workers(self, lines: Iterator[Line],
                            results: asyncio.Queue[ImageResult | Rejected | None],
                            fetcher: Fetcher, writer: asyncio.Task[None]) -> None:
         """Until the input is done: a signal, or any task failing (the writer included: a
         dead writer would leave workers waiting on a full queue), ends it early."""
-        workers = [asyncio.create_task(self._work(work, results, fetcher))
+        feed = Feed(lines, self.intake, results.put)
+        workers = [asyncio.create_task(self._work(feed, results, fetcher))
                    for _ in range(self.settings.concurrency)]
-        producer = asyncio.create_task(self._produce(lines, work, results, len(workers)))
         stopper: asyncio.Task[Any] = asyncio.create_task(self._stop.wait())
-        pending: set[asyncio.Task[Any]] = {producer, *workers}
+        pending: set[asyncio.Task[Any]] = set(workers)
         failure: BaseException | None = None
         try:
             while pending and failure is None and not self._stop.is_set():
@@ -260,42 +256,19 @@ class Run:
                     pending.discard(task)
                     failure = failure or task.exception()
             if failure is None and self._stop.is_set():
-                producer.cancel()
-                while not work.empty():  # IDs not yet started stay unrequested
-                    work.get_nowait()
-                for _ in workers:
-                    work.put_nowait(None)
+                feed.stop()  # IDs not yet started stay unrequested
                 await asyncio.wait(workers, timeout=GRACE)
         finally:
-            for task in (producer, stopper, *workers):
+            await feed.close()
+            for task in (stopper, *workers):
                 task.cancel()
-            await asyncio.gather(producer, stopper, *workers, return_exceptions=True)
+            await asyncio.gather(stopper, *workers, return_exceptions=True)
         if failure is not None:
             raise failure
 
-    async def _produce(self, lines: Iterator[Line], work: asyncio.Queue[Target | None],
-                       results: asyncio.Queue[ImageResult | Rejected | None],
-                       workers: int) -> None:
-        while True:
-            try:
-                batch = await asyncio.to_thread(_take, lines, READ_BATCH)
-            except UsageError as exc:  # the input broke after requests began
-                raise FatalRunError(str(exc)) from None
-            if not batch:
-                break
-            for line in batch:
-                verdict = self.intake.admit(line)
-                if isinstance(verdict, Target):
-                    await work.put(verdict)
-                elif isinstance(verdict, Rejected):
-                    await results.put(verdict)
-        for _ in range(workers):
-            await work.put(None)
-
-    async def _work(self, work: asyncio.Queue[Target | None],
-                    results: asyncio.Queue[ImageResult | Rejected | None],
+    async def _work(self, feed: Feed, results: asyncio.Queue[ImageResult | Rejected | None],
                     fetcher: Fetcher) -> None:
-        while (target := await work.get()) is not None:
+        while (target := await feed.next()) is not None:
             await results.put(await fetcher.collect(target))
 
     async def _write(self, results: asyncio.Queue[ImageResult | Rejected | None],
@@ -313,6 +286,8 @@ class Run:
                         await committing
                     committing = asyncio.create_task(self._commit(sink, chunk))
                     chunk = Chunk()
+                if results.empty():
+                    await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
             if committing is not None:
                 await committing
             await self._commit(sink, chunk)

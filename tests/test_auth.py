@@ -116,7 +116,7 @@ async def test_an_iam_token_is_renewed_before_it_expires() -> None:
             return Secret(f"token-{self.requests}"), 3600.0
 
     auth = Stub("https://iam.example", clock=lambda: now[0])
-    url = __import__("yarl").URL("https://cph.example/v1/p/x")
+    url = "https://cph.example/v1/p/x"
     assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-1"}
     now[0] = 3600 - 301  # more than five minutes left: keep it
     assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-1"}

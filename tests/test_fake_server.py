@@ -206,7 +206,7 @@ async def test_the_gateway_checks_aksk_signatures(fake_factory: Factory, tamper:
     clock = (lambda: dt.datetime.now(dt.UTC) - dt.timedelta(minutes=20)) if tamper == "date" \
         else (lambda: dt.datetime.now(dt.UTC))
     auth = AkSkAuth("AKOTHER" if tamper == "key" else "AKTEST", Secret("sk-1234567"), clock=clock)
-    headers, _ = await auth.headers("GET", signed_url, project)
+    headers, _ = await auth.headers("GET", str(signed_url), project)
     sent = {"path": members_url(fake, project, fake.dataset.image_ids()[1]) + "?limit=5",
             "query": members_url(fake, project, image) + "?limit=6"}.get(tamper or "",
                                                                          str(signed_url))
