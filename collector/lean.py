@@ -38,6 +38,7 @@ from collector.client import (
 from collector.errors import UsageError
 from collector.retry import BodyTooLarge
 
+SWEEP = 0.05  # seconds between timeout checks: a timeout fires up to this late
 _WANTED = {b"x-request-id": "request_id", b"retry-after": "retry_after", b"date": "date",
            b"content-encoding": "encoding", b"content-length": "length"}
 
@@ -52,7 +53,6 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Reply] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._started = self._last_read = 0.0
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -133,25 +133,21 @@ class _Connection(asyncio.Protocol):
         self._headers_done = self._chunked = False
         self.reusable = False  # until the whole answer is in
         self._started = self._last_read = self._loop.time()
-        self._timer = self._loop.call_at(
-            self._started + min(self._timeouts.read, self._timeouts.total), self._check_time)
         self._transport.write(head)
         return self._waiter
 
-    def _check_time(self) -> None:
-        """Read timeout (no byte for ``read`` s) or total timeout, one timer per request."""
-        now = self._loop.time()
-        deadline = min(self._last_read + self._timeouts.read,
-                       self._started + self._timeouts.total)
-        if now >= deadline:
+    def check_time(self, now: float) -> None:
+        """Fail the request after ``read`` s without a byte, or ``total`` s in all."""
+        if self._waiter is not None and (now >= self._last_read + self._timeouts.read
+                                         or now >= self._started + self._timeouts.total):
             self._fail(TimeoutError())
-        else:
-            self._timer = self._loop.call_at(deadline, self._check_time)
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
 
     def _finish(self, keep_alive: bool) -> None:
         waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
         if waiter is None or waiter.done():
             return
         headers = self._headers
@@ -185,8 +181,6 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self._waiter = self._waiter, None
-        if self._timer is not None:
-            self._timer.cancel()
         self._close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
@@ -220,6 +214,8 @@ class LeanClient:
         self._ssl: ssl.SSLContext | None = None
         self._static = b""
         self._session: aiohttp.ClientSession | None = None
+        self._open: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> LeanClient:
         tls = tls_context(self._ca_bundle)
@@ -235,12 +231,16 @@ class LeanClient:
                                               sock_connect=self._timeouts.connect,
                                               sock_read=self._timeouts.read))
             self.auth.session = self._session
+        self._sweep()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        for conn in self._idle:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in self._open:
             conn.close()
+        self._open.clear()
         self._idle.clear()
         if self._session is not None:
             await self._session.close()
@@ -292,7 +292,20 @@ class LeanClient:
                     ssl=self._ssl if scheme == "https" else None)
         except OSError as exc:  # refused, unreachable, DNS, TLS (ssl.SSLError is an OSError)
             raise ConnectFailed(_reason(exc)) from exc
+        self._open.add(conn)
         return conn
+
+    def _sweep(self) -> None:
+        """Timeouts for every request in flight, checked ``SWEEP`` s apart: one timer for the
+        pool instead of one per request (a tenth of the request path's cost)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn in list(self._open):
+            if conn.closed:
+                self._open.discard(conn)
+            else:
+                conn.check_time(now)
+        self._sweeper = loop.call_later(SWEEP, self._sweep)
 
 
 def _reason(exc: OSError) -> str:
