@@ -3,7 +3,7 @@
 Smooth: asyncio-throttle's sliding window, cut small. ``Throttler(rate_limit=R, period=1)`` lets a
 whole second's quota out at once; we give it a window of ``WINDOW`` = 0.1 s holding ``R/10``
 requests instead, so any 1 s interval still admits at most R and no 100 ms sees more than R/10.
-Its waiters poll, so only the fixed pool of workers ever waits on it, never a task per ID.
+Its waiters poll, so they wait behind a lock: one polls, the others sleep in line.
 
 Adaptive, over the whole pool (the quota is per account, not per worker):
 
@@ -25,6 +25,7 @@ Against an unknown limit L the rate saws between about 0.95 L and L: few 429s, m
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -69,6 +70,7 @@ class RateLimiter:
         self._last_decrease = -math.inf
         self._started = self._last_change = clock()
         self._throttler = Throttler(rate_limit=1, period=1.0, retry_interval=0.01)
+        self._gate = asyncio.Lock()
         self._apply()
 
     def _apply(self) -> None:
@@ -86,7 +88,11 @@ class RateLimiter:
         return float(self._throttler.rate_limit / self._throttler.period)
 
     async def acquire(self) -> None:
-        await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
+        # asyncio-throttle's waiters each poll every retry_interval: 64 waiting workers would
+        # wake 6,400 times a second. Behind the gate only the first polls; the rest sleep in
+        # line (FIFO), and each is let through as soon as the one before it got a slot.
+        async with self._gate:
+            await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
 
     def _forget_before(self, now: float) -> None:
         while self._accepted and self._accepted[0] <= now - 1.0:

@@ -148,3 +148,32 @@ def test_a_sporadic_announced_429_does_not_end_slow_start() -> None:
         clock.now += 0.25
         limiter.on_accepted()
     assert limiter.rate == 800
+
+
+async def test_waiting_workers_do_not_poll_in_a_storm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """64 workers held at 20 requests/s: only the first in line polls asyncio-throttle."""
+    limiter = RateLimiter(20, slow_start=False)
+    polls = 0
+    flush = limiter._throttler.flush
+
+    def counted() -> None:
+        nonlocal polls
+        polls += 1
+        flush()
+
+    monkeypatch.setattr(limiter._throttler, "flush", counted)
+    admitted = 0
+
+    async def worker() -> None:
+        nonlocal admitted
+        while True:
+            await limiter.acquire()
+            admitted += 1
+
+    workers = [asyncio.create_task(worker()) for _ in range(64)]
+    await asyncio.sleep(0.5)
+    for task in workers:
+        task.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    assert 8 <= admitted <= 14  # 20/s for half a second, in windows of 2
+    assert polls < 200  # one poller every 10 ms, not 64 of them (about 3,200)
