@@ -7,6 +7,7 @@ the first page is requested without a query and ``next_marker`` is followed when
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 from urllib.parse import quote
@@ -38,15 +39,18 @@ class ApiError:
     request_id: str | None
 
 
-def members_path(project_id: str, image_id: str) -> str:
-    """The request path; only allowlisted IDs may reach it, so no ID can change the path."""
-    if not (is_valid_id(project_id) and is_valid_id(image_id)):
-        raise ValueError("refusing to build a URL from an unchecked ID")
-    return f"/v1/{project_id}/cloud-phone/images/{image_id}/members"
+@functools.lru_cache(maxsize=4096)
+def _images_url(endpoint: str, project_id: str) -> str:
+    if not is_valid_id(project_id):
+        raise ValueError("refusing to build a URL from an unchecked project ID")
+    return f"{endpoint}/v1/{project_id}/cloud-phone/images/"
 
 
 def members_url(endpoint: str, project_id: str, image_id: str, marker: str | None = None) -> str:
-    url = endpoint + members_path(project_id, image_id)
+    """The request URL; only allowlisted IDs may reach it, so no ID can change the path."""
+    if not is_valid_id(image_id):
+        raise ValueError("refusing to build a URL from an unchecked image ID")
+    url = f"{_images_url(endpoint, project_id)}{image_id}/members"
     if marker is not None:
         url += "?marker=" + quote(marker, safe="")
     return url

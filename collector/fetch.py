@@ -31,6 +31,7 @@ from collector.retry import (
     parse_retry_after,
 )
 
+ACCEPTED = classify(200, None)
 MAX_PAGES = 1_000  # an image has at most 10 members; this only stops a runaway server
 
 
@@ -195,7 +196,7 @@ class Fetcher:
         if reply.status == 200:
             self._api_seen, self._alike_failures = True, 0
             self._limiter.on_accepted()
-            return classify(200, None), None, False
+            return ACCEPTED, None, False
         error = parse_error(reply.body) if reply.body else ApiError(None, None, None)
         result.request_id = reply.request_id or error.request_id
         result.error_code = error.code
