@@ -41,6 +41,7 @@ COOLDOWN = 0.5  # seconds between two decreases
 MARGIN = 0.95
 INCREASE = 0.02  # per 429-free second, after the first 429
 MIN_RATE = 0.5  # requests per second
+POLLS = 100  # the one waiter in front checks the throttler this often per window
 _POLICY = re.compile(r"limit:\s*(\d+)\s*,\s*time:\s*(\d+(?:\.\d+)?)\s*(second|minute|hour|day)",
                      re.IGNORECASE)
 _SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
@@ -81,7 +82,8 @@ class RateLimiter:
             slots, period = 1, 1.0 / self.rate
         self._throttler.rate_limit = slots
         self._throttler.period = period
-        self._throttler.retry_interval = min(0.01, period / 5)
+        # A slot is noticed up to one interval late: period / POLLS keeps that loss near 0.5%.
+        self._throttler.retry_interval = period / POLLS
 
     @property
     def effective_rate(self) -> float:
@@ -89,7 +91,7 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         # asyncio-throttle's waiters each poll every retry_interval: 64 waiting workers would
-        # wake 6,400 times a second. Behind the gate only the first polls; the rest sleep in
+        # wake 64,000 times a second. Behind the gate only the first polls; the rest sleep in
         # line (FIFO), and each is let through as soon as the one before it got a slot.
         async with self._gate:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
