@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from collector.errors import UsageError
 from collector.inputs import MAX_LINE_BYTES, Line, read_input, read_text
-from collector.intake import IdSet, Intake, Rejected, Target
+from collector.intake import IdSet, Intake, Rejected, Target, _find
 
 
 def lines_of(tmp_path: Path, name: str, data: bytes, fmt: str = "auto") -> list[Line]:
@@ -150,7 +150,7 @@ def test_parquet_ids_that_are_not_text_are_a_usage_error(tmp_path: Path) -> None
 
 
 def test_the_duplicate_check_keeps_ids_exact() -> None:
-    """Hex IDs are stored as integers, but never merged with another spelling."""
+    """Hex IDs are stored packed, but never merged with another spelling."""
     seen = IdSet()
     lower, upper = "0123456789abcdef" * 2, "0123456789ABCDEF" * 2
     assert seen.add("p1", lower) and not seen.add("p1", lower)
@@ -160,3 +160,23 @@ def test_the_duplicate_check_keeps_ids_exact() -> None:
     assert len(seen) == 4
     assert seen.discard("p1", lower) and not seen.discard("p1", lower)
     assert len(seen) == 3
+
+
+def test_a_packed_id_is_only_found_where_one_starts() -> None:
+    """Two IDs side by side in a bucket contain a third at an odd offset: that is no match."""
+    first, second = bytes.fromhex("00" * 8 + "11" * 8), bytes.fromhex("22" * 8 + "11" * 8)
+    straddling = first[8:] + second[:8]
+    bucket = bytearray(first + second)
+    assert _find(bucket, straddling) == -1
+    assert (_find(bucket, first), _find(bucket, second)) == (0, 16)
+    bucket += straddling  # now also where a key starts
+    assert _find(bucket, straddling) == 32
+
+
+def test_sequential_ids_stay_fast_to_check() -> None:
+    """IDs that share their leading digits still spread over buckets (by hash)."""
+    seen = IdSet()
+    ids = [f"{n:032x}" for n in range(50_000)]
+    assert all(seen.add("p1", i) for i in ids)
+    assert not any(seen.add("p1", i) for i in ids)
+    assert len(seen._packed["p1"]) > 1000
