@@ -197,3 +197,18 @@ def test_ids_can_come_from_stdin(server: tuple[str, str, Path], tmp_path: Path) 
                "--output", str(tmp_path / "out"), input=ids.read_text() + "bad/id\n")
     assert done.returncode == 0, done.stderr
     assert re.search(r"finished: 301 images \(300 ok, .*1 invalid_id\)", done.stdout)
+
+
+def test_a_run_never_loads_pandas(server: tuple[str, str, Path], tmp_path: Path) -> None:
+    """pyarrow would import pandas (when installed) to convert lists: 49 MB for nothing.
+    (``-X importtime`` lists the refused ``import pandas`` too, but none of its modules.)"""
+    url, project, ids = server
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "collector", "run", "--input", str(ids),
+         "--project-id", project, "--endpoint", url, "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**os.environ, "CPH_AUTH_TOKEN": SECRET}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "pyarrow.lib" in imported
+    assert not [name for name in imported if name.startswith("pandas.")]
