@@ -248,8 +248,9 @@ class LeanClient:
     async def get(self, url: str, project_id: str) -> Reply:
         (scheme, host, port), target = self._split(url)
         headers, generation = await self.auth.headers("GET", url, project_id)
+        name = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
         host_header = headers.pop("Host", None) or (
-            host if port == (443 if scheme == "https" else 80) else f"{host}:{port}")
+            name if port == (443 if scheme == "https" else 80) else f"{name}:{port}")
         head = (f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
                 + self._static + (_lines(headers) if headers else b"") + b"\r\n")
         async with self._slots:
@@ -271,6 +272,9 @@ class LeanClient:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConnectFailed(f"not an http(s) URL: {url[:100]}")
+            for conn in self._idle:  # kept-alive connections go to the old endpoint
+                conn.close()
+            self._idle.clear()
             self._prefix = f"{parts.scheme}://{parts.netloc}/"
             self._where = (parts.scheme, parts.hostname,
                            parts.port or (443 if parts.scheme == "https" else 80))

@@ -188,3 +188,32 @@ async def test_a_token_with_a_line_break_is_refused_not_sent(serve: Serve) -> No
     with pytest.raises(UsageError, match="X-Auth-Token header contains a line break"):
         await bad.__aenter__()
     assert raw.heads == []
+
+
+async def test_another_endpoint_never_gets_a_connection_to_the_first(serve: Serve) -> None:
+    first, url_a = await serve(lambda head: ok(b'{"members":["a"]}'))
+    second, url_b = await serve(lambda head: ok(b'{"members":["b"]}'))
+    async with client() as c:
+        bodies = [(await c.get(url, "p1")).body for url in (url_a, url_b, url_a)]
+    assert bodies == [b'{"members":["a"]}', b'{"members":["b"]}', b'{"members":["a"]}']
+    assert len(first.heads) == 2 and len(second.heads) == 1
+
+
+async def test_an_ipv6_endpoint_gets_a_bracketed_host_header() -> None:
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(ok())
+        await writer.drain()
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(handle, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = server.sockets[0].getsockname()[1]
+    async with client() as c:
+        assert (await c.get(f"http://[::1]:{port}/v1/p1/x", "p1")).status == 200
+    server.close()
+    assert f"Host: [::1]:{port}\r\n".encode() in heads[0]
