@@ -57,7 +57,8 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
-        self._headers_done = False
+        self._headers_done = self._chunked = False
+        self._generation = 0
         self.reusable = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
@@ -71,7 +72,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # nobody asked: the connection is out of step, drop it
-            self._close()
+            self.close()
             return
         self._last_read = self._loop.time()
         try:
@@ -86,8 +87,7 @@ class _Connection(asyncio.Protocol):
         self._transport = None
         if self._waiter is None:
             return
-        if self._headers_done and "length" not in self._headers and \
-                self._parser.get_http_version() and not self._chunked:
+        if self._headers_done and "length" not in self._headers and not self._chunked:
             self._finish(keep_alive=False)  # a body that ends with the connection
         elif self._headers_done:
             self._fail(BrokenBody("response body ended early"))
@@ -156,7 +156,7 @@ class _Connection(asyncio.Protocol):
         try:
             body = self._decode(body, headers.get("encoding"))
         except (BodyTooLarge, BrokenBody) as exc:
-            self._close()
+            self.close()
             waiter.set_exception(exc)
             return
         self.reusable = keep_alive and self._transport is not None
@@ -181,21 +181,15 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self._waiter = self._waiter, None
-        self._close()
+        self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.reusable = False
         if self._transport is not None:
             self._transport.abort()
             self._transport = None
-
-    def close(self) -> None:
-        self._close()
-
-    _chunked = False
-    _generation = 0
 
 
 class LeanClient:
@@ -267,7 +261,7 @@ class LeanClient:
             return reply
 
     def _split(self, url: str) -> tuple[tuple[str, str, int], str]:
-        """((scheme, host, port), path?query); parsed once, as every URL has the same endpoint."""
+        """((scheme, host, port), path?query); parsed once per endpoint (a run has one)."""
         if not (self._prefix and url.startswith(self._prefix)):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
