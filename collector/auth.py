@@ -21,31 +21,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from collector import signer
 from collector.api import parse_error
+from collector.client import Credentials
 from collector.config import Settings
 from collector.errors import FatalRunError, UsageError
+from collector.retry import BodyTooLarge
 from collector.secrets import Secret, token_from
 
 
-class Auth(Protocol):
-    name: str
+Auth = Credentials  # session_headers(), headers(method, url, project) and refresh(...)
 
-    def session_headers(self) -> dict[str, str]:
-        """Headers every request carries (static credentials only)."""
-        ...
 
-    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
-        """Per-request headers, and the generation of the credentials they carry."""
-        ...
+class Poster(Protocol):
+    """What IAM token requests need of the HTTP client (``client.AiohttpClient.post``)."""
 
-    async def refresh(self, project_id: str, generation: int) -> bool:
-        """After a 401 with credentials of ``generation``: True if a retry may succeed."""
-        ...
+    async def post(self, url: str, body: bytes,
+                   headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]: ...
 
 
 @dataclass
@@ -111,7 +106,7 @@ class IamTokenAuth:
     with a token of ``base`` (the delegated user's own, scoped to its account)."""
 
     iam_endpoint: str
-    session: aiohttp.ClientSession | None = None
+    http: Poster | None = None  # set by the client it serves (``attach``)
     user: str | None = None
     domain: str | None = None
     password: Secret | None = None
@@ -125,6 +120,11 @@ class IamTokenAuth:
 
     def session_headers(self) -> dict[str, str]:
         return {}
+
+    def attach(self, http: Poster) -> None:
+        self.http = http
+        if self.base is not None:
+            self.base.attach(http)
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         token = self._tokens.get(project_id)
@@ -156,12 +156,11 @@ class IamTokenAuth:
 
     async def _request(self, project_id: str) -> tuple[Secret, float]:
         """POST /v3/auth/tokens scoped to the project; (token, seconds it is valid)."""
-        assert self.session is not None, "IamTokenAuth needs the client's session"
+        assert self.http is not None, "IamTokenAuth needs the client's pool (attach)"
         headers = {"Content-Type": "application/json;charset=utf8"}
         identity: dict[str, object]
         if self.agency is not None:
             assert self.base is not None
-            self.base.session = self.session
             base_headers, _ = await self.base.headers("POST", self.iam_endpoint,
                                                       DOMAIN_SCOPE)
             headers.update(base_headers)
@@ -180,14 +179,13 @@ class IamTokenAuth:
         url = f"{self.iam_endpoint}/v3/auth/tokens?nocatalog=true"
         self.requests += 1
         try:
-            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
-                payload = await resp.read()
-                subject = resp.headers.get("X-Subject-Token")
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            status, answer_headers, payload = await self.http.post(url, orjson.dumps(body),
+                                                                   headers)
+        except (TimeoutError, OSError, BodyTooLarge) as exc:  # OSError: ConnectFailed too
             raise FatalRunError(f"IAM endpoint {self.iam_endpoint}: unreachable "
-                                f"({type(exc).__name__}); check --iam-endpoint or --region"
-                                ) from None
+                                f"({exc or type(exc).__name__}); check --iam-endpoint or "
+                                "--region") from None
+        subject = answer_headers.get("X-Subject-Token")
         if status != 201 or not subject:
             error = parse_error(payload)
             code = error.code if error.code != str(status) else None  # IAM repeats the status

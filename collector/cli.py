@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
     setup_logging(settings.log_level)
-    run = Run(settings, args.input, build_auth(settings, os.environ))
+    run = Run(settings, args.input, build_auth(settings, os.environ), env=os.environ)
     # The ~300,000 objects of the imports are never garbage; frozen, a full collection does not
     # rescan them: a 20-30 ms pause of the event loop becomes ~1 ms, and bursts go with it.
     gc.freeze()

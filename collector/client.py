@@ -1,28 +1,38 @@
-"""Speaking HTTP: what a client returns and raises, and the aiohttp client.
+"""Speaking HTTP through one aiohttp connection pool: what a request returns and raises.
 
-A client returns what came back (status, body, request id, Retry-After) or raises one of the
-errors below, whichever HTTP library sits underneath; deciding what that means is
-``retry.classify``'s job. Two clients do the work: ``lean.LeanClient`` (the default, for speed)
-and ``AiohttpClient`` (``http_client = "aiohttp"``).
+A request returns what came back (status, body, request id, Retry-After) or raises one of the
+errors below; deciding what that means is ``retry.classify``'s job. The CPH calls and IAM's
+token requests share the pool, its TLS trust and its proxy.
+
+What is done once, not per request: the static headers (session defaults), the proxy of each
+endpoint (``proxy.choose``), the TLS context. The whole-request timeout is one sweep over the
+requests in flight every ``SWEEP`` s instead of a timer object per request; aiohttp keeps the
+connect and read timeouts. aiohttp's silent resend of a GET on a dead kept-alive connection is
+switched off, so every request passes our rate limiter and attempt count (aio-libs/aiohttp#10790).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Protocol
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
-from collector.auth import Auth
-from collector.errors import UsageError
+from collector import proxy as proxies
+from collector.errors import FatalRunError, UsageError
 from collector.retry import BodyTooLarge
 
 USER_AGENT = "cph-collector/0.1"
+SWEEP = 0.05  # seconds between whole-request timeout checks: a timeout fires up to this late
 
 
 class Reply(NamedTuple):  # a tuple: cheap to build on the hot path
@@ -42,11 +52,12 @@ class Timeouts:
 
 
 class ConnectFailed(ConnectionError):
-    """No connection could be made (refused, unreachable, DNS, TLS); ``reason`` says which."""
+    """No connection could be made (refused, unreachable, timed out, DNS, TLS, proxy)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, proxy: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.proxy = proxy  # shown form of the proxy, when it was the proxy that failed
 
 
 class BrokenBody(ConnectionError):
@@ -57,103 +68,236 @@ class ConnectionDropped(ConnectionError):
     """The connection broke before an answer arrived."""
 
 
+class Credentials(Protocol):
+    """What the client needs of ``auth.Auth``; the client never holds a secret itself."""
+
+    name: str
+
+    def session_headers(self) -> dict[str, str]: ...
+
+    async def headers(self, method: str, url: str,
+                      project_id: str) -> tuple[dict[str, str], int]: ...
+
+    async def refresh(self, project_id: str, generation: int) -> bool: ...
+
+
 class Client(Protocol):
-    auth: Auth
+    """What ``fetch`` needs of a client (tests give it stand-ins)."""
 
-    async def __aenter__(self) -> Client: ...
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None: ...
+    auth: Credentials
 
     async def get(self, url: str, project_id: str) -> Reply: ...
 
 
-def tls_context(ca_bundle: Path | None) -> ssl.SSLContext | bool:
-    """Verified TLS; a CA bundle adds trust, it never turns checking off. UsageError if bad."""
-    if ca_bundle is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"ca_bundle {ca_bundle}: not a readable PEM file "
-                         f"({getattr(exc, 'strerror', None) or exc})") from None
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The system's trust store, plus ``ca_bundle`` if given; verification is always on."""
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"ca_bundle {ca_bundle}: not a readable PEM file "
+                             f"({getattr(exc, 'strerror', None) or exc})") from None
+    return context
+
+
+def check_header_values(headers: Mapping[str, str]) -> None:
+    """A value never carries a line break or other control character (no header injection)."""
+    for name, value in headers.items():
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise UsageError(f"the {name} header contains a control character; check the "
+                             "credentials")
 
 
 class AiohttpClient:
     """``async with AiohttpClient(...) as client: await client.get(url, project_id)``."""
 
-    def __init__(self, auth: Auth, *, concurrency: int, timeouts: Timeouts,
-                 max_body_bytes: int, ca_bundle: Path | None = None) -> None:
+    def __init__(self, auth: Credentials, *, concurrency: int, timeouts: Timeouts,
+                 max_body_bytes: int, ca_bundle: Path | None = None, proxy: str | None = None,
+                 env: Mapping[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.auth = auth
+        self._clock = clock
         self._ca_bundle = ca_bundle
         self._concurrency = concurrency
         self._timeouts = timeouts
         self._max_body = max_body_bytes
+        self._proxy_setting = proxy
+        self._env = os.environ if env is None else env
+        self._proxies: dict[str, URL | None] = {}  # "scheme://host:port" -> proxy
         self._session: aiohttp.ClientSession | None = None
+        self._deadlines: dict[asyncio.Task[object], float] = {}
+        self._expired: set[asyncio.Task[object]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> AiohttpClient:
-        tls = tls_context(self._ca_bundle)
-        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency,
-                                         ttl_dns_cache=300, enable_cleanup_closed=True, ssl=tls)
-        timeout = aiohttp.ClientTimeout(total=self._timeouts.total,
-                                        sock_connect=self._timeouts.connect,
-                                        sock_read=self._timeouts.read)
-        headers = CIMultiDict({"User-Agent": USER_AGENT, "Accept": "application/json",
-                               **self.auth.session_headers()})
+        static = {"User-Agent": USER_AGENT, "Accept": "application/json",
+                  **self.auth.session_headers()}
+        check_header_values(static)
+        connector = aiohttp.TCPConnector(limit=self._concurrency,
+                                         limit_per_host=self._concurrency, ttl_dns_cache=300,
+                                         ssl=tls_context(self._ca_bundle))
+        # Connect timeouts stay aiohttp's; read and whole-request timeouts are ``_sweep``'s.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=headers, raise_for_status=False,
-            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trust_env=False)
-        # aiohttp silently resends a GET once when a kept-alive connection dies before the
-        # answer (aio-libs/aiohttp#10790); that request would skip our rate limiter and our
-        # attempt count. The switch is private; without it we only lose that accounting.
-        if hasattr(self._session, "_retry_connection"):
+            connector=connector, timeout=timeout, headers=static, raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True, trust_env=False,
+            skip_auto_headers=("Accept-Encoding",))
+        if hasattr(self._session, "_retry_connection"):  # private; see the module docstring
             self._session._retry_connection = False
-        if hasattr(self.auth, "session"):
-            self.auth.session = self._session  # IAM token requests share the pool
+        attach = getattr(self.auth, "attach", None)
+        if attach is not None:
+            attach(self)  # IAM token requests share the pool, its trust and its proxy
+        self._sweep()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._session is not None:
             await self._session.close()
+
+    def proxy_for(self, url: str) -> URL | None:
+        """The proxy of ``url``'s endpoint, decided once per endpoint."""
+        scheme, _, rest = url.partition("://")
+        prefix = f"{scheme}://{rest.partition('/')[0]}"
+        if prefix not in self._proxies:
+            chosen = proxies.choose(url, self._proxy_setting, self._env)
+            if chosen is not None:
+                proxies.register_credentials(chosen)
+            self._proxies[prefix] = URL(chosen) if chosen is not None else None
+        return self._proxies[prefix]
 
     async def get(self, url: str, project_id: str) -> Reply:
         assert self._session is not None, "use AiohttpClient as an async context manager"
         headers, generation = await self.auth.headers("GET", url, project_id)
-        target = URL(url, encoded=True)
+        if headers:
+            check_header_values(headers)
+        proxy = self.proxy_for(url)
+        request = self._session.get(URL(url, encoded=True), headers=headers or None,
+                                    proxy=proxy, allow_redirects=False)
+        status, answer, body = await self._exchange(request, proxy)
+        return Reply(status, body, answer.get("X-Request-Id"), answer.get("Retry-After"),
+                     answer.get("Date"), generation)
+
+    async def post(self, url: str, body: bytes,
+                   headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers, body) of a POST (IAM's token requests); same errors as ``get``."""
+        assert self._session is not None, "use AiohttpClient as an async context manager"
+        check_header_values(headers)
+        proxy = self.proxy_for(url)
+        return await self._exchange(self._session.post(
+            URL(url, encoded=True), data=body, headers=headers, proxy=proxy,
+            allow_redirects=False), proxy)
+
+    async def _exchange(self, request: Awaitable[aiohttp.ClientResponse],
+                        proxy: URL | None) -> tuple[int, Mapping[str, str], bytes]:
+        """Send, take the whole bounded body, release the connection; timeouts by the sweep:
+        ``read`` s for the answer to begin and between two parts of its body, ``total`` s in
+        all."""
+        task = asyncio.current_task()
+        assert task is not None
+        now = self._clock()
+        limit = now + self._timeouts.total
+        self._deadlines[task] = min(limit, now + self._timeouts.read)
         try:
-            return await self._get(self._session, target, headers, generation)
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(exc.os_error.strerror or type(exc.os_error).__name__) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise BrokenBody("response body ended early or was malformed") from exc
-        except aiohttp.ClientError as exc:
-            if isinstance(exc, TimeoutError):
-                raise
-            raise ConnectionDropped(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-
-    async def _get(self, session: aiohttp.ClientSession, target: URL, headers: dict[str, str],
-                   generation: int) -> Reply:
-        async with session.get(target, headers=headers or None,
-                                     allow_redirects=False) as resp:
-            length = resp.content_length
-            if length is not None and length > self._max_body:
+            resp = await request
+            try:
+                _refuse_proxy_answer(resp, proxy)
+                body = await self._read(resp, task, limit)
+            finally:
                 resp.release()
-                resp.close()  # do not drain a huge body just to reuse the connection
-                raise BodyTooLarge(f"response body of {length} bytes is over the limit")
-            if length is not None:
-                body = await resp.read()
-            else:
-                body = await self._read_bounded(resp)
-            return Reply(resp.status, body, resp.headers.get("X-Request-Id"),
-                         resp.headers.get("Retry-After"), resp.headers.get("Date"), generation)
+            return resp.status, resp.headers, body
+        except aiohttp.ClientError as exc:
+            raise _translate(exc, proxy) from exc
+        except asyncio.CancelledError:
+            if task in self._expired and task.uncancel() == 0:
+                raise TimeoutError("request timed out") from None
+            raise
+        finally:
+            del self._deadlines[task]
+            self._expired.discard(task)
 
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, resp: aiohttp.ClientResponse, task: asyncio.Task[object],
+                    limit: float) -> bytes:
+        """The body, never more than ``max_body_bytes`` of it, compressed or not."""
+        length = resp.content_length
+        if length is not None and length > self._max_body:
+            resp.close()  # do not drain a huge body just to reuse the connection
+            raise BodyTooLarge(f"response body of {length} bytes is over the limit")
+        content = resp.content
+        if content.is_eof() and "Content-Encoding" not in resp.headers:
+            body = await resp.read()  # all here already: the usual small answer
+            if len(body) > self._max_body:
+                raise BodyTooLarge(f"response body over {self._max_body} bytes")
+            return body
         parts, size = [], 0
-        async for chunk in resp.content.iter_chunked(65_536):
+        while True:
+            self._deadlines[task] = min(limit, self._clock() + self._timeouts.read)
+            chunk = await content.readany()  # decompressed, if it was
+            if not chunk:
+                break
             size += len(chunk)
             if size > self._max_body:
                 resp.close()
                 raise BodyTooLarge(f"response body over {self._max_body} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+    def _sweep(self) -> None:
+        """Cancel the requests past their deadline (``_exchange`` makes that a TimeoutError):
+        one timer for the pool instead of timer objects per request and per read."""
+        now = self._clock()
+        for task, deadline in self._deadlines.items():
+            if now >= deadline and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
+
+
+def _refuse_proxy_answer(resp: aiohttp.ClientResponse, proxy: URL | None) -> None:
+    """A plain-HTTP proxy answers 407 itself when it wants credentials: that ends the run."""
+    if proxy is not None and resp.status == 407:
+        raise FatalRunError(f"proxy {proxies.shown(str(proxy))} refused the request: HTTP 407 "
+                            "Proxy Authentication Required; check the proxy's user and password "
+                            "(CPH_PROXY, HTTPS_PROXY or HTTP_PROXY)")
+
+
+def _translate(exc: aiohttp.ClientError, proxy: URL | None) -> BaseException:
+    """aiohttp's error, as one of ours (or a TimeoutError for a read that timed out)."""
+    via = proxies.shown(str(proxy)) if proxy is not None else None
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy refused the CONNECT tunnel
+        return FatalRunError(f"proxy {via} refused the connection: HTTP {exc.status} "
+                             f"{exc.message}; check the proxy and its credentials")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return ConnectFailed(f"cannot connect to proxy {via}: {_os_reason(exc.os_error)}", via)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ConnectFailed("connect timed out", via)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ConnectFailed(f"TLS certificate verify failed: "
+                             f"{getattr(exc.certificate_error, 'verify_message', None) or exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectFailed(_os_reason(exc.os_error))
+    if isinstance(exc, TimeoutError):  # sock_read: no byte for read_timeout seconds
+        return TimeoutError("read timed out")
+    if isinstance(exc, aiohttp.ClientResponseError):  # the parser refused the answer's head
+        return BrokenBody(f"malformed HTTP response: {exc.message.splitlines()[0][:200]}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return BrokenBody("response body ended early or was malformed")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectionDropped("server closed the connection before answering")
+    return ConnectionDropped(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _os_reason(exc: OSError) -> str:
+    """"Connection refused", "certificate verify failed: ..." -- not a wrapper's text."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host: {exc.strerror}"
+    if exc.errno:
+        return os.strerror(exc.errno)  # asyncio's wrapper text names the address, not why
+    return str(exc) or type(exc).__name__

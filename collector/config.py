@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from collector import proxy as proxies
 from collector.errors import UsageError
 from collector.ids import is_valid_id
 
 INPUT_FORMATS = ("auto", "text", "csv", "jsonl", "parquet")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_METHODS = ("auto", "token", "password", "agency", "aksk")
-HTTP_CLIENTS = ("lean", "aiohttp")
 # Regions of CPH, as the official SDK lists them (huaweicloudsdkcph/v1/region/cph_region.py).
 REGIONS = ("cn-north-4", "cn-north-9", "cn-east-2", "cn-east-3", "cn-east-4", "cn-south-1",
            "cn-southwest-2", "ap-southeast-1", "ap-southeast-3", "ru-northwest-2", "la-south-2",
@@ -50,7 +50,7 @@ class Settings:
     read_timeout: float = 30.0
     request_timeout: float = 60.0
     max_body_bytes: int = 1_048_576
-    http_client: str = "lean"
+    proxy: str | None = None
     chunk_images: int = 10_000  # ~2 KB of Python buffers per image of chunk: ~20 MB
     fail_fast_after: int = 20
     progress_interval: float = 10.0
@@ -84,48 +84,77 @@ class Settings:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             out[field.name] = str(value) if isinstance(value, Path | dt.date) else value
+        if self.proxy is not None:
+            out["proxy"] = proxies.shown(self.proxy)
         return out
 
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """One setting: how to read it, what is allowed (said in errors, the TOML and the README,
+    always from here), and one line of help."""
+
     parse: Callable[[Any], Any]
     allowed: str
     help: str
 
 
-def _number(kind: type, low: float, high: float) -> Callable[[Any], Any]:
-    def parse(raw: Any) -> Any:
-        if isinstance(raw, bool):
-            raise TypeError
-        value = kind(raw)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError
+Kind = tuple[Callable[[Any], Any], str]  # a parser and the words for what it allows
+
+
+def spec(kind: Kind, help: str) -> Spec:
+    return Spec(kind[0], kind[1], help)
+
+
+def _checked_number(raw: Any, whole: bool) -> float:
+    if isinstance(raw, bool):
+        raise TypeError
+    if whole and isinstance(raw, float) and not raw.is_integer():
+        raise ValueError  # 5.7 connections is a mistake, not 5
+    value = int(raw) if whole and not isinstance(raw, float) else float(raw)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def whole(low: int, high: int) -> Kind:
+    def parse(raw: Any) -> int:
+        value = int(_checked_number(raw, whole=True))
         if not low <= value <= high:
             raise ValueError
         return value
 
-    return parse
+    return parse, f"a whole number from {low} to {high}"
 
 
-def _positive(high: float) -> Callable[[Any], float]:
+def number(low: float, high: float) -> Kind:
     def parse(raw: Any) -> float:
-        value = _number(float, 0.0, high)(raw)
-        if value <= 0:
+        value = _checked_number(raw, whole=False)
+        if not low <= value <= high:
             raise ValueError
-        return float(value)
+        return value
 
-    return parse
+    return parse, f"a number from {low:g} to {high:g}"
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+def positive(high: float, unit: str = "a number") -> Kind:
+    def parse(raw: Any) -> float:
+        value = _checked_number(raw, whole=False)
+        if not 0 < value <= high:
+            raise ValueError
+        return value
+
+    return parse, f"{unit} > 0 and <= {high:g}"
+
+
+def choice(options: tuple[str, ...]) -> Kind:
     def parse(raw: Any) -> str:
         value = str(raw).strip().lower()
         if value not in options:
             raise ValueError
         return value
 
-    return parse
+    return parse, "one of " + ", ".join(options)
 
 
 def _endpoint(raw: Any) -> str:
@@ -136,6 +165,23 @@ def _endpoint(raw: Any) -> str:
     if parts.username or parts.password:
         raise ValueError  # credentials in a URL would end up in logs
     return value
+
+
+ENDPOINT: Kind = (_endpoint, "an http(s) URL without query or credentials")
+
+
+def _proxy(raw: Any) -> str:
+    value = str(raw).strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError
+    _ = parts.port  # a malformed port raises ValueError
+    return value
+
+
+PROXY: Kind = (_proxy, "an http:// or https:// proxy URL, e.g. http://proxy.example:3128")
 
 
 def _project_id(raw: Any) -> str:
@@ -165,62 +211,56 @@ def _path(raw: Any) -> Path:
     return Path(value).expanduser()
 
 
+NAME: Kind = (_name, "a non-empty name")
+SECONDS = "a number of seconds"
+
 SPECS: dict[str, Spec] = {
-    "endpoint": Spec(_endpoint, "an http(s) URL without query or credentials",
-                     "CPH endpoint, e.g. https://cph.cn-north-4.myhuaweicloud.com"),
-    "region": Spec(_choice(REGIONS), "one of " + ", ".join(REGIONS),
-                   "region: gives the CPH and IAM endpoints unless they are set"),
-    "project_id": Spec(_project_id, "letters, digits, - and _, at most 64",
+    "endpoint": spec(ENDPOINT, "CPH endpoint, e.g. https://cph.cn-north-4.myhuaweicloud.com"),
+    "region": spec(choice(REGIONS), "region: gives the CPH and IAM endpoints unless they are set"),
+    "project_id": spec((_project_id, "letters, digits, - and _, at most 64"),
                        "project for input rows that have no project_id column"),
-    "output": Spec(_path, "a folder path", "output folder (members/, image_status/, runs/)"),
-    "snapshot_date": Spec(_date, "a date YYYY-MM-DD",
+    "output": spec((_path, "a folder path"), "output folder (members/, image_status/, runs/)"),
+    "snapshot_date": spec((_date, "a date YYYY-MM-DD"),
                           "partition date; empty = the UTC date the run starts"),
-    "input_format": Spec(_choice(INPUT_FORMATS), "one of " + ", ".join(INPUT_FORMATS),
-                         "input format; auto = from the file extension"),
-    "rate_limit": Spec(_positive(100_000), "a number > 0 and <= 100000",
+    "input_format": spec(choice(INPUT_FORMATS), "input format; auto = from the file extension"),
+    "rate_limit": spec(positive(100_000),
                        "requests per second, at most, spread evenly (retries included)"),
-    "concurrency": Spec(_number(int, 1, 1024), "a whole number from 1 to 1024",
-                        "requests in flight, at most"),
-    "max_attempts": Spec(_number(int, 1, 20), "a whole number from 1 to 20",
-                         "HTTP attempts per image page, the first included"),
-    "backoff_base": Spec(_positive(60), "a number of seconds > 0 and <= 60",
+    "concurrency": spec(whole(1, 1024), "requests in flight, at most"),
+    "max_attempts": spec(whole(1, 20), "HTTP attempts per image page, the first included"),
+    "backoff_base": spec(positive(60, SECONDS),
                          "first retry waits up to this long (full jitter, doubling)"),
-    "backoff_cap": Spec(_positive(600), "a number of seconds > 0 and <= 600",
-                        "no backoff wait is longer than this"),
-    "retry_after_cap": Spec(_positive(600), "a number of seconds > 0 and <= 600",
+    "backoff_cap": spec(positive(600, SECONDS), "no backoff wait is longer than this"),
+    "retry_after_cap": spec(positive(600, SECONDS),
                             "a server's Retry-After is honoured up to this long"),
-    "retry_budget": Spec(_number(float, 0.0, 10.0), "a number from 0 to 10",
+    "retry_budget": spec(number(0, 10),
                          "retries allowed in the run: 100, plus this many per image finished"),
-    "connect_timeout": Spec(_positive(300), "a number of seconds > 0 and <= 300",
-                            "seconds to open a connection"),
-    "read_timeout": Spec(_positive(600), "a number of seconds > 0 and <= 600",
-                         "seconds between two reads of a response"),
-    "request_timeout": Spec(_positive(3600), "a number of seconds > 0 and <= 3600",
-                            "seconds for one whole request"),
-    "max_body_bytes": Spec(_number(int, 1024, 104_857_600), "bytes from 1024 to 104857600",
+    "connect_timeout": spec(positive(300, SECONDS), "seconds to open a connection"),
+    "read_timeout": spec(positive(600, SECONDS),
+                         "seconds to wait for an answer to begin, or between two parts of it"),
+    "request_timeout": spec(positive(3600, SECONDS), "seconds for one whole request"),
+    "max_body_bytes": spec(whole(1024, 104_857_600),
                            "a larger response body is a failure of that image"),
-    "http_client": Spec(_choice(HTTP_CLIENTS), "one of " + ", ".join(HTTP_CLIENTS),
-                        "lean = our keep-alive HTTP/1.1 client (5x less CPU per request); "
-                        "aiohttp = aiohttp's ClientSession"),
-    "chunk_images": Spec(_number(int, 1, 10_000_000), "a whole number from 1 to 10000000",
-                         "images per committed Parquet chunk"),
-    "fail_fast_after": Spec(_number(int, 1, 1_000_000), "a whole number >= 1",
+    "proxy": spec(PROXY, "HTTP(S) proxy for every request; overrides HTTPS_PROXY/HTTP_PROXY "
+                         "(NO_PROXY still applies)"),
+    "chunk_images": spec(whole(1, 10_000_000), "images per committed Parquet chunk"),
+    "fail_fast_after": spec(whole(1, 1_000_000),
                             "stop (exit 3) when this many requests fail alike (refused, "
-                            "gateway 404) before any answer"),
-    "progress_interval": Spec(_positive(3600), "a number of seconds > 0",
+                            "timed out, gateway 404) before any answer"),
+    "progress_interval": spec(positive(3600, SECONDS),
                               "seconds between progress lines when not on a terminal"),
-    "auth": Spec(_choice(AUTH_METHODS), "one of " + ", ".join(AUTH_METHODS),
-                 "credentials: token, password (IAM), agency (IAM assume-role), aksk; "
-                 "auto = from the environment"),
-    "token_file": Spec(_path, "a file path", "file holding the X-Auth-Token (else CPH_AUTH_TOKEN)"),
-    "iam_endpoint": Spec(_endpoint, "an http(s) URL without query or credentials",
-                         "IAM endpoint for password/agency tokens; default from region"),
-    "iam_user": Spec(_name, "a non-empty name", "IAM user name (auth = password)"),
-    "iam_domain": Spec(_name, "a non-empty name", "account (domain) name of the IAM user"),
-    "agency_name": Spec(_name, "a non-empty name", "agency to assume (auth = agency)"),
-    "agency_domain": Spec(_name, "a non-empty name", "account (domain) name that owns the agency"),
-    "ca_bundle": Spec(_path, "a file path", "extra CA certificates (PEM) to trust; TLS stays on"),
-    "log_level": Spec(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "log verbosity"),
+    "auth": spec(choice(AUTH_METHODS), "credentials: token, password (IAM), agency (IAM "
+                                       "assume-role), aksk; auto = from the environment"),
+    "token_file": spec((_path, "a file path"),
+                       "file holding the X-Auth-Token (else CPH_AUTH_TOKEN)"),
+    "iam_endpoint": spec(ENDPOINT, "IAM endpoint for password/agency tokens; default from "
+                                   "region"),
+    "iam_user": spec(NAME, "IAM user name (auth = password)"),
+    "iam_domain": spec(NAME, "account (domain) name of the IAM user"),
+    "agency_name": spec(NAME, "agency to assume (auth = agency)"),
+    "agency_domain": spec(NAME, "account (domain) name that owns the agency"),
+    "ca_bundle": spec((_path, "a file path"),
+                      "extra CA certificates (PEM), trusted besides the system's; TLS stays on"),
+    "log_level": spec(choice(LOG_LEVELS), "log verbosity"),
 }
 
 assert set(SPECS) == {f.name for f in dataclasses.fields(Settings)}
@@ -252,6 +292,7 @@ def load_settings(
     """Merge the four sources and validate; raise ``UsageError`` naming the bad setting."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    table: dict[str, Any] = {}
     if config_file is not None:
         try:
             table = tomllib.loads(config_file.read_text(encoding="utf-8"))
@@ -265,7 +306,64 @@ def load_settings(
     _apply(values, {k: v for k, v in (flags or {}).items() if v is not None},
            lambda n: "--" + n.replace("_", "-"))
     settings = Settings(**values)
-    if settings.backoff_cap < settings.backoff_base:
-        raise UsageError(f"backoff_cap={settings.backoff_cap}: must be >= backoff_base "
-                         f"({settings.backoff_base})")
+    check_together(settings)
+    for origin, given in (("--proxy", (flags or {}).get("proxy")),
+                          (f"{config_file}: proxy", table.get("proxy"))):
+        if isinstance(given, str) and proxies.has_credentials(given):
+            raise UsageError(f"{origin}: a proxy user and password are secrets; give them in "
+                             "CPH_PROXY or HTTPS_PROXY, not on the command line or in a file")
+    if settings.proxy is not None:
+        proxies.register_credentials(settings.proxy)
     return settings
+
+
+def check_together(settings: Settings) -> None:
+    """Settings that are fine alone but not together; ``UsageError`` naming both."""
+    if settings.backoff_cap < settings.backoff_base:
+        raise UsageError(f"backoff_cap={settings.backoff_cap:g}: must be >= backoff_base "
+                         f"({settings.backoff_base:g})")
+    for name in ("connect_timeout", "read_timeout"):
+        value = getattr(settings, name)
+        if value > settings.request_timeout:
+            raise UsageError(f"{name}={value:g}: must be <= request_timeout "
+                             f"({settings.request_timeout:g}), which bounds the whole request")
+
+
+TOML_HEADER = """\
+# cph-collector default settings. Every setting here can also be given as an environment
+# variable CPH_<NAME> (e.g. CPH_RATE_LIMIT=50) or a flag --<name> (e.g. --rate-limit 50).
+# Precedence: flags > environment > this file (--config FILE) > built-in defaults.
+# Secrets are never settings: CPH_AUTH_TOKEN, CPH_IAM_PASSWORD and HUAWEICLOUD_SDK_SK (and
+# _SECURITY_TOKEN) come from the environment only; a token may also come from token_file,
+# and a proxy's user and password only from CPH_PROXY or HTTPS_PROXY / HTTP_PROXY.
+# Commented-out settings have no default.
+"""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    return repr(value)
+
+
+def render_toml() -> str:
+    """``config/collector.toml``: every setting, its default, its help and what is allowed."""
+    defaults = Settings()
+    parts = [TOML_HEADER]
+    for name, setting in SPECS.items():
+        value = getattr(defaults, name)
+        line = f'# {name} = ""' if value is None else f"{name} = {_toml_value(value)}"
+        parts.append(f"\n# {setting.help} ({setting.allowed})\n{line}\n")
+    return "".join(parts)
+
+
+def render_table() -> str:
+    """The README's settings table, from the same declarations."""
+    defaults = Settings()
+    rows = ["| setting | flag | environment | default | allowed |", "|---|---|---|---|---|"]
+    for name, setting in SPECS.items():
+        value = getattr(defaults, name)
+        shown = "—" if value is None else f"`{value}`"
+        rows.append(f"| {name} | `--{name.replace('_', '-')}` | `{env_name(name)}` | {shown} "
+                    f"| {setting.allowed}: {setting.help} |")
+    return "\n".join(rows) + "\n"

@@ -16,11 +16,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -32,7 +33,6 @@ from collector.feed import Feed
 from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected
-from collector.lean import LeanClient
 from collector.limiter import RateLimiter
 from collector.manifest import RunRecord, mark_crashed, write_manifest
 from collector.outdir import OutputLock, check_writable
@@ -97,7 +97,8 @@ def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
 
 class Run:
     def __init__(self, settings: Settings, input_path: str, auth: Auth, *,
-                 stderr: TextIO = sys.stderr, fetcher_options: dict[str, object] | None = None):
+                 stderr: TextIO = sys.stderr, fetcher_options: dict[str, object] | None = None,
+                 env: Mapping[str, str] | None = None):
         endpoint = settings.cph_endpoint
         if endpoint is None:
             raise UsageError("endpoint: not set; give --region (e.g. cn-north-4) or --endpoint "
@@ -108,6 +109,7 @@ class Run:
         self.auth = auth
         self.stderr = stderr
         self.fetcher_options = fetcher_options or {}
+        self.env = os.environ if env is None else env  # for HTTP(S)_PROXY / NO_PROXY
         self.started = dt.datetime.now(dt.UTC)
         self.snapshot_date = settings.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
@@ -204,9 +206,9 @@ class Run:
         results: asyncio.Queue[ImageResult | Rejected | None] = asyncio.Queue(maxsize=4096)
         timeouts = Timeouts(s.connect_timeout, s.read_timeout, s.request_timeout)
         limiter = RateLimiter(s.rate_limit)
-        kind = LeanClient if s.http_client == "lean" else AiohttpClient
-        async with kind(self.auth, concurrency=s.concurrency, timeouts=timeouts,
-                        max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle) as client:
+        async with AiohttpClient(self.auth, concurrency=s.concurrency, timeouts=timeouts,
+                                 max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle,
+                                 proxy=s.proxy, env=self.env) as client:
             fetcher = Fetcher(
                 client, limiter, endpoint=self.endpoint,
                 max_attempts=s.max_attempts,

@@ -22,12 +22,6 @@ def front(request: pytest.FixtureRequest) -> type[FakeCph | FastFakeCph]:
     return request.param  # type: ignore[no-any-return]
 
 
-@pytest.fixture(params=["lean", "aiohttp"])
-def http_client(request: pytest.FixtureRequest) -> str:
-    """Both HTTP clients must turn every fault into the same row."""
-    return request.param  # type: ignore[no-any-return]
-
-
 # script for the first image -> (status, attempts, error_code of the row)
 MATRIX = {
     "5xx_twice_then_ok": (["http_503", "http_502"], "ok", 3, None),
@@ -53,14 +47,14 @@ MATRIX = {
 
 @pytest.mark.parametrize("case", MATRIX.values(), ids=MATRIX.keys())
 async def test_fault(case: tuple[list[str], str, int, str | None], fake_factory: Factory,
-                     collect: Collect, http_client: str) -> None:
+                     collect: Collect) -> None:
     script, status, attempts, code = case
     dataset = Dataset(seed=21, images=8, empty_share=0.0)
     victim = dataset.image_ids()[0]
     fake = await fake_factory(dataset, script={victim: script}, stall_seconds=5,
                               trickle_delay=0.05, huge_body_bytes=4 << 20)
     out = await collect(fake, dataset.image_ids(), max_attempts=4, read_timeout=0.5,
-                        max_body_bytes=65_536, http_client=http_client)
+                        max_body_bytes=65_536)
 
     row = out.statuses()[victim]
     assert (row["status"], row["attempts"], row["error_code"]) == (status, attempts, code)
@@ -97,13 +91,12 @@ async def test_rejected_credentials_stop_the_run_with_nothing_published(
     assert not visible_files(out.output, "image_status")
 
 
-async def test_a_refused_endpoint_fails_fast_with_exit_3(collect: Collect,
-                                                         http_client: str) -> None:
+async def test_a_refused_endpoint_fails_fast_with_exit_3(collect: Collect) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = await collect(None, [f"img{i}" for i in range(200)], endpoint=f"http://127.0.0.1:{port}",
-                        fail_fast_after=10, http_client=http_client)
+                        fail_fast_after=10)
     assert out.error is not None and out.record.exit_code == 3
     assert "cannot connect" in str(out.error)
     assert out.record.requests < 100  # it did not try every ID five times

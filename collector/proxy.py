@@ -1,0 +1,66 @@
+"""Which proxy a request goes through, as every HTTP tool decides it: pure functions.
+
+``HTTP_PROXY`` / ``HTTPS_PROXY`` (either case, the lower-case one winning, as curl and Python's
+``urllib`` read them) by the target's scheme, ``ALL_PROXY`` as the fallback, and ``NO_PROXY``
+(host names, domain suffixes, ``host:port``, ``*``) to go direct. The ``proxy`` setting
+overrides the proxy variables; ``NO_PROXY`` still applies to it. A proxy URL's user and
+password are secrets: they are registered for redaction and never shown (``shown``).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+from urllib.parse import SplitResult, urlsplit
+
+from collector.secrets import Secret
+
+
+def proxy_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """``{"http": url, "https": url, "all": url, "no": hosts}`` from the environment."""
+    found: dict[str, str] = {}
+    for name, value in env.items():  # upper case first, so that lower case wins
+        if name.isupper() and name.endswith("_PROXY") and value.strip():
+            found[name[:-6].lower()] = value.strip()
+    for name, value in env.items():
+        if name.islower() and name.endswith("_proxy") and value.strip():
+            found[name[:-6]] = value.strip()
+    return found
+
+
+def choose(url: str, setting: str | None, env: Mapping[str, str]) -> str | None:
+    """The proxy URL for a request to ``url``, or None to connect directly."""
+    variables = proxy_variables(env)
+    target = urlsplit(url)
+    host = target.hostname or ""
+    if target.port is not None:
+        host = f"{host}:{target.port}"
+    no_proxy = variables.get("no")
+    if no_proxy and urllib.request.proxy_bypass_environment(host, {"no": no_proxy}):
+        return None
+    if setting is not None:
+        return setting
+    return variables.get(target.scheme) or variables.get("all")
+
+
+def register_credentials(proxy: str) -> None:
+    """Make ``redact`` scrub the proxy's user and password wherever they might surface."""
+    parts = urlsplit(proxy)
+    for value in (parts.username, parts.password):
+        if value:
+            Secret(value)
+
+
+def shown(proxy: str) -> str:
+    """The proxy URL fit for a log line or the manifest: any user and password replaced."""
+    parts = urlsplit(proxy)
+    if parts.username is None and parts.password is None:
+        return proxy
+    host = parts.netloc.rpartition("@")[2]
+    return SplitResult(parts.scheme, f"***@{host}", parts.path, parts.query,
+                       parts.fragment).geturl()
+
+
+def has_credentials(proxy: str) -> bool:
+    parts = urlsplit(proxy)
+    return bool(parts.username or parts.password)
