@@ -227,7 +227,11 @@ class Fetcher:
             return
         self._alike_failures += 1
         if self._alike_failures >= self._fail_fast_after:
-            what = ("cannot connect" if exc is not None
+            n = self._alike_failures
+            if isinstance(exc, ConnectFailed) and exc.proxy is not None:
+                raise FatalRunError(f"{exc.reason} for the first {n} requests; check the proxy "
+                                    "(--proxy, CPH_PROXY, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)")
+            what = (f"cannot connect ({exc.reason})" if isinstance(exc, ConnectFailed)
                     else "the gateway says the API does not exist (404)")
-            raise FatalRunError(f"endpoint {self._endpoint}: {what} for the first "
-                                f"{self._alike_failures} requests; check --endpoint")
+            raise FatalRunError(f"endpoint {self._endpoint}: {what} for the first {n} "
+                                "requests; check --endpoint")

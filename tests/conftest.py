@@ -82,7 +82,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
     async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
                   input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
                   output: Path | None = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
-                  auth: Auth | None = None,
+                  auth: Auth | None = None, env: dict[str, str] | None = None,
                   **settings: Any) -> Outcome:
         if input_path is None:
             input_path = tmp_path / "ids.txt"
@@ -94,7 +94,8 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         stderr = io.StringIO()
         run = Run(replace(base, **settings), str(input_path), auth or TokenAuth(Secret(token)),
                   stderr=stderr,
-                  fetcher_options={"sleep": sleep})
+                  fetcher_options={"sleep": sleep},
+                  env=env or {})  # the machine's own HTTP(S)_PROXY never applies here
         try:
             record = await run.execute()
         except FatalRunError as exc:

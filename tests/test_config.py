@@ -81,3 +81,43 @@ def test_settings_are_frozen_and_typed() -> None:
 def test_backoff_cap_below_base_is_rejected() -> None:
     with pytest.raises(UsageError, match="backoff_cap"):
         load_settings({"backoff_base": "10", "backoff_cap": "5"}, {})
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    ({"concurrency": 5.7}, "--concurrency=5.7: must be a whole number from 1 to 1024"),
+    ({"concurrency": "5.7"}, "--concurrency='5.7': must be a whole number from 1 to 1024"),
+    ({"read_timeout": "90"}, "read_timeout=90: must be <= request_timeout (60)"),
+    ({"connect_timeout": "61"}, "connect_timeout=61: must be <= request_timeout (60)"),
+    ({"proxy": "socks5://127.0.0.1:1080"}, "--proxy='socks5://127.0.0.1:1080': must be an "
+                                           "http:// or https:// proxy URL"),
+    ({"proxy": "http://proxy:99999"}, "--proxy='http://proxy:99999'"),
+    ({"proxy": "http://u:p@proxy:3128"}, "--proxy: a proxy user and password are secrets"),
+])
+def test_settings_that_would_be_silently_wrong_are_refused(flags: dict[str, object],
+                                                           message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(flags, {})
+    assert str(caught.value).startswith(message)
+
+
+def test_a_whole_number_in_toml_may_be_written_as_a_float_only_when_it_is_whole(
+        tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("concurrency = 8.0\n")
+    assert load_settings({}, {}, config).concurrency == 8
+    config.write_text("concurrency = 5.7\n")
+    with pytest.raises(UsageError, match=r"c.toml: concurrency=5.7: must be a whole number"):
+        load_settings({}, {}, config)
+
+
+def test_proxy_credentials_may_come_from_the_environment_and_are_redacted() -> None:
+    settings = load_settings({}, {"CPH_PROXY": "http://job:s3cret-pw@proxy.example:3128"})
+    assert settings.proxy == "http://job:s3cret-pw@proxy.example:3128"
+    assert settings.public()["proxy"] == "http://***@proxy.example:3128"
+
+
+def test_the_shipped_toml_and_the_readme_table_come_from_the_declarations() -> None:
+    from collector.config import render_table, render_toml
+
+    assert (ROOT / "config" / "collector.toml").read_text() == render_toml()
+    assert render_table() in (ROOT / "README.md").read_text()

@@ -23,6 +23,7 @@ import hmac
 import math
 import os
 import random
+import ssl
 import time
 from array import array
 from collections import Counter, deque
@@ -163,7 +164,8 @@ class FakeApiCore:
         self._issued: dict[str, float] = {}  # IAM-issued token -> monotonic deadline
         self._projects = frozenset(self.dataset.project_ids)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    tls: ssl.SSLContext | None = None) -> str:
         """Listen on ``host:port`` (0: a free port); returns the base URL."""
         raise NotImplementedError
 
@@ -471,8 +473,8 @@ def _iso(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
 
 
-def url_of(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+def url_of(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _int_param(raw: str, low: int, high: int) -> int | None:

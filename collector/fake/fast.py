@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from http import HTTPStatus
 from typing import cast
@@ -31,7 +32,10 @@ class FastFakeCph(FakeApiCore):
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    tls: ssl.SSLContext | None = None) -> str:
+        if tls is not None:
+            raise ValueError("the lean front serves plain HTTP; use FakeCph for TLS")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port,
                                                 backlog=1024, reuse_address=True)

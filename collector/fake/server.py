@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from typing import NoReturn
 
@@ -30,16 +31,19 @@ class FakeCph(FakeApiCore):
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    tls: ssl.SSLContext | None = None) -> str:
+        """Serve on ``host:port`` (0: a free port), over TLS with ``tls``; returns the URL."""
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True,
+                           ssl_context=tls)
         await site.start()
         server = site._server
         assert server is not None
         assert server.sockets  # type: ignore[attr-defined]
         bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-        self.url = url_of(host, bound[1])
+        self.url = url_of(host, bound[1], "https" if tls is not None else "http")
         return self.url
 
     async def close(self) -> None:

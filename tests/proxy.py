@@ -1,0 +1,87 @@
+"""A forwarding HTTP proxy on loopback for the tests: absolute-form requests and CONNECT tunnels.
+
+It logs every request line it gets, can insist on a ``Proxy-Authorization`` (407 otherwise),
+and forwards one request per client connection (it adds ``Connection: close`` upstream), which
+is all a test of "every request went through the proxy" needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from urllib.parse import urlsplit
+
+
+class ForwardingProxy:
+    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+        self.requests: list[str] = []  # "GET http://host:port/path", "CONNECT host:port"
+        self.authorizations: list[str | None] = []
+        self._credentials = credentials
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> ForwardingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        first, *lines = head.decode("latin-1").split("\r\n")
+        method, target, version = first.split(" ", 2)
+        headers = dict(line.split(": ", 1) for line in lines if ": " in line)
+        self.requests.append(f"{method} {target}")
+        auth = headers.get("Proxy-Authorization")
+        self.authorizations.append(auth)
+        if self._credentials is not None:
+            expected = "Basic " + base64.b64encode(":".join(self._credentials).encode()).decode()
+            if auth != expected:
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                             b"Proxy-Authenticate: Basic realm=\"test\"\r\n"
+                             b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await _pipe_both(reader, writer, up_reader, up_writer)
+            return
+        parts = urlsplit(target)
+        up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        kept = [line for line in lines if line and not line.lower().startswith(
+            ("proxy-", "connection:"))]
+        up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1")
+                        + "".join(f"{line}\r\n" for line in kept).encode("latin-1")
+                        + b"Connection: close\r\n\r\n")
+        length = int(headers.get("Content-Length", "0"))
+        if length:
+            up_writer.write(await reader.readexactly(length))
+        await up_writer.drain()
+        await _pipe(up_reader, writer)
+        up_writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65_536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+async def _pipe_both(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
+    await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
