@@ -1,8 +1,9 @@
 """The request-rate cap, shared by every worker: smooth, and slowed by the API's own throttling.
 
 Smooth: asyncio-throttle's sliding window, cut small. ``Throttler(rate_limit=R, period=1)`` lets a
-whole second's quota out at once; we give it a window of ``WINDOW`` = 0.1 s holding ``R/10``
-requests instead, so any 1 s interval still admits at most R and no 100 ms sees more than R/10.
+whole second's quota out at once; we give it a window of about ``WINDOW`` = 0.1 s holding
+``floor(R/10)`` requests (at least one), its period stretched so that the rate is exactly R, so
+any 1 s interval admits about R and no 100 ms sees more than R/10.
 Its waiters poll, so they wait behind a lock: one polls, the others sleep in line.
 
 Adaptive, over the whole pool (the quota is per account, not per worker):
@@ -34,7 +35,8 @@ from collections.abc import Callable
 
 from asyncio_throttle.throttler import Throttler
 
-WINDOW = 0.1  # seconds per slot window
+WINDOW = 0.1  # seconds per slot window, about
+MIN_PERIOD = 0.02  # shortest window, seconds
 START = 1 / 8  # slow start begins at this share of the configured rate
 RAMP = 0.25  # seconds per doubling in slow start
 COOLDOWN = 0.5  # seconds between two decreases
@@ -45,6 +47,23 @@ POLLS = 100  # the one waiter in front checks the throttler this often per windo
 _POLICY = re.compile(r"limit:\s*(\d+)\s*,\s*time:\s*(\d+(?:\.\d+)?)\s*(second|minute|hour|day)",
                      re.IGNORECASE)
 _SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def window_for(rate: float) -> tuple[int, float]:
+    """(slots, period): ``slots`` requests per ``period`` seconds, ``slots / period == rate``.
+
+    The period is about ``WINDOW`` (never shorter than ``MIN_PERIOD``, so that the one poller
+    naps long enough). For a whole-number rate the slots divide it, so that windows tile a
+    second and no second sees more than the rate: 19/s is 1 per 52.6 ms, 105/s is 7 per
+    66.7 ms, 500/s is 50 per 0.1 s. Otherwise (a rate that is not whole, or a prime such as
+    97/s) one second may see up to one window's slots more; the long-run rate is exact.
+    """
+    slots = max(1, math.floor(rate * WINDOW))
+    if rate >= 1 and rate == int(rate):
+        for divisor in range(slots, 0, -1):
+            if int(rate) % divisor == 0 and divisor / rate >= MIN_PERIOD:
+                return divisor, divisor / rate
+    return slots, slots / rate
 
 
 def announced_rate(message: str | None) -> float | None:
@@ -75,11 +94,8 @@ class RateLimiter:
         self._apply()
 
     def _apply(self) -> None:
-        """Translate ``rate`` into the throttler's slots per window (never above ``rate``)."""
-        if self.rate * WINDOW >= 1:
-            slots, period = math.floor(self.rate * WINDOW), WINDOW
-        else:  # slower than one request per window: one request per 1/rate seconds
-            slots, period = 1, 1.0 / self.rate
+        """Translate ``rate`` into the throttler's window (see ``window_for``)."""
+        slots, period = window_for(self.rate)
         self._throttler.rate_limit = slots
         self._throttler.period = period
         # A slot is noticed up to one interval late: period / POLLS keeps that loss near 0.5%.

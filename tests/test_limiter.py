@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import time
+import math
+from types import SimpleNamespace
 
 import pytest
+from asyncio_throttle import throttler
 
 from collector.fake import Dataset, FakeCph
-from collector.limiter import RateLimiter, announced_rate
+from collector.limiter import RateLimiter, announced_rate, window_for
 
 
 class Clock:
@@ -20,11 +22,68 @@ class Clock:
         return self.now
 
 
-def test_the_window_holds_a_tenth_of_a_second_of_quota() -> None:
-    assert RateLimiter(500, slow_start=False).effective_rate == 500
-    assert RateLimiter(2000, slow_start=False).effective_rate == 2000
-    assert RateLimiter(4, slow_start=False).effective_rate == pytest.approx(4)
-    assert RateLimiter(105, slow_start=False).effective_rate <= 105
+@pytest.fixture
+def virtual_time(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """asyncio-throttle reads ``time.monotonic`` and naps with ``asyncio.sleep``: both run on
+    this clock, so a 30 s run takes no wall time and every stamp is exact."""
+    clock = Clock()
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        clock.now += seconds
+        await real_sleep(0)
+
+    monkeypatch.setattr(throttler, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(throttler, "asyncio", SimpleNamespace(sleep=sleep))
+    return clock
+
+
+async def admitted_over(limiter: RateLimiter, clock: Clock, seconds: float,
+                        workers: int = 16) -> list[float]:
+    """Stamps of every request the limiter let out in ``seconds`` of virtual time."""
+    stamps: list[float] = []
+    end = clock.now + seconds
+
+    async def worker() -> None:
+        while clock.now < end:
+            await limiter.acquire()
+            if clock.now < end:
+                stamps.append(clock.now)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return stamps
+
+
+def busiest(stamps: list[float], width: float) -> int:
+    stamps = sorted(stamps)
+    return max(bisect.bisect_left(stamps, t + width) - i for i, t in enumerate(stamps))
+
+
+@pytest.mark.parametrize(("rate", "seconds", "one_second_at_most"), [
+    (19, 30, 19), (105, 10, 105), (500, 4, 500), (2000, 2, 2000), (0.3, 100, 1),
+    (97, 10, 97 + 9),  # a prime: windows of 9 do not tile a second
+    (12.5, 10, 12 + 1),
+])
+async def test_the_configured_rate_is_the_rate_let_out(virtual_time: Clock, rate: float,
+                                                       seconds: float,
+                                                       one_second_at_most: int) -> None:
+    limiter = RateLimiter(rate, clock=virtual_time, slow_start=False)
+    stamps = await admitted_over(limiter, virtual_time, seconds)
+    slots, _ = window_for(rate)
+    # The poller notices a free slot up to 1/100 of a window late (-1%); the first window
+    # opens at once (+slots). 19/s over 30 s: 564-570, where the floored window gave 300.
+    assert rate * seconds * 0.99 - 1 <= len(stamps) <= rate * seconds + slots
+    assert busiest(stamps, 1.0) <= one_second_at_most
+    assert busiest(stamps, 0.1) <= 2 * slots  # at most two windows' bursts
+
+
+@pytest.mark.parametrize(("rate", "window"), [
+    (19, (1, 1 / 19)), (105, (7, 7 / 105)), (500, (50, 0.1)), (0.3, (1, 1 / 0.3)),
+    (97, (9, 9 / 97)), (12.5, (1, 0.08)),
+])
+def test_the_window_of_a_rate(rate: float, window: tuple[int, float]) -> None:
+    slots, period = window_for(rate)
+    assert (slots, period) == (window[0], pytest.approx(window[1]))
 
 
 def test_slow_start_doubles_every_quarter_second_up_to_the_configured_rate() -> None:
@@ -78,23 +137,6 @@ def test_the_rate_creeps_back_but_never_above_the_configured_rate() -> None:
         limiter.on_accepted()
     assert limiter.rate == 100
     assert limiter.lowest == pytest.approx(50)
-
-
-async def test_no_window_sees_more_than_the_rate_over_real_time() -> None:
-    limiter = RateLimiter(200, slow_start=False)
-    stamps: list[float] = []
-
-    async def worker() -> None:
-        for _ in range(20):
-            await limiter.acquire()
-            stamps.append(time.monotonic())
-
-    await asyncio.gather(*(worker() for _ in range(16)))  # 320 requests, ~1.6 s
-    stamps.sort()
-    for width, cap in ((1.0, 200), (0.1, 20)):
-        busiest = max(bisect.bisect_right(stamps, t + width - 1e-9) - i
-                      for i, t in enumerate(stamps))
-        assert busiest <= cap
 
 
 @pytest.mark.slow
