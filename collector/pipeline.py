@@ -227,14 +227,17 @@ class Run:
                     await progress
                 if not writer.done():
                     await results.put(None)
-                await writer  # commits what is done, whatever ended the run
-            c = fetcher.counters
-            self.record.requests, self.record.retries, self.record.throttled = \
-                c.requests, c.retries, c.throttled
-            self.record.rate = {"configured": s.rate_limit, "lowest": round(limiter.lowest, 1),
-                                "final": round(limiter.rate, 1)}
-            self.record.auth = {"method": self.auth.name,
-                                "token_requests": getattr(self.auth, "requests", 0)}
+                try:
+                    await writer  # commits what is done, whatever ended the run
+                finally:  # a fatal run's manifest has its real counts too
+                    c = fetcher.counters
+                    self.record.requests, self.record.retries, self.record.throttled = \
+                        c.requests, c.retries, c.throttled
+                    self.record.rate = {"configured": s.rate_limit,
+                                        "lowest": round(limiter.lowest, 1),
+                                        "final": round(limiter.rate, 1)}
+                    self.record.auth = {"method": self.auth.name,
+                                        "token_requests": getattr(self.auth, "requests", 0)}
         return fetcher
 
     async def _run_workers(self, lines: Iterator[Line],

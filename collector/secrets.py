@@ -7,10 +7,13 @@ from any text about to be logged or written.
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
+
+import orjson
 
 from collector.errors import UsageError
 
@@ -26,8 +29,7 @@ class Secret:
     def __init__(self, value: str) -> None:
         self._value = value
         if len(value) >= 4:  # shorter strings would scrub ordinary words from logs
-            for form in (value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)):
-                _known.add(form)
+            _known.update(forms(value))
 
     def reveal(self) -> str:
         return self._value
@@ -39,6 +41,13 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
+
+
+def forms(value: str) -> set[str]:
+    """How a secret may appear in text we write: as it is, URL-encoded, or JSON-escaped
+    (orjson keeps non-ASCII, ``json`` escapes it), as in a manifest or a JSON log line."""
+    return {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value),
+            orjson.dumps(value).decode()[1:-1], json.dumps(value)[1:-1]}
 
 
 def redact(text: str) -> str:

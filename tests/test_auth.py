@@ -4,9 +4,12 @@ and our AK/SK signatures equal the official SDK's for arbitrary requests."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
+import orjson
 import pytest
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -151,8 +154,29 @@ async def test_iam_refusals_stop_the_run_with_one_clear_line(
     assert PASSWORD not in str(out.error)
 
 
-async def test_a_plain_token_cannot_be_renewed() -> None:
-    assert not await TokenAuth(Secret("static-token")).refresh("p", 0)
+async def test_a_fixed_token_that_expires_mid_run_ends_it_without_a_retry_loop(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=44, images=60)
+    fake = await fake_factory(dataset, token_max_requests=10)
+    out = await collect(fake, dataset.image_ids(), concurrency=1)
+    assert out.record.exit_code == 3 and out.error is not None
+    assert str(out.error).startswith("credentials rejected: HTTP 401 APIGW.0301")
+    assert "check the X-Auth-Token from CPH_AUTH_TOKEN or token_file" in str(out.error)
+    assert out.record.requests == 11  # ten answered, one refused, and no renewal attempt
+
+
+def test_a_secret_is_redacted_in_every_encoding_a_manifest_or_log_may_use() -> None:
+    from collector.manifest import RunRecord
+
+    password = 'pa"ss\\word/ü+1'
+    Secret(password)
+    record = RunRecord("r1", dt.date(2026, 12, 1), dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+                       "ids.txt", {}, error=f"IAM said: bad password {password}; sent {password}")
+    text = record.to_json().decode()
+    for form in (password, orjson.dumps(password).decode()[1:-1],
+                 json.dumps(password)[1:-1], quote(password, safe="")):
+        assert form not in text
+    assert text.count("***") >= 2
 
 
 # -- choosing the method --------------------------------------------------------------------
