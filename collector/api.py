@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import orjson
@@ -56,8 +56,15 @@ def members_url(endpoint: str, project_id: str, image_id: str, marker: str | Non
     return url
 
 
-def _is_long(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+def _epoch_ms(value: Any) -> int | None:
+    """Epoch milliseconds as a JSON number, or as a string of digits (other CPH APIs send
+    times so); None for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 2**53 else None
+    if isinstance(value, str) and 0 < len(value) <= 16 and value.isascii() and value.isdigit():
+        number = int(value)
+        return number if number < 2**53 else None
+    return None
 
 
 def parse_members(body: bytes, image_id: str) -> Page:
@@ -79,13 +86,15 @@ def parse_members(body: bytes, image_id: str) -> Page:
             item.get("update_time")
         if not isinstance(member_id, str) or not member_id:
             raise BodyError(f"members[{index}].member_id is not a non-empty string")
-        if updated is None:  # tolerated: a share never updated
-            updated = created
-        if not (_is_long(created) and _is_long(updated)):
-            raise BodyError(f"members[{index}] create_time/update_time is not epoch milliseconds")
+        created_ms = _epoch_ms(created)
+        if created_ms is None:
+            raise BodyError(f"members[{index}].create_time is not epoch milliseconds")
+        updated_ms = created_ms if updated is None else _epoch_ms(updated)  # None: never updated
+        if updated_ms is None:
+            raise BodyError(f"members[{index}].update_time is not epoch milliseconds")
         if item.get("image_id", image_id) != image_id:
             raise BodyError(f"members[{index}].image_id is another image")
-        members.append(Member(member_id, created, updated))
+        members.append(Member(member_id, created_ms, updated_ms))
     next_marker = None
     page_info = doc.get("page_info")
     if isinstance(page_info, dict):

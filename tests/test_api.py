@@ -44,7 +44,10 @@ def test_page_info_next_marker_is_followed_and_empty_means_last() -> None:
 @pytest.mark.parametrize("body", [
     b"", b"<html>", b"[]", b'{"members": {}}', b'{"members": [1]}',
     b'{"members": [{"member_id": 5, "create_time": 1, "update_time": 1}]}',
-    b'{"members": [{"member_id": "m", "create_time": "1", "update_time": 1}]}',
+    b'{"members": [{"member_id": "m", "create_time": "1.5e3", "update_time": 1}]}',
+    b'{"members": [{"member_id": "m", "create_time": "-1", "update_time": 1}]}',
+    b'{"members": [{"member_id": "m", "create_time": "", "update_time": 1}]}',
+    b'{"members": [{"member_id": "m", "create_time": 1, "update_time": "\xd9\xa3"}]}',
     b'{"members": [{"member_id": "m", "create_time": true, "update_time": 1}]}',
     b'{"members": [{"member_id": "m", "create_time": 1.5, "update_time": 1}]}',
     b'{"members": [{"image_id": "other", "member_id": "m", "create_time": 1, "update_time": 1}]}',
@@ -63,3 +66,16 @@ def test_error_bodies_in_every_known_shape() -> None:
     assert parse_error(b'{"errorCode":"X.1","errorMsg":"m"}') == ApiError("X.1", "m", None)
     assert parse_error(b'{"error":{"code":"401","message":"m"}}') == ApiError("401", "m", None)
     assert parse_error(b"<html>") == ApiError(None, None, None)
+
+
+def test_member_times_given_as_strings_of_digits_are_the_same_epoch_ms() -> None:
+    body = (b'{"members": [{"image_id": "img1", "member_id": "m1", "create_time": "1713320018058",'
+            b' "update_time": "1713320019000"}, {"member_id": "m2", "create_time": 5}]}')
+    assert parse_members(body, "img1").members == [Member("m1", 1713320018058, 1713320019000),
+                                                   Member("m2", 5, 5)]
+
+
+def test_a_bad_time_names_the_field() -> None:
+    body = b'{"members": [{"member_id": "m", "create_time": 1, "update_time": "soon"}]}'
+    with pytest.raises(BodyError, match=r"^members\[0\]\.update_time is not epoch milliseconds$"):
+        parse_members(body, "img1")
