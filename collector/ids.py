@@ -47,3 +47,9 @@ def shown(value: str, limit: int = MAX_ID_LENGTH) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}...(+{len(text) - limit} chars)"
     return text
+
+
+def as_text(value: str) -> str:
+    """Untrusted input kept whole for its ``invalid_id`` row: valid UTF-8 as it is, only
+    undecodable bytes escaped (``\\xff``), so two different lines are never one row."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

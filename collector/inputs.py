@@ -19,7 +19,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 from collector.errors import UsageError
-from collector.ids import MAX_ID_LENGTH, clean, problem_with, shown
+from collector.ids import MAX_ID_LENGTH, as_text, clean, problem_with, shown
 
 MAX_LINE_BYTES = 65_536  # a longer line is rejected without being held in memory
 FORMATS_BY_SUFFIX = {".txt": "text", ".ids": "text", ".csv": "csv", ".jsonl": "jsonl",
@@ -55,8 +55,9 @@ def _open_binary(path: str) -> IO[bytes]:
         raise UsageError(f"input {path}: cannot read it ({exc.strerror})") from None
 
 
-def _bounded_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, bytes without EOL, too long); a too-long line gives only its start."""
+def _bounded_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    """(line number, bytes without EOL, None); for a line over ``MAX_LINE_BYTES``, only its
+    start and the sha256 of the whole line, read in bounded pieces."""
     number = 0
     while True:
         chunk = stream.readline(MAX_LINE_BYTES + 1)
@@ -64,12 +65,13 @@ def _bounded_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
             return
         number += 1
         if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
-            start, rest = chunk[:MAX_ID_LENGTH], chunk
+            start, rest, digest = chunk[:MAX_ID_LENGTH], chunk, hashlib.sha256(chunk)
             while rest and not rest.endswith(b"\n"):  # drain the rest of the long line
                 rest = stream.readline(MAX_LINE_BYTES + 1)
-            yield number, start, True
+                digest.update(rest.rstrip(b"\r\n"))
+            yield number, start, digest.hexdigest()[:16]
             continue
-        yield number, chunk.rstrip(b"\r\n"), False
+        yield number, chunk.rstrip(b"\r\n"), None
 
 
 def _line(number: int, raw: str, project: str | None) -> Line:
@@ -79,18 +81,19 @@ def _line(number: int, raw: str, project: str | None) -> Line:
         project = clean(project) or None
         if project is not None and problem is None and (why := problem_with(project)):
             problem = f"project_id '{shown(project)}': {why}"
-    return Line(number, value if problem is None else shown(value), project, problem)
+    return Line(number, value if problem is None else as_text(value), project, problem)
 
 
-def _too_long(number: int, start: bytes) -> Line:
-    shown_start = shown(start.decode("utf-8", "surrogateescape")) + "..."
-    return Line(number, shown_start, None, f"line longer than {MAX_LINE_BYTES} bytes")
+def _too_long(number: int, start: bytes, digest: str) -> Line:
+    shown_start = as_text(start.decode("utf-8", "surrogateescape"))
+    return Line(number, f"{shown_start}...(sha256 {digest})", None,
+                f"line longer than {MAX_LINE_BYTES} bytes")
 
 
 def read_text(stream: IO[bytes]) -> Iterator[Line]:
     for number, raw, too_long in _bounded_lines(stream):
-        if too_long:
-            yield _too_long(number, raw)
+        if too_long is not None:
+            yield _too_long(number, raw, too_long)
             continue
         text = clean(raw.decode("utf-8", "surrogateescape"))
         if not text or text.startswith("#"):
@@ -100,21 +103,21 @@ def read_text(stream: IO[bytes]) -> Iterator[Line]:
 
 def read_jsonl(stream: IO[bytes]) -> Iterator[Line]:
     for number, raw, too_long in _bounded_lines(stream):
-        if too_long:
-            yield _too_long(number, raw)
+        if too_long is not None:
+            yield _too_long(number, raw, too_long)
             continue
         if not raw.strip(b" \t\r\n\xef\xbb\xbf"):
             continue
         try:
             obj: Any = orjson.loads(raw.lstrip(b"\xef\xbb\xbf"))
         except orjson.JSONDecodeError:
-            yield Line(number, shown(raw.decode("utf-8", "surrogateescape")), None,
+            yield Line(number, as_text(raw.decode("utf-8", "surrogateescape")), None,
                        "not valid JSON")
             continue
         image = obj.get("image_id") if isinstance(obj, dict) else None
         project = obj.get("project_id") if isinstance(obj, dict) else None
         if not isinstance(image, str) or not isinstance(project, str | None):
-            yield Line(number, shown(raw.decode("utf-8", "replace")), None,
+            yield Line(number, as_text(raw.decode("utf-8", "surrogateescape")), None,
                        "not an object with a string image_id (and optional string project_id)")
             continue
         yield _line(number, image, project)
@@ -152,7 +155,7 @@ def _csv_rows(reader: Any, name: str) -> Iterator[Line]:
         if not any(cell.strip() for cell in row):
             continue
         if len(row) <= image_col:
-            yield Line(reader.line_num, shown(",".join(row)), None, "row has no image_id cell")
+            yield Line(reader.line_num, as_text(",".join(row)), None, "row has no image_id cell")
             continue
         project = row[project_col] if project_col is not None and project_col < len(row) else None
         yield _line(reader.line_num, row[image_col], project)

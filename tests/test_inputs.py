@@ -49,7 +49,24 @@ def test_a_bad_id_is_rejected_with_its_line_and_reason(tmp_path: Path, raw: byte
     [line] = lines_of(tmp_path, "ids.txt", b"# header\n" + raw + b"\n")
     assert line.number == 2
     assert line.problem is not None and line.problem.startswith(why)
-    assert line.image_id.isascii() and line.image_id.isprintable()
+    assert line.problem.isascii() and line.problem.isprintable()
+    # the row keeps the whole line: valid UTF-8 as it is, undecodable bytes escaped
+    assert line.image_id == raw.decode("utf-8", "backslashreplace")
+
+
+def test_two_long_invalid_lines_that_share_their_start_are_two_rows(tmp_path: Path) -> None:
+    first, second = "x" * 64 + "-first/", "x" * 64 + "-second/"
+    too_long = [b"y" * 70_000 + b"1", b"y" * 70_000 + b"2"]
+    lines = lines_of(tmp_path, "ids.txt", "\n".join([first, second]).encode() + b"\n"
+                     + b"\n".join(too_long) + b"\n")
+    intake = Intake("p1")
+    verdicts = [intake.admit(line) for line in lines]
+    assert [type(v).__name__ for v in verdicts] == ["Rejected"] * 4
+    assert intake.duplicates == 0
+    assert [v.image_id for v in verdicts[:2]] == [first, second]  # type: ignore[union-attr]
+    assert verdicts[2].image_id != verdicts[3].image_id  # type: ignore[union-attr]
+    assert [v.reason.split(":")[0] for v in verdicts] == [  # type: ignore[union-attr]
+        "line 1", "line 2", "line 3", "line 4"]
 
 
 def test_a_ten_megabyte_line_is_rejected_without_holding_it(tmp_path: Path) -> None:
