@@ -90,6 +90,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"output: {settings.output}/members, {settings.output}/image_status; "
               f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None
+    if run.input_still_reading:
+        # A thread is blocked reading stdin, holding its lock: the interpreter's own shutdown
+        # would wait for the pipe or abort on that lock. Everything is written; leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(record.exit_code)
     return record.exit_code
 
 

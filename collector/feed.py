@@ -10,19 +10,54 @@ is still left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 from collector.errors import FatalRunError, UsageError
 from collector.inputs import Line
 from collector.intake import Intake, Rejected, Target
 
 READ_BATCH = 2048
+T = TypeVar("T")
 
 
 def _take(lines: Iterator[Line], n: int) -> list[Line]:
     return list(itertools.islice(lines, n))
+
+
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """``work()`` in a thread of its own that never holds up the process's exit.
+
+    Why not ``asyncio.to_thread``: its executor is joined when the event loop closes, so a
+    read blocked on a pipe that never ends (stdin) would keep a stopped run from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, failure: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if failure is not None:
+            done.set_exception(failure)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="cph-input", daemon=True).start()
+    return await done
 
 
 class Feed:
@@ -37,6 +72,7 @@ class Feed:
         self._exhausted = False
         self._stopped = False
         self._failure: BaseException | None = None
+        self.busy = False  # a reader thread may still be inside the input's generator
 
     async def next(self) -> Target | None:
         """The next target; None when the input is done or the run is stopping."""
@@ -67,9 +103,18 @@ class Feed:
         if self._reading is not None:
             await asyncio.gather(self._reading, return_exceptions=True)
 
+    def _take(self) -> list[Line]:
+        """In the reader thread; ``busy`` stays True while it is inside the generator, even
+        after a stop stopped waiting for it."""
+        try:
+            return _take(self._lines, self._batch)
+        finally:
+            self.busy = False
+
     async def _read(self) -> None:
         try:
-            batch = await asyncio.to_thread(_take, self._lines, self._batch)
+            self.busy = True
+            batch = await in_daemon_thread(self._take)
             if not batch:
                 self._exhausted = True
             for line in batch:

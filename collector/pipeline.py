@@ -29,7 +29,7 @@ from collector.auth import Auth
 from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.config import Settings
 from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
-from collector.feed import Feed
+from collector.feed import Feed, in_daemon_thread
 from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected
@@ -117,20 +117,28 @@ class Run:
         self.tally = Tally()
         self.stop_signal: int | None = None
         self._stop = asyncio.Event()
+        self._feed: Feed | None = None
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started, input_path,
                                 settings.public())
+
+    @property
+    def input_still_reading(self) -> bool:
+        """A reader thread is blocked in the input (a pipe that has not ended)."""
+        return self._feed is not None and self._feed.busy
 
     # -- the whole run -------------------------------------------------------------------------
 
     async def execute(self) -> RunRecord:
         """Preflight, collect, publish; returns the final record (exit code included)."""
         fmt = detect_format(self.input_path, self.settings.input_format)
-        lines = await asyncio.to_thread(open_input, self.input_path, fmt,
-                                        self.settings.project_id)
+        lines = await in_daemon_thread(
+            lambda: open_input(self.input_path, fmt, self.settings.project_id))
         try:
-            return await self._execute(lines, fmt)
+            with self._signals():  # from here on, a signal is a clean stop (130/143)
+                return await self._execute(lines, fmt)
         finally:
-            lines.close()
+            if self._feed is None or not self._feed.busy:  # else a reader thread holds it;
+                lines.close()  # it ends with the process, which never waits for it
 
     async def _execute(self, lines: Iterator[Line], fmt: str) -> RunRecord:
         output = self.settings.output
@@ -219,8 +227,7 @@ class Run:
             progress = asyncio.create_task(report(self._snapshot(total), s.progress_interval,
                                                   self.stderr))
             try:
-                with self._signals():
-                    await self._run_workers(lines, results, fetcher, writer)
+                await self._run_workers(lines, results, fetcher, writer)
             finally:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -245,7 +252,7 @@ class Run:
                            fetcher: Fetcher, writer: asyncio.Task[None]) -> None:
         """Until the input is done: a signal, or any task failing (the writer included: a
         dead writer would leave workers waiting on a full queue), ends it early."""
-        feed = Feed(lines, self.intake, results.put)
+        feed = self._feed = Feed(lines, self.intake, results.put)
         workers = [asyncio.create_task(self._work(feed, results, fetcher))
                    for _ in range(self.settings.concurrency)]
         stopper: asyncio.Task[Any] = asyncio.create_task(self._stop.wait())

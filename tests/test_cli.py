@@ -115,6 +115,16 @@ def test_a_refused_endpoint_is_exit_3(tmp_path: Path) -> None:
     assert "cannot connect" in done.stderr and "check --endpoint" in done.stderr
 
 
+def wait_for_progress(proc: subprocess.Popen[str]) -> str:
+    """Read the run's stderr until a progress line shows images done; returns that line."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        found = re.match(r"progress: (?:\d+% )?([\d,]+) images", line)
+        if found and int(found.group(1).replace(",", "")) > 0:
+            return line
+    raise AssertionError(f"no progress line before the run ended (exit {proc.wait()})")
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_commits_and_publishes_nothing(
         server: tuple[str, str, Path], tmp_path: Path, signum: int, code: int) -> None:
@@ -122,10 +132,11 @@ def test_a_signal_stops_the_run_commits_and_publishes_nothing(
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id", project,
-         "--endpoint", url, "--output", str(out), "--rate-limit", "40"],
+         "--endpoint", url, "--output", str(out), "--rate-limit", "40",
+         "--progress-interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "CPH_AUTH_TOKEN": SECRET})
-    time.sleep(2.5)
+    wait_for_progress(proc)  # mid-run: some images done, most not
     started = time.monotonic()
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=30)
@@ -136,6 +147,35 @@ def test_a_signal_stops_the_run_commits_and_publishes_nothing(
     assert manifest["status"] == "interrupted" and manifest["exit_code"] == code
     assert 0 < manifest["counts"]["status_rows"] < 300
     assert not list((out / "image_status").glob("*/*.parquet"))
+
+
+def test_a_stop_while_reading_a_pipe_that_never_ends_returns_within_the_grace(
+        server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url, project, ids = server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "run", "--input", "-", "--project-id", project,
+         "--endpoint", url, "--output", str(tmp_path / "out"), "--progress-interval", "0.2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CPH_AUTH_TOKEN": SECRET})
+    assert proc.stdin is not None
+    proc.stdin.write(ids.read_text().split()[0] + "\n")  # one ID, and the pipe stays open
+    proc.stdin.flush()
+    runs = tmp_path / "out" / "runs"
+    deadline = time.monotonic() + 30
+    while not (runs.is_dir() and any(runs.glob("*.json"))):  # the run has begun: its reader
+        assert proc.poll() is None and time.monotonic() < deadline  # waits on the pipe
+        time.sleep(0.05)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)  # stdin stays open: communicate() would close it
+    finally:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert time.monotonic() - started < 5 + 2  # GRACE, and start-up slack
+    assert "generator already executing" not in stderr and "Traceback" not in stderr
+    assert re.search(r"^run \S+ interrupted: .*exit 143$", stdout, re.M)
 
 
 def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
