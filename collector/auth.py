@@ -32,7 +32,6 @@ from collector.errors import FatalRunError, UsageError
 from collector.retry import BodyTooLarge
 from collector.secrets import Secret, token_from
 
-
 Auth = Credentials  # session_headers(), headers(method, url, project) and refresh(...)
 
 

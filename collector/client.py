@@ -208,13 +208,14 @@ class AiohttpClient:
                 body = await self._read(resp, task, limit)
             finally:
                 resp.release()
-            return resp.status, resp.headers, body
         except aiohttp.ClientError as exc:
             raise _translate(exc, proxy) from exc
         except asyncio.CancelledError:
             if task in self._expired and task.uncancel() == 0:
                 raise TimeoutError("request timed out") from None
             raise
+        else:
+            return resp.status, resp.headers, body
         finally:
             del self._deadlines[task]
             self._expired.discard(task)

@@ -36,7 +36,8 @@ def choose(url: str, setting: str | None, env: Mapping[str, str]) -> str | None:
     if target.port is not None:
         host = f"{host}:{target.port}"
     no_proxy = variables.get("no")
-    if no_proxy and urllib.request.proxy_bypass_environment(host, {"no": no_proxy}):
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # stable, not in typeshed
+    if no_proxy and bypass(host, {"no": no_proxy}):
         return None
     if setting is not None:
         return setting

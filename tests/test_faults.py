@@ -107,7 +107,8 @@ async def test_a_wrong_path_everywhere_is_a_configuration_error(
     """The gateway's 404 APIGW.0101 for every request means the endpoint is wrong."""
     out = await collect(fake, ["a1", "a2", "a3"], endpoint=fake.url + "/not-cph")
     assert out.error is not None and out.record.exit_code == 3
-    assert "does not exist" in str(out.error) or "none reached" in str(out.error)
+    assert str(out.error) == (f"endpoint {fake.url}/not-cph: every request failed alike and none "
+                              "reached the CPH API; check --endpoint")
 
 
 async def test_the_retry_budget_stops_a_sick_api_from_being_hammered(

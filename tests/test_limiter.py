@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import math
 from types import SimpleNamespace
 
 import pytest

@@ -3,6 +3,7 @@ silent or wrong. Real sockets on loopback: a forwarding proxy, TLS with a CA mad
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -168,7 +169,7 @@ def system_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[trust
     path = tmp_path / "system.pem"
     public.cert_pem.write_to_path(str(path))
     monkeypatch.setenv("SSL_CERT_FILE", str(path))
-    yield public
+    return public
 
 
 def test_ca_bundle_adds_to_the_system_trust_store(system_ca: trustme.CA, ca: trustme.CA,
@@ -201,10 +202,8 @@ def black_hole() -> Iterator[str]:
     for _ in range(3):
         filler = socket.socket()
         filler.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         fillers.append(filler)
     time.sleep(0.1)  # let the handshakes land in the queue
     yield f"http://127.0.0.1:{port}"
