@@ -8,6 +8,7 @@ where ``taskset`` exists) and runs each contender on core 1 against the same gen
     rate         ours at R = 500/s and 2,000/s with 50 ms latency, as the server saw it
     tail         ours at R = 1,000/s with a long-tailed latency (p50 200 ms, p99 2 s)
     limit        ours configured at 1,000/s against an unannounced server limit of 300/s
+    exact        ours at 19/s and 105/s for 30 s: the rate the server saw is the rate configured
 
 Peers (the ``bench`` extra installs them): ``script`` (bench/peers/aiohttp_script.py),
 ``sdk`` (the official SDK, 32 threads), ``dlt`` (dlt's rest_api source, bench/peers/dlt_rest.py).
@@ -143,7 +144,7 @@ def available(name: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--scenarios", default="throughput,memory,rate,tail,limit")
+    parser.add_argument("--scenarios", default="throughput,memory,rate,tail,limit,exact")
     parser.add_argument("--peers", default="ours,script,sdk,dlt")
     parser.add_argument("--profile", action="store_true", help="where our CPU goes")
     args = parser.parse_args()
@@ -191,6 +192,13 @@ def main() -> None:
             rows.append(f"| unknown limit 300/s | ours | sustained "
                         f"{s['sustained_per_s'] / 300:.1%} of 300/s | "
                         f"{s['throttled'] / s['requests']:.2%} answered 429 | |")
+        if "exact" in scenarios:
+            for rate in (19, 105):
+                r = measure("ours", rate * 30, work, rate, ("--latency", "0.05"))
+                s = r.server
+                rows.append(f"| exact rate {rate}/s, 30 s | ours | server saw "
+                            f"{s['sustained_per_s']:.2f}/s = {s['sustained_per_s'] / rate:.1%} "
+                            f"of R | busiest 1 s {s['busiest_1s']:.0f} | |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
