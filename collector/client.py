@@ -274,7 +274,8 @@ def _translate(exc: aiohttp.ClientError, proxy: URL | None) -> BaseException:
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return ConnectFailed(f"cannot connect to proxy {via}: {_os_reason(exc.os_error)}", via)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectFailed("connect timed out", via)
+        return ConnectFailed(f"connect to proxy {via} timed out" if via else "connect timed out",
+                             via)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return ConnectFailed(f"TLS certificate verify failed: "
                              f"{getattr(exc.certificate_error, 'verify_message', None) or exc}")

@@ -28,7 +28,7 @@ FORMATS_BY_SUFFIX = {".txt": "text", ".ids": "text", ".csv": "csv", ".jsonl": "j
 
 class Line(NamedTuple):  # a tuple: cheap to build on the hot path
     number: int
-    image_id: str  # cleaned; for a rejected line, a bounded printable rendering
+    image_id: str  # cleaned; for a rejected line, the whole line (see ids.as_text)
     project_id: str | None
     problem: str | None = None
 
