@@ -35,8 +35,8 @@ from collector.secrets import Secret
 TOKEN = "bench-token"
 
 
-async def bare(urls: list[str], timeout: aiohttp.ClientTimeout) -> None:
-    async with aiohttp.ClientSession(headers={"X-Auth-Token": TOKEN}, timeout=timeout,
+async def bare(urls: list[str], timers: aiohttp.ClientTimeout) -> None:
+    async with aiohttp.ClientSession(headers={"X-Auth-Token": TOKEN}, timeout=timers,
                                      connector=aiohttp.TCPConnector(limit=64)) as session:
         feed = iter(urls)
 
