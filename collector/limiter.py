@@ -1,9 +1,9 @@
 """The request-rate cap, shared by every worker: smooth, and slowed by the API's own throttling.
 
 Smooth: asyncio-throttle's sliding window, cut small. ``Throttler(rate_limit=R, period=1)`` lets a
-whole second's quota out at once; we give it a window of about ``WINDOW`` = 0.1 s holding
-``floor(R/10)`` requests (at least one), its period stretched so that the rate is exactly R, so
-any 1 s interval admits about R and no 100 ms sees more than R/10.
+whole second's quota out at once; we give it a window of about ``WINDOW`` = 0.1 s holding about
+``R/10`` requests (at least one), sized so that the rate is exactly R (``window_for``): a second
+admits R (whole rates) or R plus one window, and no 100 ms more than two windows.
 Its waiters poll, so they wait behind a lock: one polls, the others sleep in line.
 
 Adaptive, over the whole pool (the quota is per account, not per worker):
