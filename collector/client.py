@@ -44,6 +44,7 @@ class Reply(NamedTuple):  # a tuple: cheap to build on the hot path
     retry_after: str | None
     date: str | None = None  # the server's Date header, to tell a skewed clock
     generation: int = 0  # of the credentials the request carried (see auth.Auth)
+    location: str | None = None  # of a redirect, to say where a wrong endpoint points
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,7 @@ class AiohttpClient:
                                     proxy=proxy, allow_redirects=False)
         status, answer, body = await self._exchange(request, proxy)
         return Reply(status, body, answer.get("X-Request-Id"), answer.get("Retry-After"),
-                     answer.get("Date"), generation)
+                     answer.get("Date"), generation, answer.get("Location"))
 
     async def post(self, url: str, body: bytes,
                    headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:

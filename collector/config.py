@@ -50,6 +50,8 @@ class Settings:
     read_timeout: float = 30.0
     request_timeout: float = 60.0
     max_body_bytes: int = 1_048_576
+    max_pages: int = 100
+    max_members: int = 1_000
     proxy: str | None = None
     chunk_images: int = 10_000  # ~2 KB of Python buffers per image of chunk: ~20 MB
     fail_fast_after: int = 20
@@ -240,12 +242,16 @@ SPECS: dict[str, Spec] = {
     "request_timeout": spec(positive(3600, SECONDS), "seconds for one whole request"),
     "max_body_bytes": spec(whole(1024, 104_857_600),
                            "a larger response body is a failure of that image"),
+    "max_pages": spec(whole(1, 100_000), "more member pages than this fail the image "
+                                         "(paging_limit); the API documents at most 10 members"),
+    "max_members": spec(whole(1, 10_000_000), "more members than this fail the image "
+                                             "(too_many_members)"),
     "proxy": spec(PROXY, "HTTP(S) proxy for every request; overrides HTTPS_PROXY/HTTP_PROXY "
                          "(NO_PROXY still applies)"),
     "chunk_images": spec(whole(1, 10_000_000), "images per committed Parquet chunk"),
     "fail_fast_after": spec(whole(1, 1_000_000),
-                            "stop (exit 3) when this many requests fail alike (refused, "
-                            "timed out, gateway 404) before any answer"),
+                            "stop (exit 3) when, before any answer proved the endpoint, this many "
+                            "requests got no answer, or 10 times as many no API answer"),
     "progress_interval": spec(positive(3600, SECONDS),
                               "seconds between progress lines when not on a terminal"),
     "auth": spec(choice(AUTH_METHODS), "credentials: token, password (IAM), agency (IAM "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
 from collector.auth import AkSkAuth, Auth
 from collector.client import BrokenBody, Client, ConnectFailed, Reply
+from collector.endpoint import EndpointCheck, Sign, describe, sign_of
 from collector.errors import FatalRunError, Status
 from collector.intake import Target
 from collector.limiter import RateLimiter
@@ -32,7 +33,6 @@ from collector.retry import (
 )
 
 ACCEPTED = classify(200, None)
-MAX_PAGES = 1_000  # an image has at most 10 members; this only stops a runaway server
 
 
 @dataclass(slots=True)
@@ -88,6 +88,7 @@ def _clock_hint(auth: Auth, server_date: str | None) -> str:
 class Fetcher:
     def __init__(self, client: Client, limiter: RateLimiter, *, endpoint: str,
                  max_attempts: int, backoff: Backoff, budget: RetryBudget, fail_fast_after: int,
+                 max_pages: int = 100, max_members: int = 1_000,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None) -> None:
         self._client = client
@@ -96,22 +97,26 @@ class Fetcher:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._budget = budget
-        self._fail_fast_after = fail_fast_after
+        self._max_pages = max_pages
+        self._max_members = max_members
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.counters = Counters()
-        self._api_seen = False  # some response proved the endpoint is the CPH API
-        self._alike_failures = 0
+        self.endpoint = EndpointCheck(endpoint, fail_fast_after)
 
     async def collect(self, target: Target) -> ImageResult:
         result = ImageResult(target.project_id, target.image_id, Status.FAILED)
         marker: str | None = None
         markers_seen: set[str] = set()
-        for _ in range(MAX_PAGES):
+        for _ in range(self._max_pages):
             page = await self._fetch_page(target, marker, result)
             if page is None:
                 break
             result.members.extend(page.members)
+            if len(result.members) > self._max_members:
+                result.error_code = "too_many_members"
+                result.error_msg = f"more than {self._max_members} members (max_members)"
+                break
             if page.next_marker is None:
                 result.status = Status.OK
                 break
@@ -122,7 +127,8 @@ class Fetcher:
             markers_seen.add(page.next_marker)
             marker = page.next_marker
         else:
-            result.error_code, result.error_msg = "paging_loop", f"more than {MAX_PAGES} pages"
+            result.error_code = "paging_limit"
+            result.error_msg = f"more than {self._max_pages} pages (max_pages)"
         if result.status is not Status.OK:
             result.members.clear()  # member rows exist only for ok images
         result.collected_at_ms = time.time_ns() // 1_000_000
@@ -148,9 +154,11 @@ class Fetcher:
             try:
                 reply = await self._send(url, target.project_id, result)
             except (TimeoutError, BodyTooLarge, OSError) as exc:  # OSError: ConnectionError too
-                self._note_alike_failure(isinstance(exc, ConnectFailed), exc)
                 result.http_status, result.request_id = None, None
                 result.error_code, result.error_msg = _client_error(exc)
+                what = f"cannot connect ({exc.reason})" if isinstance(exc, ConnectFailed) \
+                    else result.error_msg
+                self._note(Sign.NO_ANSWER, what, exc)
                 verdict, throttled = classify(None, None, exc), False
             else:
                 verdict, retry_after, throttled = self._judge(reply, result)
@@ -158,9 +166,11 @@ class Fetcher:
                     try:
                         page = parse_members(reply.body, target.image_id)
                     except BodyError as exc:
+                        self._note(Sign.UNRECOGNISED, describe(200, None, None))
                         result.error_code, result.error_msg = _client_error(exc)
                         result.status = Status.FAILED
                         return None
+                    self._note(Sign.PROOF)
                     result.error_code = result.error_msg = None
                     return page
             if verdict.action is Action.DONE:
@@ -194,15 +204,17 @@ class Fetcher:
         result.http_status = reply.status
         result.request_id = reply.request_id
         if reply.status == 200:
-            self._api_seen, self._alike_failures = True, 0
             self._limiter.on_accepted()
-            return ACCEPTED, None, False
+            return ACCEPTED, None, False  # the body decides what it proves
         error = parse_error(reply.body) if reply.body else ApiError(None, None, None)
         result.request_id = reply.request_id or error.request_id
         result.error_code = error.code
         result.error_msg = error.message or f"HTTP {reply.status} without an error body"
-        gateway_404 = reply.status == 404 and error.code in (None, "APIGW.0101")
-        self._note_alike_failure(gateway_404, None)
+        if 300 <= reply.status < 400:
+            result.error_code = "redirect"
+            result.error_msg = f"HTTP {reply.status} redirect to {(reply.location or '-')[:200]}"
+        self._note(sign_of(reply.status, error.code, False),
+                   describe(reply.status, error.code, reply.location))
         throttled = is_throttled(reply.status, error.code)
         if throttled:
             self.counters.throttled += 1
@@ -213,25 +225,16 @@ class Fetcher:
                 throttled)
 
     def endpoint_unproven(self) -> bool:
-        """True when requests were made and every one failed alike (refused, or gateway 404)."""
-        return (not self._api_seen and self.counters.requests > 0
-                and self._alike_failures == self.counters.requests)
+        """True when requests were made and no answer proved the endpoint is the CPH API."""
+        return not self.endpoint.proven and self.counters.requests > 0
 
-    def _note_alike_failure(self, alike: bool, exc: BaseException | None) -> None:
-        """Fail fast while nothing has proved the endpoint right and everything fails alike."""
-        if not alike:
-            if exc is None:
-                self._api_seen, self._alike_failures = True, 0
+    def _note(self, sign: Sign, what: str = "", exc: BaseException | None = None) -> None:
+        """Fail fast while nothing has proved the endpoint and the evidence says it is wrong."""
+        error = self.endpoint.note(sign, what)
+        if error is None:
             return
-        if self._api_seen:
-            return
-        self._alike_failures += 1
-        if self._alike_failures >= self._fail_fast_after:
-            n = self._alike_failures
-            if isinstance(exc, ConnectFailed) and exc.proxy is not None:
-                raise FatalRunError(f"{exc.reason} for the first {n} requests; check the proxy "
-                                    "(--proxy, CPH_PROXY, HTTPS_PROXY/HTTP_PROXY, NO_PROXY)")
-            what = (f"cannot connect ({exc.reason})" if isinstance(exc, ConnectFailed)
-                    else "the gateway says the API does not exist (404)")
-            raise FatalRunError(f"endpoint {self._endpoint}: {what} for the first {n} "
-                                "requests; check --endpoint")
+        if isinstance(exc, ConnectFailed) and exc.proxy is not None:
+            raise FatalRunError(f"{exc.reason} for the first {self.endpoint.no_answer} "
+                                "requests; check the proxy (--proxy, CPH_PROXY, "
+                                "HTTPS_PROXY/HTTP_PROXY, NO_PROXY)")
+        raise FatalRunError(error)

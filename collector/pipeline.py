@@ -118,6 +118,7 @@ class Run:
         self.stop_signal: int | None = None
         self._stop = asyncio.Event()
         self._feed: Feed | None = None
+        self._fetcher: Fetcher | None = None
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started, input_path,
                                 settings.public())
 
@@ -166,6 +167,8 @@ class Run:
             try:
                 fetcher = await self._collect(lines, sink, about.lines)
             except Exception as exc:
+                if self._fetcher is not None and self._fetcher.endpoint_unproven():
+                    await asyncio.to_thread(sink.drop_own_chunks)  # nothing in them is proved
                 message = str(exc) if isinstance(exc, FatalRunError) \
                     else f"internal error: {type(exc).__name__}: {exc}"
                 self._finish("fatal", ExitCode.FATAL, message)
@@ -176,8 +179,9 @@ class Run:
                     else ExitCode.TERMINATED
                 self._finish("interrupted", code, f"stopped by {signal.Signals(code - 128).name}")
             elif fetcher.endpoint_unproven():
-                error = (f"endpoint {self.endpoint}: every request failed alike and none reached "
-                         "the CPH API; check --endpoint")
+                # Nothing this run stored was proved to come from the API: a re-run redoes it.
+                await asyncio.to_thread(sink.drop_own_chunks)
+                error = fetcher.endpoint.verdict()
                 self._finish("fatal", ExitCode.FATAL, error)
                 write_manifest(output, self.record)
                 raise FatalRunError(error)
@@ -222,7 +226,9 @@ class Run:
                 max_attempts=s.max_attempts,
                 backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
                 budget=RetryBudget(100.0, s.retry_budget), fail_fast_after=s.fail_fast_after,
+                max_pages=s.max_pages, max_members=s.max_members,
                 **self.fetcher_options)  # type: ignore[arg-type]
+            self._fetcher = fetcher
             writer = asyncio.create_task(self._write(results, sink))
             progress = asyncio.create_task(report(self._snapshot(total), s.progress_interval,
                                                   self.stderr))

@@ -254,6 +254,12 @@ class ParquetSink:
             final = partition(self.output, table, self.snapshot_date)
             self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
 
+    def drop_own_chunks(self) -> None:
+        """Remove the chunks this run committed (earlier runs' chunks stay to be resumed)."""
+        for table in TABLES:
+            for path in (self.staging / table).glob(f"part-{self.run_id}-*.parquet"):
+                path.unlink()
+
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 

@@ -69,7 +69,14 @@ SIGNATURE_SKEW = 15 * 60  # seconds an X-Sdk-Date may differ from the gateway's 
 # Faults a front acts out on the connection itself; the answer carries the good body.
 TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BODY,
                               Outcome.SHORT_BODY, Outcome.TRICKLE, Outcome.STALL,
-                              Outcome.HUGE_BODY})
+                              Outcome.HUGE_BODY, Outcome.INTERIM, Outcome.HUGE_HEADER,
+                              Outcome.ENDLESS_HEADER})
+# What the fronts write for INTERIM before the real answer, on the same connection.
+INTERIM_HEADS = (b"HTTP/1.1 100 Continue\r\n\r\n"
+                 b"HTTP/1.1 102 Processing\r\n\r\n"
+                 b"HTTP/1.1 103 Early Hints\r\nLink: </members.json>; rel=preload\r\n\r\n")
+HUGE_HEADER_BYTES = 1 << 20
+LOGIN_PAGE = "https://auth.example.invalid/login?service=cph"
 
 
 @dataclass
@@ -138,6 +145,7 @@ class Answer:
     fault: Outcome | None = None  # act this out on the connection instead of answering
     backend: bool = True  # it passed the gateway, so the configured latency applies
     subject_token: str | None = None  # X-Subject-Token of an IAM answer
+    location: str | None = None  # Location of a redirect
 
 
 class FakeApiCore:
@@ -456,6 +464,14 @@ class FakeApiCore:
                  "update_time": None}]}))
         if outcome in (Outcome.HTML_200, Outcome.HTML_502):
             return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
+        if outcome is Outcome.REDIRECT:
+            return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
+        if outcome is Outcome.ENDLESS_PAGING:  # ten new members a page, and always a next page
+            members = [{"image_id": image, "member_id": f"{ex.attempt:06d}{n:02d}" * 2,
+                        "create_time": 1_700_000_000_000, "update_time": 1_700_000_000_000}
+                       for n in range(10)]
+            return Answer(200, orjson.dumps({"members": members,
+                                             "page_info": {"next_marker": f"m{ex.attempt}"}}))
         if outcome is Outcome.PAGING_LOOP:
             members = self.dataset.members(image)[:1]
             return Answer(200, orjson.dumps({"members": members,

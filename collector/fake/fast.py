@@ -16,7 +16,15 @@ from http import HTTPStatus
 from typing import cast
 from urllib.parse import parse_qsl, unquote
 
-from collector.fake.core import Answer, Exchange, FakeApiCore, ServerConfig, url_of
+from collector.fake.core import (
+    HUGE_HEADER_BYTES,
+    INTERIM_HEADS,
+    Answer,
+    Exchange,
+    FakeApiCore,
+    ServerConfig,
+    url_of,
+)
 from collector.fake.dataset import Dataset
 from collector.fake.faults import Outcome
 
@@ -52,9 +60,12 @@ class FastFakeCph(FakeApiCore):
             self._server = None
 
 
-def _head(ex: Exchange, answer: Answer, length: int | None, close: bool) -> bytes:
+def _head(ex: Exchange, answer: Answer, length: int | None, close: bool,
+          request_id: str | None = None) -> bytes:
     lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}",
-             f"Content-Type: {answer.content_type}", f"X-Request-Id: {ex.rid}"]
+             f"Content-Type: {answer.content_type}", f"X-Request-Id: {request_id or ex.rid}"]
+    if answer.location is not None:
+        lines.append(f"Location: {answer.location}")
     lines.append(f"Content-Length: {length}" if length is not None
                  else "Transfer-Encoding: chunked")
     if answer.retry_after is not None:
@@ -157,6 +168,21 @@ class _Connection(asyncio.Protocol):
         if fault is Outcome.STALL:
             await asyncio.sleep(self.api.config.stall_seconds)
             fault = None
+        if fault is Outcome.INTERIM:
+            transport.write(INTERIM_HEADS)
+            fault = None
+        if fault is Outcome.HUGE_HEADER:
+            transport.write(_head(ex, answer, len(good), close, "r" * HUGE_HEADER_BYTES) + good)
+            return answer.status
+        if fault is Outcome.ENDLESS_HEADER:
+            transport.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+            piece, sent = b"a" * 65_536, 0
+            while sent < self.api.config.huge_body_bytes and self.transport is not None:
+                transport.write(piece)
+                sent += len(piece)
+                await self.writable.wait()
+            self._cut(rst=False)
+            return 0
         if fault is None:
             transport.write(_head(ex, answer, len(good), close) + good)
             if close:

@@ -35,6 +35,11 @@ class Outcome(StrEnum):
     STALL = "stall"  # no headers for a long time
     HUGE_BODY = "huge_body"  # an endless chunked body
     PAGING_LOOP = "paging_loop"  # next_marker that points to itself
+    ENDLESS_PAGING = "endless_paging"  # a new next_marker on every page, for ever
+    REDIRECT = "redirect"  # 302 to a login page, as a portal or a wrong host answers
+    INTERIM = "interim"  # 100 Continue, 102 Processing and 103 Early Hints, then the answer
+    HUGE_HEADER = "huge_header"  # the answer with a 1 MB X-Request-Id
+    ENDLESS_HEADER = "endless_header"  # a header line that never ends
 
 
 class FaultPlan:

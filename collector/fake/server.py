@@ -15,7 +15,16 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from collector.fake.core import Answer, Exchange, FakeApiCore, LogEntry, ServerConfig, url_of
+from collector.fake.core import (
+    HUGE_HEADER_BYTES,
+    INTERIM_HEADS,
+    Answer,
+    Exchange,
+    FakeApiCore,
+    LogEntry,
+    ServerConfig,
+    url_of,
+)
 from collector.fake.dataset import Dataset
 from collector.fake.faults import Outcome
 
@@ -75,6 +84,16 @@ class FakeCph(FakeApiCore):
         fault, good = answer.fault, answer.body
         if fault is Outcome.RESET_BEFORE_HEADERS:
             _cut(request, rst=True)
+        if fault is Outcome.INTERIM:  # raw on the socket: aiohttp.web cannot send 1xx itself
+            assert request.transport is not None
+            request.transport.write(INTERIM_HEADS)
+            return web.Response(body=good, headers=_headers(ex, answer),
+                                content_type="application/json")
+        if fault is Outcome.HUGE_HEADER:
+            headers = {**_headers(ex, answer), "X-Request-Id": "r" * HUGE_HEADER_BYTES}
+            return web.Response(body=good, headers=headers, content_type="application/json")
+        if fault is Outcome.ENDLESS_HEADER:
+            await _endless_header(request, self.config.huge_body_bytes)
         if fault is Outcome.STALL:
             await asyncio.sleep(self.config.stall_seconds)
             return web.Response(body=good, headers=_headers(ex, answer),
@@ -104,8 +123,25 @@ class FakeCph(FakeApiCore):
         return response
 
 
+async def _endless_header(request: web.Request, limit: int) -> NoReturn:
+    """A status line, then one header line that goes on until the client hangs up."""
+    transport = request.transport
+    assert transport is not None
+    transport.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+    piece, sent = b"a" * 65_536, 0
+    while sent < limit and not transport.is_closing():
+        transport.write(piece)
+        sent += len(piece)
+        # as fast as the client reads; aiohttp.web has no public drain for raw writes
+        while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    _cut(request, rst=False)
+
+
 def _headers(ex: Exchange, answer: Answer) -> dict[str, str]:
     headers = {"X-Request-Id": ex.rid}
+    if answer.location is not None:
+        headers["Location"] = answer.location
     if answer.retry_after is not None:
         headers["Retry-After"] = answer.retry_after
     if answer.subject_token is not None:
