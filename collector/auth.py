@@ -208,6 +208,17 @@ def _lifetime(payload: bytes) -> float:
         return 23 * 3600.0
 
 
+def _check_credential(name: str, value: str) -> None:
+    """A credential holds no control character: a line break in a header would smuggle a
+    second request. Said by name only; the value is never shown."""
+    value = value.strip()
+    if any(not ch.isprintable() for ch in value):
+        raise UsageError(f"{name}: contains a line break or another control character; check "
+                         "how it is set (e.g. a file with Windows line endings)")
+    if name != "CPH_IAM_PASSWORD" and any(ch.isspace() for ch in value):
+        raise UsageError(f"{name}: contains a space; a key or token has none")
+
+
 SECRET_VARIABLES = ("CPH_AUTH_TOKEN", "CPH_IAM_PASSWORD", "HUAWEICLOUD_SDK_SK",
                     "HUAWEICLOUD_SDK_SECURITY_TOKEN")
 
@@ -218,6 +229,8 @@ def build_auth(settings: Settings, env: Mapping[str, str]) -> Auth:
     ``auth = auto`` picks AK/SK when HUAWEICLOUD_SDK_AK and _SK are set, else an IAM password
     token when CPH_IAM_PASSWORD is, else the X-Auth-Token of CPH_AUTH_TOKEN or ``token_file``.
     """
+    for name in (*SECRET_VARIABLES, "HUAWEICLOUD_SDK_AK"):
+        _check_credential(name, env.get(name, ""))
     method = settings.auth
     if method == "auto":
         if env.get("HUAWEICLOUD_SDK_AK") and env.get("HUAWEICLOUD_SDK_SK"):

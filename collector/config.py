@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -159,28 +160,49 @@ def choice(options: tuple[str, ...]) -> Kind:
     return parse, "one of " + ", ".join(options)
 
 
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def check_url(raw: str, *, path: bool, userinfo: bool) -> str:
+    """An http(s) URL and nothing else, or ValueError saying what else it is. Checked on the
+    raw text: ``urlsplit`` silently drops tabs and line breaks, which would hide them."""
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ValueError("it contains whitespace or a control character")
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not raw.startswith(f"{parts.scheme}://"):
+        raise ValueError("it does not start with http:// or https://")
+    if "?" in raw:
+        raise ValueError("it has a query")
+    if "#" in raw:
+        raise ValueError("it has a fragment")
+    userinfo_given, _, hostport = parts.netloc.rpartition("@")
+    if userinfo_given and not userinfo:
+        raise ValueError("it has a user or password, which would end up in logs")
+    host, colon, port = hostport.rpartition(":") if not hostport.endswith("]") \
+        else (hostport, "", "")
+    if not colon:
+        host = hostport
+    if not _HOST.fullmatch(host):
+        raise ValueError("its host is missing or malformed")
+    if colon and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError("its port is not a number from 1 to 65535")
+    if not path and parts.path not in ("", "/"):
+        raise ValueError("a proxy URL has no path")
+    if not _PATH.fullmatch(parts.path):
+        raise ValueError("its path has characters a URL may not hold")
+    return raw
+
+
 def _endpoint(raw: Any) -> str:
-    value = str(raw).strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise ValueError
-    if parts.username or parts.password:
-        raise ValueError  # credentials in a URL would end up in logs
-    return value
+    return check_url(str(raw), path=True, userinfo=False).rstrip("/")
 
 
-ENDPOINT: Kind = (_endpoint, "an http(s) URL without query or credentials")
+ENDPOINT: Kind = (_endpoint, "an http(s) URL without query, fragment or credentials")
 
 
 def _proxy(raw: Any) -> str:
-    value = str(raw).strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError
-    _ = parts.port  # a malformed port raises ValueError
-    return value
+    return check_url(str(raw), path=False, userinfo=True)
 
 
 PROXY: Kind = (_proxy, "an http:// or https:// proxy URL, e.g. http://proxy.example:3128")
@@ -286,8 +308,11 @@ def _apply(values: dict[str, Any], source: Mapping[str, Any], where: Callable[[s
             continue
         try:
             values[name] = spec.parse(raw)
-        except (ValueError, TypeError):
-            raise UsageError(f"{where(name)}={raw!r}: must be {spec.allowed}") from None
+        except (ValueError, TypeError) as exc:
+            shown = proxies.shown(raw) if isinstance(raw, str) and "@" in raw else raw
+            why = f" ({exc})" if isinstance(exc, ValueError) and str(exc).startswith(
+                ("it ", "its ", "a proxy")) else ""
+            raise UsageError(f"{where(name)}={shown!r}: must be {spec.allowed}{why}") from None
 
 
 def load_settings(
@@ -320,7 +345,20 @@ def load_settings(
                              "CPH_PROXY or HTTPS_PROXY, not on the command line or in a file")
     if settings.proxy is not None:
         proxies.register_credentials(settings.proxy)
+    check_proxy_variables(env)
     return settings
+
+
+def check_proxy_variables(env: Mapping[str, str]) -> None:
+    """HTTP(S)_PROXY and ALL_PROXY are URLs like the ``proxy`` setting; NO_PROXY is a list."""
+    for name, value in env.items():
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy") and value.strip():
+            try:
+                check_url(value, path=False, userinfo=True)
+            except ValueError as exc:
+                raise UsageError(f"{name}={proxies.shown(value)!r}: must be "
+                                 f"{PROXY[1]} ({exc})") from None
+            proxies.register_credentials(value)
 
 
 def check_together(settings: Settings) -> None:

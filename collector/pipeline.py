@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from collector.auth import Auth
 from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.config import Settings
-from collector.errors import DEFINITIVE, ExitCode, FatalRunError, Status, UsageError
+from collector.errors import DEFINITIVE, CollectorError, ExitCode, FatalRunError, Status, UsageError
 from collector.feed import Feed, in_daemon_thread
 from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
@@ -169,9 +169,11 @@ class Run:
             except Exception as exc:
                 if self._fetcher is not None and self._fetcher.endpoint_unproven():
                     await asyncio.to_thread(sink.drop_own_chunks)  # nothing in them is proved
-                message = str(exc) if isinstance(exc, FatalRunError) \
-                    else f"internal error: {type(exc).__name__}: {exc}"
-                self._finish("fatal", ExitCode.FATAL, message)
+                if isinstance(exc, CollectorError):  # ours: its own words and exit code
+                    self._finish("fatal", exc.exit_code, str(exc))
+                else:
+                    self._finish("fatal", ExitCode.FATAL,
+                                 f"internal error: {type(exc).__name__}: {exc}")
                 write_manifest(output, self.record)
                 raise
             if self.stop_signal is not None:

@@ -9,9 +9,10 @@ password are secrets: they are registered for redaction and never shown (``shown
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from collections.abc import Mapping
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from collector.secrets import Secret
 
@@ -52,14 +53,13 @@ def register_credentials(proxy: str) -> None:
             Secret(value)
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def shown(proxy: str) -> str:
-    """The proxy URL fit for a log line or the manifest: any user and password replaced."""
-    parts = urlsplit(proxy)
-    if parts.username is None and parts.password is None:
-        return proxy
-    host = parts.netloc.rpartition("@")[2]
-    return SplitResult(parts.scheme, f"***@{host}", parts.path, parts.query,
-                       parts.fragment).geturl()
+    """The proxy URL fit for a log line, an error or the manifest: any user and password
+    replaced. Works on the raw text, so a malformed URL is shown as it was given."""
+    return _USERINFO.sub(r"\1***@", proxy, count=1)
 
 
 def has_credentials(proxy: str) -> bool:

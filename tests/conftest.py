@@ -19,7 +19,7 @@ from aioresponses import aioresponses
 
 from collector.auth import Auth, TokenAuth
 from collector.config import Settings
-from collector.errors import FatalRunError
+from collector.errors import CollectorError
 from collector.fake import Dataset, FakeCph, FastFakeCph, ServerConfig
 from collector.manifest import RunRecord
 from collector.pipeline import Run
@@ -37,7 +37,7 @@ class Outcome:
     record: RunRecord
     output: Path
     stderr: str
-    error: FatalRunError | None = None
+    error: CollectorError | None = None
 
     def table(self, name: str) -> pa.Table:
         folder = self.output / name
@@ -98,7 +98,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
                   env=env or {})  # the machine's own HTTP(S)_PROXY never applies here
         try:
             record = await run.execute()
-        except FatalRunError as exc:
+        except CollectorError as exc:
             return Outcome(run.record, output, stderr.getvalue(), exc)
         return Outcome(record, output, stderr.getvalue())
 

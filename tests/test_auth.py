@@ -212,3 +212,42 @@ def test_a_region_gives_the_documented_endpoints(tmp_path: Path) -> None:
     assert regional.iam_url == "https://iam.ap-southeast-1.myhuaweicloud.com"
     assert Settings(region="cn-north-4", endpoint="http://127.0.0.1:1").cph_endpoint == \
         "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("name", ["CPH_AUTH_TOKEN", "CPH_IAM_PASSWORD", "HUAWEICLOUD_SDK_AK",
+                                  "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN"])
+@pytest.mark.parametrize("bad", ["ab\r\nX-Evil: 1", "ab\ncd", "ab\x00cd", "ab\x1bcd"])
+def test_a_control_character_in_any_credential_is_exit_2_naming_it(name: str, bad: str) -> None:
+    env = {"HUAWEICLOUD_SDK_AK": "AK123", "HUAWEICLOUD_SDK_SK": "sk-secret",
+           "CPH_AUTH_TOKEN": "tok", "CPH_IAM_PASSWORD": "pw", name: f"value-{bad}-end"}
+    with pytest.raises(UsageError) as caught:
+        build_auth(Settings(), env)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(f"{name}: contains a line break or another control")
+    assert "value-" not in str(caught.value)
+
+
+class _HeaderInjection:
+    """Credentials that turn bad mid-run (as a renewed token might)."""
+
+    name = "test credentials"
+
+    def session_headers(self) -> dict[str, str]:
+        return {}
+
+    async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
+        return {"X-Auth-Token": "tok\r\nX-Evil: 1"}, 0
+
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        return False
+
+
+async def test_a_usage_error_found_mid_run_is_exit_2_in_the_manifest_too(
+        fake: FakeCph, collect: Collect) -> None:
+    out = await collect(fake, fake.dataset.image_ids()[:3], auth=_HeaderInjection())
+    assert out.error is not None and out.error.exit_code == 2
+    manifest = orjson.loads((out.output / "runs" / f"{out.record.run_id}.json").read_bytes())
+    assert (manifest["status"], manifest["exit_code"]) == ("fatal", 2)
+    assert manifest["error"] == ("the X-Auth-Token header contains a control character; check "
+                                 "the credentials")
+    assert not fake.log  # nothing was sent

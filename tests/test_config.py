@@ -121,3 +121,52 @@ def test_the_shipped_toml_and_the_readme_table_come_from_the_declarations() -> N
 
     assert (ROOT / "config" / "collector.toml").read_text() == render_toml()
     assert render_table() in (ROOT / "README.md").read_text()
+
+
+URL_PROBLEMS = [
+    ("http://cph.example\r\nX-Smuggled: 1", "it contains whitespace or a control character"),
+    ("http://cph.example/v1 ", "it contains whitespace or a control character"),
+    ("http://cph.example\t", "it contains whitespace or a control character"),
+    ("http://cph.example#top", "it has a fragment"),
+    ("http://cph.example?", "it has a query"),
+    ("http://cph.example/?a=1", "it has a query"),
+    ("https://user:pw@cph.example", "it has a user or password"),
+    ("http://cph.example:0", "its port is not a number from 1 to 65535"),
+    ("http://cph.example:65536", "its port is not a number from 1 to 65535"),
+    ("http://cph.example:", "its port is not a number from 1 to 65535"),
+    ("http://cph.example:80a", "its port is not a number from 1 to 65535"),
+    ("http://", "its host is missing or malformed"),
+    ("http://cph_example%2F", "its host is missing or malformed"),
+    ("http:/cph.example", "it does not start with http:// or https://"),
+]
+
+
+@pytest.mark.parametrize(("value", "why"), URL_PROBLEMS, ids=[v for v, _ in URL_PROBLEMS])
+@pytest.mark.parametrize("setting", ["endpoint", "iam_endpoint"])
+def test_an_endpoint_is_a_url_and_nothing_else(setting: str, value: str, why: str) -> None:
+    flag = "--" + setting.replace("_", "-")
+    with pytest.raises(UsageError) as caught:
+        load_settings({setting: value}, {})
+    message = str(caught.value)
+    assert message.startswith(f"{flag}=")
+    assert message.endswith(f"({why})") or f"({why}," in message
+    assert "\n" not in message and "pw@" not in message
+
+
+@pytest.mark.parametrize("value", ["http://proxy.example:3128\r\n", "http://proxy:99999",
+                                   "http://proxy.example:3128/path", "http://proxy#x"])
+@pytest.mark.parametrize("where", ["CPH_PROXY", "HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_is_a_url_and_its_password_never_shows_in_the_error(where: str,
+                                                                    value: str) -> None:
+    secret_value = value.replace("://", "://job:pr0xy-pw@")
+    with pytest.raises(UsageError) as caught:
+        load_settings({}, {where: secret_value})
+    message = str(caught.value)
+    assert message.startswith(f"{where}='http://***@proxy")
+    assert "pr0xy-pw" not in message and "job" not in message and "\n" not in message
+
+
+def test_good_urls_pass_as_given() -> None:
+    settings = load_settings({"endpoint": "https://[::1]:8443/cph/", "proxy": "http://p:3128"},
+                             {"HTTPS_PROXY": "http://u:pw@proxy.example:8080/"})
+    assert (settings.endpoint, settings.proxy) == ("https://[::1]:8443/cph", "http://p:3128")
