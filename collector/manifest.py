@@ -72,28 +72,51 @@ def write_manifest(output: Path, record: RunRecord) -> Path:
     runs = output / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     target = runs / f"{record.run_id}.json"
-    tmp = runs / f".{record.run_id}.json.tmp"
-    with tmp.open("wb") as handle:
-        handle.write(record.to_json())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    _write(target, record.to_json())
     return target
 
 
+def _write(target: Path, data: bytes) -> None:
+    """tmp (never through a link), fsync, rename: readers see the old file or the new one."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+OWN_FIELDS = frozenset({"run_id", "status", "snapshot_date", "started_at", "settings",
+                        "counts", "files"})
+
+
+def is_ours(path: Path, doc: object) -> bool:
+    """A manifest this tool wrote: its own fields, and named after its run id."""
+    return (isinstance(doc, dict) and doc.keys() >= OWN_FIELDS
+            and path.name == f"{doc['run_id']}.json")
+
+
 def mark_crashed(output: Path) -> list[str]:
-    """Manifests still ``running`` belong to dead runs (the caller holds the output lock)."""
+    """Manifests still ``running`` belong to dead runs (the caller holds the output lock).
+    Files in ``runs/`` that this tool did not write, and links, are left as they are."""
     found = []
     for path in sorted((output / "runs").glob("*.json")):
+        if path.is_symlink():
+            continue
         try:
             doc = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             continue
-        if doc.get("status") == "running":
+        if is_ours(path, doc) and doc.get("status") == "running":
             doc["status"] = "crashed"
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-            os.replace(tmp, path)
+            _write(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 |
+                                      orjson.OPT_APPEND_NEWLINE))
             found.append(str(doc.get("run_id")))
     return found

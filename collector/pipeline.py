@@ -35,7 +35,7 @@ from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected
 from collector.limiter import RateLimiter
 from collector.manifest import RunRecord, mark_crashed, write_manifest
-from collector.outdir import OutputLock, check_writable
+from collector.outdir import OutputLock, check_no_links, check_writable
 from collector.progress import Snapshot, report
 from collector.retry import Backoff, RetryBudget
 from collector.sink import Chunk, ParquetSink, clean_stale_staging
@@ -143,6 +143,7 @@ class Run:
 
     async def _execute(self, lines: Iterator[Line], fmt: str) -> RunRecord:
         output = self.settings.output
+        check_no_links(output, self.snapshot_date)
         check_writable(output)
         tls_context(self.settings.ca_bundle)  # a bad CA bundle is a usage error, found now
         with OutputLock(output):

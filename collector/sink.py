@@ -173,7 +173,7 @@ class ParquetSink:
         self.output = output
         self.snapshot_date = snapshot_date
         self.run_id = run_id
-        self.staging = output / STAGING / f"snapshot_date={snapshot_date.isoformat()}"
+        self.staging = output / STAGING / _staging_name(snapshot_date)
         self._sequence = 0
         self.files: list[str] = []  # relative to output, as published
 
@@ -286,16 +286,25 @@ def _staged_date(folder: Path) -> dt.date | None:
 
 def clean_stale_staging(output: Path, keep: str) -> list[str]:
     """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live),
-    first finishing any publish a crash interrupted."""
+    first finishing any publish a crash interrupted. Only folders named as the tool names
+    them (``snapshot_date=YYYY-MM-DD``) are touched; a link is skipped with a warning, and
+    anything else under ``_staging`` is not ours and stays."""
     removed = []
     root = output / STAGING
-    if root.is_dir():
-        for child in root.iterdir():
-            if child.name == keep or child.name.startswith(".") or not child.is_dir():
-                continue
+    if root.is_dir() and not root.is_symlink():
+        for child in sorted(root.iterdir()):
             date = _staged_date(child)
-            if date is not None and (child / PUBLISHING).exists():
+            if child.name == keep or date is None or child.name != _staging_name(date):
+                continue
+            if child.is_symlink() or not child.is_dir():
+                log.warning("left %s alone: not a folder the tool made", child)
+                continue
+            if (child / PUBLISHING).exists():
                 finish_publish(output, child, date)
-            shutil.rmtree(child, ignore_errors=True)
+            shutil.rmtree(child)
             removed.append(child.name)
     return removed
+
+
+def _staging_name(snapshot_date: dt.date) -> str:
+    return f"snapshot_date={snapshot_date.isoformat()}"
