@@ -53,6 +53,9 @@ class TokenAuth:
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return {}, 0
 
+    def accepted(self, project_id: str, generation: int) -> None:
+        pass
+
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False
 
@@ -84,6 +87,9 @@ class AkSkAuth:
             list(url.query.items()), headers)
         return headers
 
+    def accepted(self, project_id: str, generation: int) -> None:
+        pass
+
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False  # a signature cannot be renewed: a 401 means the key or the clock is wrong
 
@@ -93,9 +99,11 @@ class _Token:
     value: Secret
     renew_at: float  # monotonic time to renew at: before it expires
     generation: int
-    after_401: bool  # obtained because its predecessor was rejected
+    strikes: int = 0  # renewals in a row whose tokens were rejected before any success
+    accepted: bool = False  # the API took a request carrying it
 
 
+MAX_STRIKES = 2  # renewed tokens rejected in a row before a 401 is final
 DOMAIN_SCOPE = ""  # "project" of a token scoped to the user's own account (agency's base)
 
 
@@ -131,16 +139,24 @@ class IamTokenAuth:
             token = await self._renew(project_id, token.generation if token else 0)
         return {"X-Auth-Token": token.value.reveal()}, token.generation
 
+    def accepted(self, project_id: str, generation: int) -> None:
+        token = self._tokens.get(project_id)
+        if token is not None and token.generation == generation:
+            token.accepted = True
+
     async def refresh(self, project_id: str, generation: int) -> bool:
+        """Every 401 gets one renewal (one IAM request for all workers); a renewed token that
+        is rejected before any success, twice in a row, ends it: no refresh loop."""
         token = self._tokens.get(project_id)
         if token is not None and token.generation > generation:
             return True  # another worker already renewed it
-        if token is not None and token.after_401:
-            return False  # a token fresh from IAM was rejected too: no refresh loop
-        await self._renew(project_id, generation, after_401=True)
+        strikes = 0 if token is None or token.accepted else token.strikes + 1
+        if strikes > MAX_STRIKES:
+            return False
+        await self._renew(project_id, generation, strikes)
         return True
 
-    async def _renew(self, project_id: str, generation: int, after_401: bool = False) -> _Token:
+    async def _renew(self, project_id: str, generation: int, strikes: int = 0) -> _Token:
         """One IAM request per project and generation, however many workers ask at once."""
         lock = self._locks.setdefault(project_id, asyncio.Lock())
         async with lock:
@@ -149,7 +165,7 @@ class IamTokenAuth:
                 return current
             value, lifetime = await self._request(project_id)
             renew_at = self.clock() + lifetime - min(300.0, lifetime * 0.1)
-            token = _Token(value, renew_at, generation + 1, after_401)
+            token = _Token(value, renew_at, generation + 1, strikes)
             self._tokens[project_id] = token
             return token
 

@@ -193,8 +193,10 @@ class Fetcher:
             result.attempts += 1
             self.counters.requests += 1
             reply = await self._client.get(url, project_id)
-            if reply.status != 401 or not await self._client.auth.refresh(project_id,
-                                                                            reply.generation):
+            if reply.status != 401:
+                self._client.auth.accepted(project_id, reply.generation)
+                break
+            if not await self._client.auth.refresh(project_id, reply.generation):
                 break
         return reply
 

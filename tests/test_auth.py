@@ -110,6 +110,30 @@ async def test_an_iam_token_rejected_mid_run_is_renewed_exactly_once_for_all_wor
     assert out.record.auth["token_requests"] == 2
 
 
+async def test_every_401_in_a_run_gets_its_own_single_renewal(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=45, images=300)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD}, tokens=(),
+                              token_max_requests=50)  # every token dies after 50 requests
+    out = await collect(fake, dataset.image_ids(), auth=iam(fake), concurrency=16)
+    assert out.record.exit_code == 0
+    check_published(out, {(dataset.project_ids[0], i) for i in dataset.image_ids()}, dataset,
+                    fake)
+    assert out.record.auth["token_requests"] == 6  # 300 answers, 50 a token, one IAM call each
+    assert len([e for e in fake.log if e.path == "/v3/auth/tokens"]) == 6
+
+
+async def test_renewed_tokens_rejected_twice_in_a_row_end_the_run(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=46, images=40)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD}, tokens=(),
+                              token_max_requests=0)  # IAM issues tokens CPH never takes
+    out = await collect(fake, dataset.image_ids(), auth=iam(fake), concurrency=4)
+    assert out.record.exit_code == 3 and out.error is not None
+    assert str(out.error).startswith("credentials rejected: HTTP 401 APIGW.0301")
+    assert out.record.auth["token_requests"] == 3  # the first token and two renewals, no loop
+
+
 async def test_an_iam_token_is_renewed_before_it_expires() -> None:
     now = [0.0]
 
@@ -237,6 +261,9 @@ class _HeaderInjection:
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return {"X-Auth-Token": "tok\r\nX-Evil: 1"}, 0
+
+    def accepted(self, project_id: str, generation: int) -> None:
+        pass
 
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False
