@@ -100,7 +100,26 @@ def _run(args: argparse.Namespace) -> int:
     return record.exit_code
 
 
+def guard_standard_fds() -> set[int]:
+    """Put /dev/null on any of fds 0-2 that was closed (cron's ``<&-``), so that no socket or
+    file we open takes that number: a library writing to "stderr" would write into it, and
+    uvloop aborts. ``sys.stdin`` stays None, so ``--input -`` still says stdin is closed."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+    return closed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    guard_standard_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -41,9 +41,24 @@ def detect_format(path: str, given: str) -> str:
     return FORMATS_BY_SUFFIX.get(Path(path).suffix.lower(), "text")
 
 
+def _stdin() -> IO[bytes]:
+    """Standard input's bytes; UsageError when it is closed (``<&-``), as cron may leave it."""
+    stream = sys.stdin
+    usable = stream is not None and not stream.closed
+    if usable:
+        try:
+            stream.fileno()
+        except (ValueError, OSError):
+            usable = False
+    if not usable:
+        raise UsageError("input -: standard input is closed; pipe the IDs in, or give "
+                         "--input FILE")
+    return stream.buffer
+
+
 def _open_binary(path: str) -> IO[bytes]:
     if path == "-":
-        return sys.stdin.buffer
+        return _stdin()
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"input {path}: is a directory, not a file")
@@ -124,14 +139,29 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Line]:
 
 
 def read_csv(stream: IO[bytes], name: str) -> Iterator[Line]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    try:
-        yield from _csv_rows(csv.reader(text), name)
-    finally:
-        text.detach()  # the caller owns (and closes) the binary stream
+    too_long: list[Line] = []
+    yield from _csv_rows(csv.reader(_csv_lines(stream, too_long)), name, too_long)
 
 
-def _csv_rows(reader: Any, name: str) -> Iterator[Line]:
+def _csv_lines(stream: IO[bytes], too_long: list[Line]) -> Iterator[str]:
+    """The CSV's lines as text, each read in bounded pieces: a line over ``MAX_LINE_BYTES``
+    is drained (never held whole), handed over in ``too_long``, and read as a blank line."""
+    number, first = 0, True
+    while chunk := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if first:
+            chunk, first = chunk.removeprefix(b"\xef\xbb\xbf"), False
+        if len(chunk) > MAX_LINE_BYTES and not chunk.endswith(b"\n"):
+            start, rest, digest = chunk[:MAX_ID_LENGTH], chunk, hashlib.sha256(chunk)
+            while rest and not rest.endswith(b"\n"):
+                rest = stream.readline(MAX_LINE_BYTES + 1)
+                digest.update(rest.rstrip(b"\r\n"))
+            too_long.append(_too_long(number, start, digest.hexdigest()[:16]))
+            chunk = b"\n"
+        yield chunk.decode("utf-8", "surrogateescape")
+
+
+def _csv_rows(reader: Any, name: str, too_long: list[Line]) -> Iterator[Line]:
     csv.field_size_limit(MAX_LINE_BYTES)
     try:
         header = [clean(h).lower() for h in next(reader)]
@@ -146,11 +176,18 @@ def _csv_rows(reader: Any, name: str) -> Iterator[Line]:
     project_col = header.index("project_id") if "project_id" in header else None
     while True:
         try:
-            row = next(reader)
+            row: list[str] | None = next(reader)
+            error = None
         except StopIteration:
-            return
+            row, error = None, None
         except csv.Error as exc:
-            yield Line(reader.line_num, "", None, f"unreadable CSV row ({exc})")
+            row, error = [], exc
+        yield from too_long  # each was read as a blank line, in its place
+        too_long.clear()
+        if row is None:
+            return
+        if error is not None:
+            yield Line(reader.line_num, "", None, f"unreadable CSV row ({error})")
             continue
         if not any(cell.strip() for cell in row):
             continue
@@ -178,8 +215,8 @@ def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
     number = 0
     for batch in parquet.iter_batches(batch_size=8192, columns=wanted):
         try:
-            images = batch.column(0).cast(pa.string()).to_pylist()
-            projects = (batch.column(1).cast(pa.string()).to_pylist() if len(wanted) == 2
+            images = _texts(batch.column(0))
+            projects = (_texts(batch.column(1)) if len(wanted) == 2
                         else [None] * len(images))
         except pa.ArrowException as exc:
             raise UsageError(f"input {name}: rows after {number} cannot be read as text "
@@ -187,6 +224,24 @@ def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
         for image, project in zip(images, projects, strict=True):
             number += 1
             yield _line(number, image or "", project)
+
+
+def _texts(column: Any) -> list[Any]:
+    """A column's values as text; bytes that are not UTF-8 are kept (surrogate-escaped) so
+    that the one bad value becomes an ``invalid_id`` row, not a refused input."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return [v.decode("utf-8", "surrogateescape") if v is not None else None
+                for v in column.to_pylist()]
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        column = column.cast(pa.string())  # numbers and the like
+    try:
+        return column.to_pylist()  # type: ignore[no-any-return]
+    except UnicodeDecodeError:  # a string column holding bytes that are not UTF-8
+        binary = pa.large_binary() if pa.types.is_large_string(kind) else pa.binary()
+        return _texts(column.cast(binary))
 
 
 def read_input(path: str, input_format: str) -> Generator[Line, None, None]:
@@ -207,7 +262,7 @@ def read_input(path: str, input_format: str) -> Generator[Line, None, None]:
     except OSError as exc:
         raise UsageError(f"input {path}: read failed ({exc.strerror or exc})") from None
     finally:
-        if stream is not sys.stdin.buffer:
+        if path != "-":
             stream.close()
 
 

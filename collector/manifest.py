@@ -7,13 +7,13 @@ Only a manifest with ``"status": "finished"`` describes published data. ``runnin
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from collector.files import write_bytes
 from collector.secrets import redact
 
 
@@ -72,24 +72,8 @@ def write_manifest(output: Path, record: RunRecord) -> Path:
     runs = output / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     target = runs / f"{record.run_id}.json"
-    _write(target, record.to_json())
+    write_bytes(target, record.to_json(), runs / f".{record.run_id}.json.tmp")
     return target
-
-
-def _write(target: Path, data: bytes) -> None:
-    """tmp (never through a link), fsync, rename: readers see the old file or the new one."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 OWN_FIELDS = frozenset({"run_id", "status", "snapshot_date", "started_at", "settings",
@@ -100,6 +84,27 @@ def is_ours(path: Path, doc: object) -> bool:
     """A manifest this tool wrote: its own fields, and named after its run id."""
     return (isinstance(doc, dict) and doc.keys() >= OWN_FIELDS
             and path.name == f"{doc['run_id']}.json")
+
+
+def record_published(output: Path, run_id: str, counts: dict[str, int], files: list[str],
+                     by: str) -> bool:
+    """A run stopped after its data became visible, before its manifest said so: say it now
+    (``finished``, with the counts and files read back from what readers see)."""
+    path = output / "runs" / f"{run_id}.json"
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    if not is_ours(path, doc) or doc.get("status") not in ("running", "fatal"):
+        return False  # "fatal": its publish failed part-way, and was finished since
+    failed = counts.get("failed", 0) + counts.get("forbidden", 0)
+    doc.update(status="finished", exit_code=1 if failed else 0, error=None, files=files,
+               counts={**doc.get("counts", {}), **counts}, recorded_by=by)
+    write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
+                path.with_name(f".{path.name}.tmp"))
+    return True
 
 
 def mark_crashed(output: Path) -> list[str]:
@@ -116,7 +121,8 @@ def mark_crashed(output: Path) -> list[str]:
         if is_ours(path, doc) and doc.get("status") == "running":
             doc["status"] = "crashed"
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
-            _write(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 |
-                                      orjson.OPT_APPEND_NEWLINE))
+            write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 |
+                                           orjson.OPT_APPEND_NEWLINE),
+                        path.with_name(f".{path.name}.tmp"))
             found.append(str(doc.get("run_id")))
     return found

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from collector.auth import Auth
@@ -34,11 +35,17 @@ from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input, survey
 from collector.intake import Intake, Rejected
 from collector.limiter import RateLimiter
-from collector.manifest import RunRecord, mark_crashed, write_manifest
+from collector.manifest import RunRecord, mark_crashed, record_published, write_manifest
 from collector.outdir import OutputLock, check_no_links, check_writable
 from collector.progress import Snapshot, report
 from collector.retry import Backoff, RetryBudget
-from collector.sink import Chunk, ParquetSink, clean_stale_staging
+from collector.sink import (
+    Chunk,
+    ParquetSink,
+    clean_stale_staging,
+    finish_interrupted,
+    read_published,
+)
 
 log = logging.getLogger("collector")
 GRACE = 5.0  # seconds in-flight images get after SIGINT/SIGTERM
@@ -51,6 +58,7 @@ class Tally:
 
     done: int = 0
     members: int = 0
+    failed: int = 0  # live, for progress; ``by_status`` counts what is committed
     by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
 
     def add(self, chunk_counts: dict[str, int]) -> None:
@@ -148,15 +156,18 @@ class Run:
         tls_context(self.settings.ca_bundle)  # a bad CA bundle is a usage error, found now
         with OutputLock(output):
             sink = ParquetSink(output, self.snapshot_date, self.run_id)
-            for run_id in mark_crashed(output):
-                log.info("run %s had stopped without finishing; marked crashed", run_id)
-            removed = clean_stale_staging(output, keep=sink.staging.name)
+            about = await asyncio.to_thread(survey, self.input_path, fmt)
+            try:
+                await asyncio.to_thread(self._recover, output)
+                removed = clean_stale_staging(output, keep=sink.staging.name)
+                resumed = await asyncio.to_thread(sink.resume,
+                                                  fingerprint(about.digest, self.settings))
+            except OSError as exc:
+                raise FatalRunError(f"output {output}: write failed "
+                                    f"({exc.strerror or type(exc).__name__})") from None
             if removed:
                 log.info("removed leftovers of unfinished runs for other dates: %s",
                          ", ".join(removed))
-            about = await asyncio.to_thread(survey, self.input_path, fmt)
-            resumed = await asyncio.to_thread(sink.resume,
-                                              fingerprint(about.digest, self.settings))
             if resumed.chunks:
                 log.info("resuming: %d chunk(s), %d images already committed for %s",
                          resumed.chunks, len(resumed.keys), self.snapshot_date)
@@ -164,7 +175,8 @@ class Run:
                 self.tally.add(resumed.counts)
                 self.tally.done = sum(resumed.counts.values())
                 self.tally.members = resumed.member_rows
-            write_manifest(output, self.record)
+                self.tally.failed = resumed.counts.get(Status.FAILED.value, 0)
+            self._save()
             try:
                 fetcher = await self._collect(lines, sink, about.lines)
             except Exception as exc:
@@ -175,28 +187,72 @@ class Run:
                 else:
                     self._finish("fatal", ExitCode.FATAL,
                                  f"internal error: {type(exc).__name__}: {exc}")
-                write_manifest(output, self.record)
+                self._save(quiet=True)
                 raise
             if self.stop_signal is not None:
                 code = ExitCode.INTERRUPTED if self.stop_signal == signal.SIGINT \
                     else ExitCode.TERMINATED
                 self._finish("interrupted", code, f"stopped by {signal.Signals(code - 128).name}")
-            elif fetcher.endpoint_unproven():
+                self._save(quiet=True)
+                return self.record
+            if fetcher.endpoint_unproven():
                 # Nothing this run stored was proved to come from the API: a re-run redoes it.
                 await asyncio.to_thread(sink.drop_own_chunks)
-                error = fetcher.endpoint.verdict()
-                self._finish("fatal", ExitCode.FATAL, error)
-                write_manifest(output, self.record)
-                raise FatalRunError(error)
-            else:
-                await asyncio.to_thread(sink.publish)
-                ok = all(n == 0 for s, n in self.tally.by_status.items() if s not in DEFINITIVE)
-                self._finish("finished", ExitCode.OK if ok else ExitCode.SOME_FAILED, None)
-                self.record.files = list(sink.files)
-            write_manifest(output, self.record)
-            if self.record.status == "finished":
-                await asyncio.to_thread(sink.discard)
+                self._finish("fatal", ExitCode.FATAL, fetcher.endpoint.verdict())
+                self._save(quiet=True)
+                raise FatalRunError(fetcher.endpoint.verdict())
+            await self._publish(sink)
         return self.record
+
+    async def _publish(self, sink: ParquetSink) -> None:
+        """Publish, then say so in the manifest; a stop between the two is mended by the next
+        run (``_recover``), so the manifest never says less than readers can see."""
+        try:
+            await asyncio.to_thread(sink.publish)
+        except OSError as exc:
+            error = (f"output {sink.output}: publish failed ({exc.strerror or type(exc).__name__})"
+                     "; the next run finishes it")
+            self._finish("fatal", ExitCode.FATAL, error)
+            self._save(quiet=True)
+            raise FatalRunError(error) from None
+        ok = all(n == 0 for s, n in self.tally.by_status.items() if s not in DEFINITIVE)
+        self._finish("finished", ExitCode.OK if ok else ExitCode.SOME_FAILED, None)
+        self.record.files = list(sink.files)
+        try:
+            write_manifest(sink.output, self.record)
+        except OSError as exc:
+            error = (f"output {sink.output}: {self.snapshot_date} is published, but its manifest "
+                     f"could not be written ({exc.strerror or type(exc).__name__}); the next run "
+                     "records it")
+            self.record.exit_code, self.record.error = int(ExitCode.FATAL), error
+            raise FatalRunError(error) from None
+        await asyncio.to_thread(sink.discard)
+
+    def _recover(self, output: Path) -> None:
+        """Before anything else: finish the publishes stopped runs began, give those runs the
+        manifest their visible data deserves, and mark the other dead runs crashed."""
+        for run_id, day in finish_interrupted(output).items():
+            published = read_published(output, day)
+            if record_published(output, run_id, published.counts, published.files,
+                                by=self.run_id):
+                log.info("run %s had published %s before it stopped; its manifest now says "
+                         "finished", run_id, day)
+        for run_id in mark_crashed(output):
+            log.info("run %s had stopped without finishing; marked crashed", run_id)
+
+    def _save(self, *, quiet: bool = False) -> None:
+        """Write the manifest; a failure is one line (exit 3), or a warning when the run is
+        ending anyway and already has its error."""
+        try:
+            write_manifest(self.settings.output, self.record)
+        except OSError as exc:
+            error = (f"output {self.settings.output}: cannot write the manifest "
+                     f"runs/{self.run_id}.json ({exc.strerror or type(exc).__name__})")
+            if quiet:
+                log.warning("%s", error)
+                return
+            self._finish("fatal", ExitCode.FATAL, error)
+            raise FatalRunError(error) from None
 
     def _finish(self, status: str, code: ExitCode, error: str | None) -> None:
         record = self.record
@@ -302,6 +358,7 @@ class Run:
                 self.tally.done += 1
                 if isinstance(item, ImageResult):
                     self.tally.members += len(item.members)
+                    self.tally.failed += item.status is Status.FAILED
                 if chunk.images >= self.settings.chunk_images:
                     if committing is not None:
                         await committing
@@ -324,8 +381,7 @@ class Run:
         t0 = time.monotonic()
 
         def snap() -> Snapshot:
-            failed = self.tally.by_status[Status.FAILED.value]
-            return Snapshot(self.tally.done, self.tally.members, failed,
+            return Snapshot(self.tally.done, self.tally.members, self.tally.failed,
                             time.monotonic() - t0, total)
 
         return snap

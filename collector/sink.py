@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from collector.errors import Status
 from collector.fetch import ImageResult
+from collector.files import fsync_dir, write_atomically, write_bytes
 from collector.intake import REJECTED, IdSet, Rejected
 from collector.secrets import redact
 
@@ -135,24 +136,12 @@ def _table(columns: dict[str, list[object]], schema: pa.Schema, run_id: str) -> 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(table: pa.Table, target: Path) -> None:
-    """Write ``target`` so that it exists only complete: tmp file, fsync, rename."""
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("wb") as handle:
-        pq.write_table(table, handle, compression="zstd", row_group_size=1_048_576,
-                       use_dictionary=["run_id", "project_id", "image_id", "status",
-                                       "error_code"], write_statistics=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+def write_parquet(table: pa.Table, target: Path) -> None:
+    """Write ``target`` so that it exists only complete (see ``files``)."""
+    write_atomically(target, lambda handle: pq.write_table(
+        table, handle, compression="zstd", row_group_size=1_048_576,
+        use_dictionary=["run_id", "project_id", "image_id", "status", "error_code"],
+        write_statistics=True))
 
 
 @dataclass(slots=True)
@@ -184,11 +173,6 @@ class ParquetSink:
         did not finish (``.tmp``, member chunks without their status file) are removed.
         """
         found = Resumed()
-        if (self.staging / PUBLISHING).exists():  # a crash cut a publish short: finish it
-            finish_publish(self.output, self.staging, self.snapshot_date)
-            log.info("finished publishing %s, which a stopped run had begun",
-                     self.snapshot_date)
-            shutil.rmtree(self.staging, ignore_errors=True)
         marker = self.staging / RESUME_FILE
         previous = orjson.loads(marker.read_bytes()).get("fingerprint") if marker.exists() else None
         if previous is None or previous != fingerprint:
@@ -221,9 +205,7 @@ class ParquetSink:
         return found
 
     def _write_marker(self, fingerprint: str | None) -> None:
-        tmp = self.staging / (RESUME_FILE + ".tmp")
-        tmp.write_bytes(orjson.dumps({"fingerprint": fingerprint}))
-        os.replace(tmp, self.staging / RESUME_FILE)
+        write_bytes(self.staging / RESUME_FILE, orjson.dumps({"fingerprint": fingerprint}))
 
     def commit(self, chunk: Chunk) -> None:
         """Write one chunk into staging (blocking; run it in a thread)."""
@@ -231,9 +213,9 @@ class ParquetSink:
             return
         name = f"part-{self.run_id}-{self._sequence:05d}.parquet"
         for table, columns in (("members", chunk.members), ("image_status", chunk.status)):
-            write_atomically(_table(columns, TABLES[table], self.run_id),
+            write_parquet(_table(columns, TABLES[table], self.run_id),
                              self.staging / table / name)
-            _fsync_dir(self.staging / table)  # members are durable before status commits them
+            fsync_dir(self.staging / table)  # members are durable before status commits them
         self._sequence += 1
 
     def publish(self) -> None:
@@ -245,10 +227,10 @@ class ParquetSink:
         if not any((self.staging / "image_status").glob("*.parquet")):
             empty = Chunk()  # an empty run still publishes files that carry the schema
             for table, columns in (("members", empty.members), ("image_status", empty.status)):
-                write_atomically(_table(columns, TABLES[table], self.run_id),
+                write_parquet(_table(columns, TABLES[table], self.run_id),
                                  self.staging / table / f"part-{self.run_id}-00000.parquet")
-        (self.staging / PUBLISHING).touch()
-        _fsync_dir(self.staging)
+        write_bytes(self.staging / PUBLISHING, self.run_id.encode())  # whose publish it is
+        fsync_dir(self.staging)
         finish_publish(self.output, self.staging, self.snapshot_date)
         for table in TABLES:
             final = partition(self.output, table, self.snapshot_date)
@@ -274,7 +256,7 @@ def finish_publish(output: Path, staging: Path, snapshot_date: dt.date) -> None:
         if final.exists():
             os.rename(final, staging / f"replaced-{table}")
         os.rename(staged, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
 
 def _staged_date(folder: Path) -> dt.date | None:
@@ -285,8 +267,8 @@ def _staged_date(folder: Path) -> dt.date | None:
 
 
 def clean_stale_staging(output: Path, keep: str) -> list[str]:
-    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live),
-    first finishing any publish a crash interrupted. Only folders named as the tool names
+    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live;
+    ``finish_interrupted`` has run first). Only folders named as the tool names
     them (``snapshot_date=YYYY-MM-DD``) are touched; a link is skipped with a warning, and
     anything else under ``_staging`` is not ours and stays."""
     removed = []
@@ -299,11 +281,65 @@ def clean_stale_staging(output: Path, keep: str) -> list[str]:
             if child.is_symlink() or not child.is_dir():
                 log.warning("left %s alone: not a folder the tool made", child)
                 continue
-            if (child / PUBLISHING).exists():
-                finish_publish(output, child, date)
             shutil.rmtree(child)
             removed.append(child.name)
     return removed
+
+
+def _own_staging(output: Path) -> list[tuple[Path, dt.date]]:
+    """The staging folders of dates, as the tool names them, that are real folders."""
+    root = output / STAGING
+    if not root.is_dir() or root.is_symlink():
+        return []
+    found = []
+    for child in sorted(root.iterdir()):
+        date = _staged_date(child)
+        if date is not None and child.name == _staging_name(date) and child.is_dir() \
+                and not child.is_symlink():
+            found.append((child, date))
+    return found
+
+
+def finish_interrupted(output: Path) -> dict[str, dt.date]:
+    """Finish every publish a stopped run began (so no date is left without its data, and
+    before any manifest is judged); {run_id: snapshot date} of the runs whose data that is."""
+    finished = {}
+    for folder, date in _own_staging(output):
+        marker = folder / PUBLISHING
+        if marker.is_file() and not marker.is_symlink():
+            run_id = marker.read_text(encoding="utf-8", errors="replace").strip()
+            finish_publish(output, folder, date)
+            log.info("finished publishing %s, which run %s had begun", date, run_id or "?")
+            shutil.rmtree(folder)
+            if run_id:
+                finished[run_id] = date
+    return finished
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What readers find for one date: the manifest's counts and files, read back."""
+
+    counts: dict[str, int]
+    files: list[str]
+
+
+def read_published(output: Path, snapshot_date: dt.date) -> Published:
+    """The counts and files of a date's published partitions (for a manifest a crash left
+    ``running``): status counts from ``image_status``, member rows from Parquet metadata."""
+    counts: dict[str, int] = {s.value: 0 for s in Status}
+    files, members = [], 0
+    for table in TABLES:
+        for path in sorted(partition(output, table, snapshot_date).glob("*.parquet")):
+            files.append(str(path.relative_to(output)))
+            if table == "members":
+                members += pq.ParquetFile(path).metadata.num_rows
+            else:
+                for status in pq.read_table(path, columns=["status"]).column(0).to_pylist():
+                    counts[status] = counts.get(status, 0) + 1
+    invalid = counts.pop(Status.INVALID_ID.value, 0)
+    return Published({**counts, "invalid": invalid, "member_rows": members,
+                      "status_rows": sum(counts.values()) + invalid}, files)
 
 
 def _staging_name(snapshot_date: dt.date) -> str:

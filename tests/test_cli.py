@@ -239,6 +239,15 @@ def test_ids_can_come_from_stdin(server: tuple[str, str, Path], tmp_path: Path) 
     assert re.search(r"finished: 301 images \(300 ok, .*1 invalid_id\)", done.stdout)
 
 
+def test_a_closed_stdin_is_exit_2_naming_it(tmp_path: Path) -> None:
+    """As cron or a careless ``<&-`` leaves it."""
+    done = cli("run", "--input", "-", "--project-id", "p", "--endpoint", "http://127.0.0.1:9",
+               "--output", str(tmp_path / "out"), preexec_fn=lambda: os.close(0))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("cph-collector: error: input -: standard input is closed; pipe the "
+                           "IDs in, or give --input FILE\n")
+
+
 def test_a_run_never_loads_pandas(server: tuple[str, str, Path], tmp_path: Path) -> None:
     """pyarrow would import pandas (when installed) to convert lists: 49 MB for nothing.
     (``-X importtime`` lists the refused ``import pandas`` too, but none of its modules.)"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -159,11 +160,34 @@ def test_a_million_ids_stream_through_with_every_line_accounted_for(tmp_path: Pa
     assert (targets, intake.duplicates, intake.rejected) == (900_000, 100_000, 0)
 
 
-def test_parquet_ids_that_are_not_text_are_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [pa.binary(), pa.large_binary()])
+def test_a_parquet_id_that_is_not_utf8_is_an_invalid_id_row(tmp_path: Path,
+                                                            kind: pa.DataType) -> None:
     path = tmp_path / "ids.parquet"
-    pq.write_table(pa.table({"image_id": pa.array([b"ok", b"\xff\xfe"], pa.binary())}), path)
+    pq.write_table(pa.table({"image_id": pa.array([b"ok1", b"\xff\xfe", b"ok2"], kind)}), path)
+    lines = list(read_input(str(path), "auto"))
+    assert [(x.number, x.image_id, x.problem) for x in lines] == [
+        (1, "ok1", None), (2, "\\xff\\xfe", "not valid UTF-8"), (3, "ok2", None)]
+
+
+def test_a_parquet_id_column_that_is_not_text_at_all_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"image_id": pa.array([[1, 2], [3]])}), path)
     with pytest.raises(UsageError, match="cannot be read as text"):
         list(read_input(str(path), "auto"))
+
+
+def test_a_huge_csv_line_is_read_in_bounded_pieces_and_becomes_one_invalid_row(
+        tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    huge = b"x" * (5 << 20)
+    path.write_bytes(b"\xef\xbb\xbfimage_id,project_id\nimg1,p1\n" + huge + b",p1\nimg2,p1\n")
+    lines = list(read_input(str(path), "auto"))
+    digest = hashlib.sha256(huge + b",p1").hexdigest()[:16]
+    assert [(x.number, x.image_id, x.problem) for x in lines] == [
+        (2, "img1", None),
+        (3, "x" * 64 + f"...(sha256 {digest})", "line longer than 65536 bytes"),
+        (4, "img2", None)]
 
 
 def test_the_duplicate_check_keeps_ids_exact() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -122,7 +123,7 @@ async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
     import collector.sink
 
-    real, writes = collector.sink.write_atomically, []
+    real, writes = collector.sink.write_parquet, []
 
     def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
         writes.append(target)
@@ -130,14 +131,14 @@ async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive
             raise OSError(28, "No space left on device")
         real(table, target)
 
-    monkeypatch.setattr(collector.sink, "write_atomically", disk_full_after_two)
+    monkeypatch.setattr(collector.sink, "write_parquet", disk_full_after_two)
     ids = fake.dataset.image_ids()
     first = await collect(fake, ids, chunk_images=10, concurrency=1)
     assert first.error is not None and first.record.exit_code == 3
     assert "write failed (No space left on device)" in str(first.error)
     assert not visible_files(first.output, "image_status")
 
-    monkeypatch.setattr(collector.sink, "write_atomically", real)
+    monkeypatch.setattr(collector.sink, "write_parquet", real)
     second = await collect(fake, ids, chunk_images=10)
     assert second.record.counts["resumed"] == 10
     check_published(second, {(fake.dataset.project_ids[0], i) for i in ids}, fake.dataset)
@@ -151,7 +152,7 @@ async def test_a_crash_in_the_middle_of_publishing_never_leaves_a_date_without_d
 
     ids = fake.dataset.image_ids()
     expected = {(fake.dataset.project_ids[0], i) for i in ids}
-    await collect(fake, ids)  # an earlier, published run of the same date
+    earlier = await collect(fake, ids)  # an earlier, published run of the same date
     real, calls = collector.sink.os.rename, []
 
     def crashing_rename(src, dst):  # type: ignore[no-untyped-def]
@@ -167,6 +168,13 @@ async def test_a_crash_in_the_middle_of_publishing_never_leaves_a_date_without_d
 
     again = await collect(fake, ids)
     check_published(again, expected, fake.dataset, fake)
+    runs = {p.stem for p in (again.output / "runs").glob("*.json")}
+    (stopped,) = runs - {earlier.record.run_id, again.record.run_id}  # died mid-publish
+    doc = orjson.loads((again.output / "runs" / f"{stopped}.json").read_bytes())
+    assert (doc["status"], doc["exit_code"], doc["recorded_by"]) == \
+        ("finished", 0, again.record.run_id)  # its data became visible: it finished
+    assert doc["counts"]["status_rows"] == len(ids)
+    assert doc["counts"]["member_rows"] == sum(len(fake.dataset.members(i)) for i in ids)
 
 
 async def test_an_interrupted_publish_of_another_date_is_finished_before_cleaning_up(
@@ -203,7 +211,7 @@ async def test_a_writer_that_dies_mid_run_stops_the_run_instead_of_hanging_it(
 
     dataset = Dataset(seed=51, images=6000, empty_share=1.0)
     fake = await fake_factory(dataset)
-    real, writes = collector.sink.write_atomically, []
+    real, writes = collector.sink.write_parquet, []
 
     def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
         writes.append(target)
@@ -211,7 +219,125 @@ async def test_a_writer_that_dies_mid_run_stops_the_run_instead_of_hanging_it(
             raise OSError(28, "No space left on device")
         real(table, target)
 
-    monkeypatch.setattr(collector.sink, "write_atomically", disk_full_after_two)
+    monkeypatch.setattr(collector.sink, "write_parquet", disk_full_after_two)
     out = await collect(fake, dataset.image_ids(), chunk_images=100, rate_limit=50_000,
                         concurrency=64)
     assert out.record.exit_code == 3 and "No space left" in str(out.error)
+
+
+class DiskFull:
+    """fsync fails with ENOSPC once ``full`` is set, as on a disk that has just filled up."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import collector.files
+
+        self.full = False
+        real = collector.files.os.fsync
+
+        def fsync(fd: int) -> None:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(fd)
+
+        monkeypatch.setattr(collector.files.os, "fsync", fsync)
+
+
+def leftovers(output: Path) -> list[Path]:
+    return list(output.rglob("*.tmp"))
+
+
+async def test_a_full_disk_before_the_run_starts_is_one_line_and_exit_3(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = DiskFull(monkeypatch)
+    disk.full = True
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is not None and out.error.exit_code == 3
+    assert str(out.error) == f"output {out.output}: write failed (No space left on device)"
+    assert not leftovers(out.output) and not fake.log
+
+
+async def test_a_full_disk_at_the_first_manifest_is_one_line_and_exit_3(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.manifest
+
+    disk = DiskFull(monkeypatch)
+    real = collector.manifest.write_bytes
+
+    def full_for_manifests(target, data, tmp=None):  # type: ignore[no-untyped-def]
+        disk.full = True
+        try:
+            real(target, data, tmp)
+        finally:
+            disk.full = False
+
+    monkeypatch.setattr(collector.manifest, "write_bytes", full_for_manifests)
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is not None and out.record.exit_code == 3
+    assert str(out.error) == (f"output {out.output}: cannot write the manifest "
+                              f"runs/{out.record.run_id}.json (No space left on device)")
+    assert not leftovers(out.output) and not fake.log
+
+
+async def test_a_full_disk_while_writing_a_chunk_is_exit_3_and_the_manifest_says_fatal(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sink
+
+    disk = DiskFull(monkeypatch)
+    real = collector.sink.write_parquet
+
+    def fill_up(table, target):  # type: ignore[no-untyped-def]
+        disk.full = "image_status" in str(target)  # the first status file fills the disk
+        try:
+            real(table, target)
+        finally:
+            disk.full = False  # there is room for the manifest again
+
+    monkeypatch.setattr(collector.sink, "write_parquet", fill_up)
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is not None and out.record.exit_code == 3
+    doc = orjson.loads((out.output / "runs" / f"{out.record.run_id}.json").read_bytes())
+    assert (doc["status"], doc["exit_code"]) == ("fatal", 3)
+    assert doc["error"] == f"output {out.output}: write failed (No space left on device)"
+    assert not leftovers(out.output)
+
+
+async def test_a_manifest_that_cannot_be_written_after_publishing_is_recorded_by_the_next_run(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sink
+
+    disk = DiskFull(monkeypatch)
+    real = collector.sink.ParquetSink.publish
+
+    def publish_then_fill_up(self: collector.sink.ParquetSink) -> None:
+        real(self)
+        disk.full = True
+
+    monkeypatch.setattr(collector.sink.ParquetSink, "publish", publish_then_fill_up)
+    ids = fake.dataset.image_ids()
+    first = await collect(fake, ids)
+    assert first.error is not None and first.record.exit_code == 3
+    assert str(first.error).startswith(f"output {first.output}: {first.record.snapshot_date} is "
+                                       "published, but its manifest could not be written")
+    assert not leftovers(first.output)
+    path = first.output / "runs" / f"{first.record.run_id}.json"
+    assert orjson.loads(path.read_bytes())["status"] == "running"  # as the disk left it
+
+    disk.full = False
+    monkeypatch.setattr(collector.sink.ParquetSink, "publish", real)
+    second = await collect(fake, ids)
+    assert second.record.exit_code == 0
+    doc = orjson.loads(path.read_bytes())
+    assert (doc["status"], doc["exit_code"]) == ("finished", 0)
+    assert doc["counts"]["status_rows"] == len(ids)
+    assert doc["files"] and all(f.startswith(("members/", "image_status/")) for f in doc["files"])
+
+
+async def test_the_progress_line_counts_failures_as_they_happen(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=52, images=30)
+    victim = dataset.image_ids()[0]
+    fake = await fake_factory(dataset, latency=0.03, script={victim: ["http_500"]})
+    out = await collect(fake, dataset.image_ids(), concurrency=1, max_attempts=1,
+                        progress_interval=0.1)
+    lines = [line for line in out.stderr.splitlines() if line.startswith("progress: ")]
+    assert lines and all(line.endswith("| 1 failed") for line in lines)  # none chunk-behind
