@@ -278,3 +278,26 @@ async def test_a_usage_error_found_mid_run_is_exit_2_in_the_manifest_too(
     assert manifest["error"] == ("the X-Auth-Token header contains a control character; check "
                                  "the credentials")
     assert not fake.log  # nothing was sent
+
+
+async def test_a_token_with_a_quote_echoed_in_a_401_never_reaches_the_manifest(
+        fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest is JSON: the token's escaped form (``\\"``) must be scrubbed too."""
+    import collector.fake.core
+
+    token = 'tok"en\\4f1c-9a7e'
+    monkeypatch.setitem(collector.fake.core.MSG, "APIGW.0301.expired",
+                        f"token {token} expired")
+    dataset = Dataset(seed=47, images=20)
+    fake = await fake_factory(dataset, tokens=(token,), token_max_requests=5)
+    out = await collect(fake, dataset.image_ids(), token=token, concurrency=1)
+    assert out.record.exit_code == 3
+    text = (out.output / "runs" / f"{out.record.run_id}.json").read_text()
+    for form in (token, orjson.dumps(token).decode()[1:-1], quote(token, safe="")):
+        assert form not in text
+    doc = orjson.loads(text)
+    assert doc["error"] == ("credentials rejected: HTTP 401 APIGW.0301 token *** expired; check "
+                            "the X-Auth-Token from CPH_AUTH_TOKEN or token_file")
+    # a fatal run's manifest has its real counts
+    assert (doc["requests"], doc["auth"]["method"], doc["rate_per_second"]["configured"]) == \
+        (6, "X-Auth-Token from CPH_AUTH_TOKEN or token_file", 5000)
