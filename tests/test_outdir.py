@@ -115,3 +115,19 @@ def test_the_lock_is_opened_without_following_links_and_kept_private(
     with pytest.raises(UsageError, match=r"cannot open the lock file .* symbolic link"):
         OutputLock(tmp_path).__enter__()
     assert (elsewhere / "notes.txt").read_text() == "mine\n"
+
+
+async def test_the_careless_folder_of_the_issue_is_left_exactly_as_it_was(
+        fake: FakeCph, collect: Collect, tmp_path: Path, elsewhere: Path) -> None:
+    """Another tool's staging and runs file, a linked ``_staging``, a linked lock: all at once."""
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "x.json").write_bytes(foreign_runs_manifest())
+    (elsewhere / "x").mkdir()
+    (elsewhere / "x" / "state.db").write_bytes(b"another tool's state")
+    (out / "_staging").symlink_to(elsewhere)
+    (out / LOCK_NAME).symlink_to(elsewhere / "notes.txt")
+    before, outside = tree(out), tree(elsewhere)
+    done = await collect(fake, fake.dataset.image_ids()[:5], output=out)
+    assert done.error is not None and done.error.exit_code == 2
+    assert tree(out) == before and tree(elsewhere) == outside
