@@ -214,7 +214,7 @@ class ParquetSink:
         name = f"part-{self.run_id}-{self._sequence:05d}.parquet"
         for table, columns in (("members", chunk.members), ("image_status", chunk.status)):
             write_parquet(_table(columns, TABLES[table], self.run_id),
-                             self.staging / table / name)
+                          self.staging / table / name)
             fsync_dir(self.staging / table)  # members are durable before status commits them
         self._sequence += 1
 
@@ -228,7 +228,7 @@ class ParquetSink:
             empty = Chunk()  # an empty run still publishes files that carry the schema
             for table, columns in (("members", empty.members), ("image_status", empty.status)):
                 write_parquet(_table(columns, TABLES[table], self.run_id),
-                                 self.staging / table / f"part-{self.run_id}-00000.parquet")
+                              self.staging / table / f"part-{self.run_id}-00000.parquet")
         write_bytes(self.staging / PUBLISHING, self.run_id.encode())  # whose publish it is
         fsync_dir(self.staging)
         finish_publish(self.output, self.staging, self.snapshot_date)
