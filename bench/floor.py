@@ -49,13 +49,15 @@ async def bare(urls: list[str], timers: aiohttp.ClientTimeout) -> None:
 
 
 async def ours(urls: list[str], project: str) -> None:
-    async with AiohttpClient(TokenAuth(Secret(TOKEN)), concurrency=64, timeouts=Timeouts(),
-                             max_body_bytes=1 << 20, env={}) as client:
+    async with AiohttpClient(concurrency=64, timeouts=Timeouts(), max_body_bytes=1 << 20,
+                             env={}) as client:
         feed = iter(urls)
+        auth = TokenAuth(Secret(TOKEN))
 
         async def worker() -> None:
             for url in feed:
-                await client.get(url, project)
+                headers, _ = await auth.headers("GET", url, project)
+                await client.get(url, headers)
 
         await asyncio.gather(*(worker() for _ in range(64)))
 

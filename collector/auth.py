@@ -7,17 +7,21 @@
     │                  by password, or by assuming an agency with another token
     └── AkSkAuth       every request signed SDK-HMAC-SHA256 (see ``signer``), retries included
 
-The client asks ``headers(method, url, project)`` for each request and gets a generation number
-with them; after a 401 it calls ``refresh(project, generation)``, which renews at most once per
-generation however many workers saw the 401, and says whether a retry can help.
+The fetcher asks ``headers(method, url, project)`` for each request and gets a generation
+number with them; it reports an answer that was not a 401 (``accepted``), and after a 401 calls
+``refresh(project, generation)``, which renews at most once per generation however many
+workers saw the 401, and says whether a retry can help; ``rejection_hint`` adds what a 401
+suggests (a skewed clock, for a signature). IAM requests go through the ``post`` callable the
+builder gives (the pool's ``AiohttpClient.post``), so they share its TLS trust and proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,32 +30,43 @@ from yarl import URL
 
 from collector import signer
 from collector.api import parse_error
-from collector.client import Credentials
+from collector.client import BodyTooLarge
 from collector.config import Settings
 from collector.errors import FatalRunError, UsageError
-from collector.retry import BodyTooLarge
 from collector.secrets import Secret, token_from
 
-Auth = Credentials  # session_headers(), headers(method, url, project) and refresh(...)
+# POST (url, body, headers) -> (status, headers, body): ``client.AiohttpClient.post``
+Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, Mapping[str, str], bytes]]]
 
 
-class Poster(Protocol):
-    """What IAM token requests need of the HTTP client (``client.AiohttpClient.post``)."""
+class Auth(Protocol):
+    """What the fetcher needs of credentials, whichever kind; only this module holds secrets."""
 
-    async def post(self, url: str, body: bytes,
-                   headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]: ...
+    name: str
+
+    async def headers(self, method: str, url: str,
+                      project_id: str) -> tuple[dict[str, str], int]: ...
+
+    def accepted(self, project_id: str, generation: int) -> None: ...
+
+    async def refresh(self, project_id: str, generation: int) -> bool: ...
+
+    def rejection_hint(self, server_date: str | None) -> str: ...
 
 
 @dataclass
 class TokenAuth:
+    """A fixed X-Auth-Token: the same header on every request, never renewed."""
+
     token: Secret
     name: str = "X-Auth-Token from CPH_AUTH_TOKEN or token_file"
+    _header: dict[str, str] = field(init=False, repr=False)
 
-    def session_headers(self) -> dict[str, str]:
-        return {"X-Auth-Token": self.token.reveal()}
+    def __post_init__(self) -> None:
+        self._header = {"X-Auth-Token": self.token.reveal()}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
-        return {}, 0
+        return self._header, 0
 
     def accepted(self, project_id: str, generation: int) -> None:
         pass
@@ -59,17 +74,19 @@ class TokenAuth:
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False
 
+    def rejection_hint(self, server_date: str | None) -> str:
+        return ""
+
 
 @dataclass
 class AkSkAuth:
+    """Every request signed with the access key's secret (``signer``), retries included."""
+
     access_key: str  # not a secret: it names the key, like a user name
     secret_key: Secret
     security_token: Secret | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     name: str = "AK/SK signature (HUAWEICLOUD_SDK_AK/SK)"
-
-    def session_headers(self) -> dict[str, str]:
-        return {}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return self.sign(method, URL(url, encoded=True), project_id), 0
@@ -93,6 +110,20 @@ class AkSkAuth:
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False  # a signature cannot be renewed: a 401 means the key or the clock is wrong
 
+    def rejection_hint(self, server_date: str | None) -> str:
+        """A signature fails when our clock is off; say so when the server's Date shows it."""
+        if not server_date:
+            return ""
+        try:
+            skew = self.clock() - email.utils.parsedate_to_datetime(server_date)
+        except (TypeError, ValueError, IndexError):
+            return ""
+        minutes = abs(skew.total_seconds()) / 60
+        if minutes < 5:
+            return ""
+        return (f"; this machine's clock is {minutes:.0f} minutes off the server's "
+                "(fix it, e.g. NTP)")
+
 
 @dataclass
 class _Token:
@@ -113,7 +144,7 @@ class IamTokenAuth:
     with a token of ``base`` (the delegated user's own, scoped to its account)."""
 
     iam_endpoint: str
-    http: Poster | None = None  # set by the client it serves (``attach``)
+    post: Post  # the pool's POST (see the module docstring)
     user: str | None = None
     domain: str | None = None
     password: Secret | None = None
@@ -124,14 +155,6 @@ class IamTokenAuth:
     requests: int = 0  # token requests made, for the manifest
     _tokens: dict[str, _Token] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    def session_headers(self) -> dict[str, str]:
-        return {}
-
-    def attach(self, http: Poster) -> None:
-        self.http = http
-        if self.base is not None:
-            self.base.attach(http)
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         token = self._tokens.get(project_id)
@@ -156,6 +179,9 @@ class IamTokenAuth:
         await self._renew(project_id, generation, strikes)
         return True
 
+    def rejection_hint(self, server_date: str | None) -> str:
+        return ""
+
     async def _renew(self, project_id: str, generation: int, strikes: int = 0) -> _Token:
         """One IAM request per project and generation, however many workers ask at once."""
         lock = self._locks.setdefault(project_id, asyncio.Lock())
@@ -171,7 +197,6 @@ class IamTokenAuth:
 
     async def _request(self, project_id: str) -> tuple[Secret, float]:
         """POST /v3/auth/tokens scoped to the project; (token, seconds it is valid)."""
-        assert self.http is not None, "IamTokenAuth needs the client's pool (attach)"
         headers = {"Content-Type": "application/json;charset=utf8"}
         identity: dict[str, object]
         if self.agency is not None:
@@ -194,8 +219,7 @@ class IamTokenAuth:
         url = f"{self.iam_endpoint}/v3/auth/tokens?nocatalog=true"
         self.requests += 1
         try:
-            status, answer_headers, payload = await self.http.post(url, orjson.dumps(body),
-                                                                   headers)
+            status, answer_headers, payload = await self.post(url, orjson.dumps(body), headers)
         except (TimeoutError, OSError, BodyTooLarge) as exc:  # OSError: ConnectFailed too
             raise FatalRunError(f"IAM endpoint {self.iam_endpoint}: unreachable "
                                 f"({exc or type(exc).__name__}); check --iam-endpoint or "
@@ -239,8 +263,9 @@ SECRET_VARIABLES = ("CPH_AUTH_TOKEN", "CPH_IAM_PASSWORD", "HUAWEICLOUD_SDK_SK",
                     "HUAWEICLOUD_SDK_SECURITY_TOKEN")
 
 
-def build_auth(settings: Settings, env: Mapping[str, str]) -> Auth:
+def build_auth(settings: Settings, env: Mapping[str, str], post: Post) -> Auth:
     """The credentials the settings and environment ask for; ``UsageError`` if incomplete.
+    ``post`` carries IAM's token requests (the pool's ``AiohttpClient.post``).
 
     ``auth = auto`` picks AK/SK when HUAWEICLOUD_SDK_AK and _SK are set, else an IAM password
     token when CPH_IAM_PASSWORD is, else the X-Auth-Token of CPH_AUTH_TOKEN or ``token_file``.
@@ -265,14 +290,16 @@ def build_auth(settings: Settings, env: Mapping[str, str]) -> Auth:
         password = env.get("CPH_IAM_PASSWORD", "")
         if not (password and settings.iam_user and settings.iam_domain):
             raise UsageError(f"auth={method}: set CPH_IAM_PASSWORD, --iam-user and --iam-domain")
-        auth = IamTokenAuth(settings.iam_url, user=settings.iam_user, domain=settings.iam_domain,
+        auth = IamTokenAuth(settings.iam_url, post, user=settings.iam_user,
+                            domain=settings.iam_domain,
                             password=Secret(password),
                             name=f"IAM password of user {settings.iam_user}")
         if method == "agency":
             if not (settings.agency_name and settings.agency_domain):
                 raise UsageError("auth=agency: set --agency-name and --agency-domain")
-            return IamTokenAuth(settings.iam_url, agency=(settings.agency_domain,
-                                                          settings.agency_name), base=auth,
+            return IamTokenAuth(settings.iam_url, post, agency=(settings.agency_domain,
+                                                                settings.agency_name),
+                                base=auth,
                                 name=f"IAM agency {settings.agency_name} via user "
                                      f"{settings.iam_user}")
         return auth

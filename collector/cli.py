@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collector import loop
-from collector.auth import build_auth
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode
 from collector.secrets import RedactingFilter, redact
@@ -72,12 +71,13 @@ def setup_logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from collector.build import build
     from collector.pipeline import Run, summary_line
 
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
     setup_logging(settings.log_level)
-    run = Run(settings, args.input, build_auth(settings, os.environ), env=os.environ)
+    run = Run(settings, args.input, build(settings, os.environ))
     # The ~300,000 objects of the imports are never garbage; frozen, a full collection does not
     # rescan them: a 20-30 ms pause of the event loop becomes ~1 ms, and bursts go with it.
     gc.freeze()

@@ -1,8 +1,18 @@
 """Speaking HTTP through one aiohttp connection pool: what a request returns and raises.
 
 A request returns what came back (status, body, request id, Retry-After) or raises one of the
-errors below; deciding what that means is ``retry.classify``'s job. The CPH calls and IAM's
-token requests share the pool, its TLS trust and its proxy.
+transport errors below; deciding what that means is ``retry.classify``'s job. The client holds
+no credentials: callers pass each request's headers. The CPH calls and IAM's token requests
+share the pool, its TLS trust and its proxy.
+
+    OSError
+    └── ConnectionError
+        ├── ConnectFailed      no connection (refused, unreachable, DNS, TLS, proxy)
+        ├── BrokenBody         the answer ended early or was not well-formed HTTP
+        └── ConnectionDropped  the connection broke before an answer
+    TimeoutError               no answer, or no part of one, in time (the sweep)
+    BodyTooLarge               a body over ``max_body_bytes``
+    UnsafeHeader (ValueError)  a header value with a control character: never sent
 
 What is done once, not per request: the static headers (session defaults), the proxy of each
 endpoint (``proxy.choose``), the TLS context. The read and whole-request timeouts are one sweep
@@ -30,8 +40,7 @@ import aiohttp
 from yarl import URL
 
 from collector import proxy as proxies
-from collector.errors import FatalRunError, UsageError
-from collector.retry import BodyTooLarge
+from collector.errors import FatalRunError
 
 USER_AGENT = "cph-collector/0.1"
 SWEEP = 0.05  # seconds between whole-request timeout checks: a timeout fires up to this late
@@ -43,7 +52,6 @@ class Reply(NamedTuple):  # a tuple: cheap to build on the hot path
     request_id: str | None
     retry_after: str | None
     date: str | None = None  # the server's Date header, to tell a skewed clock
-    generation: int = 0  # of the credentials the request carried (see auth.Auth)
     location: str | None = None  # of a redirect, to say where a wrong endpoint points
 
 
@@ -71,37 +79,29 @@ class ConnectionDropped(ConnectionError):
     """The connection broke before an answer arrived."""
 
 
-class Credentials(Protocol):
-    """What the client needs of ``auth.Auth``; the client never holds a secret itself."""
+class BodyTooLarge(Exception):
+    """The response body exceeded ``max_body_bytes``."""
 
-    name: str
 
-    def session_headers(self) -> dict[str, str]: ...
-
-    async def headers(self, method: str, url: str,
-                      project_id: str) -> tuple[dict[str, str], int]: ...
-
-    def accepted(self, project_id: str, generation: int) -> None: ...
-
-    async def refresh(self, project_id: str, generation: int) -> bool: ...
+class UnsafeHeader(ValueError):
+    """A header value holds a line break or another control character (header injection)."""
 
 
 class Client(Protocol):
     """What ``fetch`` needs of a client (tests give it stand-ins)."""
 
-    auth: Credentials
-
-    async def get(self, url: str, project_id: str) -> Reply: ...
+    async def get(self, url: str, headers: Mapping[str, str] | None) -> Reply: ...
 
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    """The system's trust store, plus ``ca_bundle`` if given; verification is always on."""
+    """The system's trust store, plus ``ca_bundle`` if given; verification is always on.
+    ValueError (saying why) for a bundle that is not a readable PEM file."""
     context = ssl.create_default_context()
     if ca_bundle is not None:
         try:
             context.load_verify_locations(cafile=str(ca_bundle))
         except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"ca_bundle {ca_bundle}: not a readable PEM file "
+            raise ValueError(f"ca_bundle {ca_bundle}: not a readable PEM file "
                              f"({getattr(exc, 'strerror', None) or exc})") from None
     return context
 
@@ -115,18 +115,20 @@ def check_header_values(headers: Mapping[str, str]) -> None:
     token is kilobytes long)."""
     for name, value in headers.items():
         if _CONTROL.search(value):
-            raise UsageError(f"the {name} header contains a control character; check the "
-                             "credentials")
+            raise UnsafeHeader(f"the {name} header contains a control character; check the "
+                               "credentials")
 
 
 class AiohttpClient:
-    """``async with AiohttpClient(...) as client: await client.get(url, project_id)``."""
+    """``async with AiohttpClient(...) as client: await client.get(url, headers)``: the one
+    pool, its timeouts and its body limit."""
 
-    def __init__(self, auth: Credentials, *, concurrency: int, timeouts: Timeouts,
+    def __init__(self, *, concurrency: int, timeouts: Timeouts,
                  max_body_bytes: int, ca_bundle: Path | None = None, proxy: str | None = None,
                  env: Mapping[str, str] | None = None,
+                 static_headers: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.auth = auth
+        self._static = dict(static_headers or {})
         self._clock = clock
         self._ca_bundle = ca_bundle
         self._concurrency = concurrency
@@ -141,8 +143,7 @@ class AiohttpClient:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> AiohttpClient:
-        static = {"User-Agent": USER_AGENT, "Accept": "application/json",
-                  **self.auth.session_headers()}
+        static = {"User-Agent": USER_AGENT, "Accept": "application/json", **self._static}
         check_header_values(static)
         connector = aiohttp.TCPConnector(limit=self._concurrency,
                                          limit_per_host=self._concurrency, ttl_dns_cache=300,
@@ -155,9 +156,6 @@ class AiohttpClient:
             skip_auto_headers=("Accept-Encoding",))
         if hasattr(self._session, "_retry_connection"):  # private; see the module docstring
             self._session._retry_connection = False
-        attach = getattr(self.auth, "attach", None)
-        if attach is not None:
-            attach(self)  # IAM token requests share the pool, its trust and its proxy
         self._sweep()
         return self
 
@@ -179,9 +177,9 @@ class AiohttpClient:
             self._proxies[prefix] = URL(chosen) if chosen is not None else None
         return self._proxies[prefix]
 
-    async def get(self, url: str, project_id: str) -> Reply:
+    async def get(self, url: str, headers: Mapping[str, str] | None = None) -> Reply:
+        """One GET, its body read whole (bounded); headers beyond the pool's static ones."""
         assert self._session is not None, "use AiohttpClient as an async context manager"
-        headers, generation = await self.auth.headers("GET", url, project_id)
         if headers:
             check_header_values(headers)
         proxy = self.proxy_for(url)
@@ -189,7 +187,7 @@ class AiohttpClient:
                                     proxy=proxy, allow_redirects=False)
         status, answer, body = await self._exchange(request, proxy)
         return Reply(status, body, answer.get("X-Request-Id"), answer.get("Retry-After"),
-                     answer.get("Date"), generation, answer.get("Location"))
+                     answer.get("Date"), answer.get("Location"))
 
     async def post(self, url: str, body: bytes,
                    headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:

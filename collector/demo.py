@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 
 from collector import loop
 from collector.auth import TokenAuth
+from collector.build import build
 from collector.config import Settings
 from collector.fake.dataset import Dataset
 from collector.fake.server import FakeCph, ServerConfig
@@ -67,7 +68,8 @@ async def _demo(output: Path, images: int, seed: int) -> int:
               "25 duplicates); collecting at 500 requests/s ...", flush=True)
         settings = Settings(endpoint=fake.url, output=output, rate_limit=500, concurrency=64,
                             backoff_base=0.2, progress_interval=5)
-        run = Run(settings, str(input_path), TokenAuth(Secret(token)))
+        parts = build(settings, {}, auth=lambda _: TokenAuth(Secret(token)))
+        run = Run(settings, str(input_path), parts)
         record = await run.execute()
     print(summary_line(record))
     date = record.snapshot_date.isoformat()

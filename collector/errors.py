@@ -1,10 +1,13 @@
-"""What can go wrong, as a tree, and the exit code each branch ends in.
+"""What can go wrong, as a tree, and the names the output and the manifest use for it.
 
     CollectorError                  exit 2 unless a subclass says otherwise
     ├── UsageError                  exit 2: bad flag, setting, input or output, before any request
     └── FatalRunError               exit 3: the run cannot go on (credentials, output, endpoint)
 
-Per-image outcomes are not exceptions: they are status rows (see ``Status``).
+Per-image outcomes are not exceptions: they are status rows (``Status``), and the ones we
+diagnose ourselves carry an ``ErrorCode`` (the API's own codes, ``CPS.*``/``APIGW.*``, pass
+through as they came). A run ends in a ``RunStatus`` and an ``ExitCode``. Transport failures
+(no HTTP answer) are the client's exceptions, in ``client``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,31 @@ class Status(StrEnum):
     INVALID_ID = "invalid_id"  # rejected from the input, never requested
     FORBIDDEN = "forbidden"  # the caller may not read it (CPS.0001, 403, account state)
     FAILED = "failed"  # no definitive answer after the allowed attempts
+
+
+class ErrorCode(StrEnum):
+    """The ``error_code`` values we write for a ``failed`` image when the API gave no code."""
+
+    TIMEOUT = "timeout"  # no answer, or no part of one, within the timeouts
+    CONNECT = "connect"  # no connection: refused, unreachable, DNS, TLS, proxy
+    CONNECTION = "connection"  # the connection broke before an answer
+    BROKEN_BODY = "broken_body"  # the answer ended early or was not well-formed HTTP
+    BAD_BODY = "bad_body"  # a 200 whose body is not the documented JSON
+    BODY_TOO_LARGE = "body_too_large"  # over max_body_bytes
+    REDIRECT = "redirect"  # a 3xx: never followed
+    PAGING_LOOP = "paging_loop"  # a next_marker seen before
+    PAGING_LIMIT = "paging_limit"  # more than max_pages pages
+    TOO_MANY_MEMBERS = "too_many_members"  # more than max_members members
+
+
+class RunStatus(StrEnum):
+    """The manifest's ``status``: only ``finished`` describes published data."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FATAL = "fatal"
+    INTERRUPTED = "interrupted"
+    CRASHED = "crashed"  # still running when a later run started: killed, or the machine died
 
 
 # Statuses that let a run exit 0. `forbidden` is an answer, but not the data the user asked for.

@@ -8,23 +8,21 @@ cannot go on (credentials rejected, or every request so far failed alike: wrong 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
-from collector.auth import AkSkAuth, Auth
-from collector.client import BrokenBody, Client, ConnectFailed, Reply
+from collector.auth import Auth
+from collector.client import BodyTooLarge, BrokenBody, Client, ConnectFailed, Reply, UnsafeHeader
 from collector.endpoint import EndpointCheck, Sign, describe, sign_of
-from collector.errors import FatalRunError, Status
+from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.intake import Target
 from collector.limiter import RateLimiter
 from collector.retry import (
     Action,
     Backoff,
-    BodyTooLarge,
     RetryBudget,
     Verdict,
     classify,
@@ -59,39 +57,29 @@ class Counters:
 def _client_error(exc: BaseException) -> tuple[str, str]:
     """(error_code, error_msg) for a failure that produced no HTTP answer."""
     if isinstance(exc, asyncio.TimeoutError):
-        return "timeout", "request timed out"
+        return ErrorCode.TIMEOUT, "request timed out"
     if isinstance(exc, BodyTooLarge):
-        return "body_too_large", str(exc)
+        return ErrorCode.BODY_TOO_LARGE, str(exc)
     if isinstance(exc, BodyError):
-        return "bad_body", str(exc)
+        return ErrorCode.BAD_BODY, str(exc)
     if isinstance(exc, ConnectFailed):
-        return "connect", f"cannot connect: {exc.reason}"
+        return ErrorCode.CONNECT, f"cannot connect: {exc.reason}"
     if isinstance(exc, BrokenBody):
-        return "broken_body", str(exc)
-    return "connection", f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _clock_hint(auth: Auth, server_date: str | None) -> str:
-    """A signature fails when our clock is off; say so when the server's Date shows it."""
-    if not isinstance(auth, AkSkAuth) or not server_date:
-        return ""
-    try:
-        skew = auth.clock() - email.utils.parsedate_to_datetime(server_date)
-    except (TypeError, ValueError, IndexError):
-        return ""
-    minutes = abs(skew.total_seconds()) / 60
-    if minutes < 5:
-        return ""
-    return f"; this machine's clock is {minutes:.0f} minutes off the server's (fix it, e.g. NTP)"
+        return ErrorCode.BROKEN_BODY, str(exc)
+    return ErrorCode.CONNECTION, f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class Fetcher:
-    def __init__(self, client: Client, limiter: RateLimiter, *, endpoint: str,
+    """Collects one image at a time for a worker: pages, retries, the limiter, the endpoint
+    check; one instance is shared by all workers (its counters are the run's)."""
+
+    def __init__(self, client: Client, auth: Auth, limiter: RateLimiter, *, endpoint: str,
                  max_attempts: int, backoff: Backoff, budget: RetryBudget, fail_fast_after: int,
                  max_pages: int = 100, max_members: int = 1_000,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: random.Random | None = None) -> None:
         self._client = client
+        self._auth = auth
         self._limiter = limiter
         self._endpoint = endpoint
         self._max_attempts = max_attempts
@@ -105,6 +93,8 @@ class Fetcher:
         self.endpoint = EndpointCheck(endpoint, fail_fast_after)
 
     async def collect(self, target: Target) -> ImageResult:
+        """The image's status row and members, following pages; never raises for the image's
+        own trouble (see the module docstring)."""
         result = ImageResult(target.project_id, target.image_id, Status.FAILED)
         marker: str | None = None
         markers_seen: set[str] = set()
@@ -114,20 +104,20 @@ class Fetcher:
                 break
             result.members.extend(page.members)
             if len(result.members) > self._max_members:
-                result.error_code = "too_many_members"
+                result.error_code = ErrorCode.TOO_MANY_MEMBERS
                 result.error_msg = f"more than {self._max_members} members (max_members)"
                 break
             if page.next_marker is None:
                 result.status = Status.OK
                 break
             if page.next_marker in markers_seen:
-                result.error_code = "paging_loop"
+                result.error_code = ErrorCode.PAGING_LOOP
                 result.error_msg = "server repeated page_info.next_marker"
                 break
             markers_seen.add(page.next_marker)
             marker = page.next_marker
         else:
-            result.error_code = "paging_limit"
+            result.error_code = ErrorCode.PAGING_LIMIT
             result.error_msg = f"more than {self._max_pages} pages (max_pages)"
         if result.status is not Status.OK:
             result.members.clear()  # member rows exist only for ok images
@@ -179,8 +169,7 @@ class Fetcher:
             if verdict.action is Action.REFRESH_AUTH:
                 detail = " ".join(filter(None, (result.error_code, result.error_msg)))
                 raise FatalRunError(f"credentials rejected: HTTP 401 {detail}; check the "
-                                    f"{self._client.auth.name}"
-                                    f"{_clock_hint(self._client.auth, reply.date)}")
+                                    f"{self._auth.name}{self._auth.rejection_hint(reply.date)}")
             if verdict.action is Action.GIVE_UP:
                 return None
         return None
@@ -192,11 +181,15 @@ class Fetcher:
             await self._limiter.acquire()
             result.attempts += 1
             self.counters.requests += 1
-            reply = await self._client.get(url, project_id)
+            try:  # signed after the limiter's wait, so the signature's date is fresh
+                headers, generation = await self._auth.headers("GET", url, project_id)
+                reply = await self._client.get(url, headers)
+            except UnsafeHeader as exc:  # credentials that became unusable: the user's to fix
+                raise UsageError(str(exc)) from None
             if reply.status != 401:
-                self._client.auth.accepted(project_id, reply.generation)
+                self._auth.accepted(project_id, generation)
                 break
-            if not await self._client.auth.refresh(project_id, reply.generation):
+            if not await self._auth.refresh(project_id, generation):
                 break
         return reply
 
@@ -213,7 +206,7 @@ class Fetcher:
         result.error_code = error.code
         result.error_msg = error.message or f"HTTP {reply.status} without an error body"
         if 300 <= reply.status < 400:
-            result.error_code = "redirect"
+            result.error_code = ErrorCode.REDIRECT
             result.error_msg = f"HTTP {reply.status} redirect to {(reply.location or '-')[:200]}"
         self._note(sign_of(reply.status, error.code, False),
                    describe(reply.status, error.code, reply.location))

@@ -3,16 +3,18 @@ a log, and one summary line at the end."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from collector.clock import SYSTEM, Clock
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """What the run has done so far, as the progress line shows it."""
+
     done: int  # images with a status row (rejected included)
     members: int
     failed: int
@@ -21,6 +23,7 @@ class Snapshot:
 
 
 def render(snap: Snapshot, bar_width: int = 0) -> str:
+    """One progress line; with ``bar_width``, a bar for a terminal."""
     rate = snap.done / snap.elapsed if snap.elapsed > 0 else 0.0
     parts = [f"{snap.done:,} images", f"{snap.members:,} member rows", f"{rate:,.0f} images/s",
              f"{snap.failed:,} failed"]
@@ -36,18 +39,18 @@ def render(snap: Snapshot, bar_width: int = 0) -> str:
 
 
 async def report(snapshot: Callable[[], Snapshot], interval: float,
-                 stream: TextIO = sys.stderr) -> None:
+                 stream: TextIO = sys.stderr, clock: Clock = SYSTEM) -> None:
     """Runs until cancelled: a bar redrawn 5 times a second on a tty, else a line per interval."""
     tty = stream.isatty()
-    last = time.monotonic()
+    last = clock.now()
     try:
         while True:
-            await asyncio.sleep(0.2 if tty else min(interval, 1.0))
+            await clock.sleep(0.2 if tty else min(interval, 1.0))
             if tty:
                 stream.write("\r" + render(snapshot(), bar_width=30) + "\x1b[K")
                 stream.flush()
-            elif time.monotonic() - last >= interval:
-                last = time.monotonic()
+            elif clock.now() - last >= interval:
+                last = clock.now()
                 stream.write("progress: " + render(snapshot()) + "\n")
                 stream.flush()
     finally:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from collector.api import BodyError
+from collector.client import BodyTooLarge
 from collector.errors import Status
 
 THROTTLED_CODES = frozenset({"APIGW.0308", "APIG.0308"})
@@ -51,10 +52,6 @@ class Action(Enum):
 class Verdict:
     action: Action
     status: Status
-
-
-class BodyTooLarge(Exception):
-    """The response body exceeded ``max_body_bytes``."""
 
 
 def classify(http_status: int | None, error_code: str | None,

@@ -17,7 +17,8 @@ import pyarrow.dataset as ds
 import pytest
 from aioresponses import aioresponses
 
-from collector.auth import Auth, TokenAuth
+from collector.auth import Auth, Post, TokenAuth
+from collector.build import build
 from collector.config import Settings
 from collector.errors import CollectorError
 from collector.fake import Dataset, FakeCph, FastFakeCph, ServerConfig
@@ -82,7 +83,8 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
     async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
                   input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
                   output: Path | None = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
-                  auth: Auth | None = None, env: dict[str, str] | None = None,
+                  auth: Auth | Callable[[Post], Auth] | None = None,
+                  env: dict[str, str] | None = None,
                   **settings: Any) -> Outcome:
         if input_path is None:
             input_path = tmp_path / "ids.txt"
@@ -91,11 +93,12 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         base = Settings(endpoint=endpoint or (fake.url if fake else None), output=output,
                         project_id=fake.dataset.project_ids[0] if fake else "p1",
                         rate_limit=5000, concurrency=16, progress_interval=3600)
+        settings = replace(base, **settings)
         stderr = io.StringIO()
-        run = Run(replace(base, **settings), str(input_path), auth or TokenAuth(Secret(token)),
-                  stderr=stderr,
-                  fetcher_options={"sleep": sleep},
-                  env=env or {})  # the machine's own HTTP(S)_PROXY never applies here
+        credentials = auth if callable(auth) else (lambda _: auth or TokenAuth(Secret(token)))
+        # env={} by default: the machine's own HTTP(S)_PROXY never applies here
+        parts = build(settings, env or {}, auth=credentials, backoff_sleep=sleep)
+        run = Run(settings, str(input_path), parts, stderr=stderr)
         try:
             record = await run.execute()
         except CollectorError as exc:

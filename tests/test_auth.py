@@ -17,7 +17,7 @@ from huaweicloudsdkcore.signer.signer import Signer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.auth import AkSkAuth, IamTokenAuth, TokenAuth, build_auth
+from collector.auth import AkSkAuth, IamTokenAuth, Post, TokenAuth, build_auth
 from collector.config import Settings
 from collector.errors import UsageError
 from collector.fake import Dataset, FakeCph
@@ -91,9 +91,15 @@ async def test_a_skewed_clock_is_named_as_the_cause(fake_factory: Factory,
     assert "clock is 60 minutes off the server's" in str(out.error)
 
 
-def iam(fake: FakeCph, **kw: object) -> IamTokenAuth:
-    return IamTokenAuth(fake.url, user="alice", domain="acct", password=Secret(PASSWORD),
-                        **kw)  # type: ignore[arg-type]
+def iam(fake: FakeCph) -> Callable[[Post], IamTokenAuth]:
+    """IAM password tokens from the fake, through the run's own pool (``post``)."""
+    return lambda post: IamTokenAuth(fake.url, post, user="alice", domain="acct",
+                                     password=Secret(PASSWORD))
+
+
+async def no_post(url: str, body: bytes,
+                  headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    raise AssertionError("no IAM request expected")
 
 
 async def test_an_iam_token_rejected_mid_run_is_renewed_exactly_once_for_all_workers(
@@ -142,7 +148,7 @@ async def test_an_iam_token_is_renewed_before_it_expires() -> None:
             self.requests += 1
             return Secret(f"token-{self.requests}"), 3600.0
 
-    auth = Stub("https://iam.example", clock=lambda: now[0])
+    auth = Stub("https://iam.example", no_post, clock=lambda: now[0])
     url = "https://cph.example/v1/p/x"
     assert (await auth.headers("GET", url, "p"))[0] == {"X-Auth-Token": "token-1"}
     now[0] = 3600 - 301  # more than five minutes left: keep it
@@ -157,7 +163,9 @@ async def test_an_agency_token_is_assumed_with_the_user_s_own_token(
     dataset = Dataset(seed=43, images=40)
     fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD},
                               agencies={"owner/cph-reader"}, tokens=())
-    agency = IamTokenAuth(fake.url, agency=("owner", "cph-reader"), base=iam(fake))
+    def agency(post: Post) -> IamTokenAuth:
+        return IamTokenAuth(fake.url, post, agency=("owner", "cph-reader"), base=iam(fake)(post))
+
     out = await collect(fake, dataset.image_ids(), auth=agency)
     assert out.record.exit_code == 0
     assert len([e for e in fake.log if e.path == "/v3/auth/tokens"]) == 2  # base + assume_role
@@ -171,7 +179,9 @@ async def test_iam_refusals_stop_the_run_with_one_clear_line(
         fake_factory: Factory, collect: Collect, user: str, project: str | None,
         message: str) -> None:
     fake = await fake_factory(iam_users={"acct/alice": PASSWORD}, tokens=())
-    auth = IamTokenAuth(fake.url, user=user, domain="acct", password=Secret(PASSWORD))
+    def auth(post: Post) -> IamTokenAuth:
+        return IamTokenAuth(fake.url, post, user=user, domain="acct", password=Secret(PASSWORD))
+
     out = await collect(fake, ["abc"], auth=auth, project_id=project or fake.dataset.project_ids[0])
     assert out.record.exit_code == 3 and out.error is not None
     assert message in str(out.error) and "\n" not in str(out.error)
@@ -213,7 +223,7 @@ def test_a_secret_is_redacted_in_every_encoding_a_manifest_or_log_may_use() -> N
 ])
 def test_auto_picks_the_method_from_the_environment(env: dict[str, str], kind: type) -> None:
     settings_ = Settings(iam_user="alice", iam_domain="acct", region="cn-north-4")
-    auth = build_auth(settings_, env)
+    auth = build_auth(settings_, env, no_post)
     assert isinstance(auth, kind)
     if isinstance(auth, IamTokenAuth):
         assert auth.iam_endpoint == "https://iam.cn-north-4.myhuaweicloud.com"
@@ -227,7 +237,7 @@ def test_auto_picks_the_method_from_the_environment(env: dict[str, str], kind: t
 def test_incomplete_credentials_are_a_usage_error(settings_: Settings, env: dict[str, str],
                                                   message: str) -> None:
     with pytest.raises(UsageError, match=message.replace("-", r"\-")):
-        build_auth(settings_, env)
+        build_auth(settings_, env, no_post)
 
 
 def test_a_region_gives_the_documented_endpoints(tmp_path: Path) -> None:
@@ -245,7 +255,7 @@ def test_a_control_character_in_any_credential_is_exit_2_naming_it(name: str, ba
     env = {"HUAWEICLOUD_SDK_AK": "AK123", "HUAWEICLOUD_SDK_SK": "sk-secret",
            "CPH_AUTH_TOKEN": "tok", "CPH_IAM_PASSWORD": "pw", name: f"value-{bad}-end"}
     with pytest.raises(UsageError) as caught:
-        build_auth(Settings(), env)
+        build_auth(Settings(), env, no_post)
     assert caught.value.exit_code == 2
     assert str(caught.value).startswith(f"{name}: contains a line break or another control")
     assert "value-" not in str(caught.value)
@@ -256,9 +266,6 @@ class _HeaderInjection:
 
     name = "test credentials"
 
-    def session_headers(self) -> dict[str, str]:
-        return {}
-
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return {"X-Auth-Token": "tok\r\nX-Evil: 1"}, 0
 
@@ -267,6 +274,9 @@ class _HeaderInjection:
 
     async def refresh(self, project_id: str, generation: int) -> bool:
         return False
+
+    def rejection_hint(self, server_date: str | None) -> str:
+        return ""
 
 
 async def test_a_usage_error_found_mid_run_is_exit_2_in_the_manifest_too(

@@ -28,9 +28,9 @@ def error(code: str, msg: str = "m") -> bytes:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
-    async with AiohttpClient(TokenAuth(Secret("tok-123456")), concurrency=4,
-                             timeouts=Timeouts(), max_body_bytes=10_000) as client:
-        yield Fetcher(client, RateLimiter(10_000), endpoint="https://cph.test", max_attempts=3,
+    async with AiohttpClient(concurrency=4, timeouts=Timeouts(), max_body_bytes=10_000) as client:
+        yield Fetcher(client, TokenAuth(Secret("tok-123456")), RateLimiter(10_000),
+                      endpoint="https://cph.test", max_attempts=3,
                       backoff=Backoff(), budget=RetryBudget(), fail_fast_after=50,
                       sleep=no_sleep, rng=random.Random(0))
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from collector.api import BodyError
-from collector.client import BrokenBody, ConnectFailed, ConnectionDropped
+from collector.client import BodyTooLarge, BrokenBody, ConnectFailed, ConnectionDropped
 from collector.errors import Status
-from collector.retry import Action, Backoff, BodyTooLarge, RetryBudget, classify, parse_retry_after
+from collector.retry import Action, Backoff, RetryBudget, classify, parse_retry_after
 
 A, S = Action, Status
 TABLE = [

@@ -1,0 +1,68 @@
+"""Every object a run uses, built from the settings in one place.
+
+    settings + environment ─> AiohttpClient (the pool) ─post─> Auth ─┐
+                              RateLimiter ────────────────────────────┴─> Fetcher
+
+``build`` checks what can be checked before anything is sent (the endpoint is set, the CA
+bundle reads, the credentials are complete and clean) and raises ``UsageError`` naming it.
+Tests and the demo pass their own credentials (``auth``) and a backoff that takes no time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from collector.auth import Auth, Post, build_auth
+from collector.client import AiohttpClient, Timeouts, tls_context
+from collector.clock import SYSTEM, Clock, Sleep
+from collector.config import Settings
+from collector.errors import UsageError
+from collector.fetch import Fetcher
+from collector.limiter import RateLimiter
+from collector.retry import Backoff, RetryBudget
+
+RETRY_BUDGET_START = 100.0  # retries any run may spend before it has earned any
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What ``pipeline.Run`` runs with."""
+
+    endpoint: str
+    client: AiohttpClient
+    auth: Auth
+    limiter: RateLimiter
+    fetcher: Fetcher
+    clock: Clock
+
+
+def build(settings: Settings, env: Mapping[str, str] | None = None, *,
+          auth: Callable[[Post], Auth] | None = None, clock: Clock = SYSTEM,
+          backoff_sleep: Sleep | None = None) -> Parts:
+    """The run's objects; ``env`` gives credentials and HTTP(S)_PROXY/NO_PROXY."""
+    env = os.environ if env is None else env
+    s = settings
+    endpoint = s.cph_endpoint
+    if endpoint is None:
+        raise UsageError("endpoint: not set; give --region (e.g. cn-north-4) or --endpoint "
+                         "(e.g. https://cph.cn-north-4.myhuaweicloud.com)")
+    try:
+        tls_context(s.ca_bundle)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    client = AiohttpClient(concurrency=s.concurrency,
+                           timeouts=Timeouts(s.connect_timeout, s.read_timeout,
+                                             s.request_timeout),
+                           max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle,
+                           proxy=s.proxy, env=env, clock=clock.now)
+    credentials = auth(client.post) if auth is not None else build_auth(s, env, client.post)
+    limiter = RateLimiter(s.rate_limit, clock=clock.now)
+    fetcher = Fetcher(client, credentials, limiter, endpoint=endpoint,
+                      max_attempts=s.max_attempts,
+                      backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
+                      budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
+                      fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
+                      max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
+    return Parts(endpoint, client, credentials, limiter, fetcher, clock)

@@ -1,0 +1,169 @@
+"""Collection: the only place with tasks and queues.
+
+    lines ─(thread)─> Feed/Intake ─Target─> N workers ─┐
+                        └─Rejected─────────────────────┴─> [results] ─> writer ─> ParquetSink
+
+Workers never touch files; the writer task is the only one that does. Memory is bounded by the
+feed's read-ahead, the results queue and one chunk, whatever the input's size. A stop (the
+``stop`` event, set on SIGINT/SIGTERM) ends the intake and gives in-flight images ``GRACE``
+seconds; whatever ended the collection, what is done is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from collector.clock import Clock
+from collector.errors import FatalRunError, Status
+from collector.feed import Feed
+from collector.fetch import Fetcher, ImageResult
+from collector.inputs import Line
+from collector.intake import Intake, Rejected
+from collector.progress import Snapshot, report
+from collector.sink import Chunk, ParquetSink
+
+log = logging.getLogger("collector")
+GRACE = 5.0  # seconds in-flight images get after SIGINT/SIGTERM
+WRITER_NAP = 0.02  # the writer takes results in batches: one wake-up per batch, not per image
+Result = ImageResult | Rejected | None  # None: no more results
+
+
+@dataclass(slots=True)
+class Tally:
+    """Running totals, for progress, the manifest and the exit code."""
+
+    done: int = 0  # status rows handed to the writer
+    members: int = 0
+    failed: int = 0  # live, for progress; ``by_status`` counts what is committed
+    by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
+
+    def add(self, chunk_counts: dict[str, int]) -> None:
+        for status, n in chunk_counts.items():
+            self.by_status[status] += n
+
+    @classmethod
+    def resumed(cls, counts: dict[str, int], member_rows: int) -> Tally:
+        """The totals of chunks earlier runs committed."""
+        tally = cls(done=sum(counts.values()), members=member_rows,
+                    failed=counts.get(Status.FAILED.value, 0))
+        tally.add(counts)
+        return tally
+
+
+class Collection:
+    """Feeds the workers, writes their results, and stops on ``stop`` or the first failure."""
+
+    def __init__(self, fetcher: Fetcher, intake: Intake, sink: ParquetSink, tally: Tally, *,
+                 concurrency: int, chunk_images: int, clock: Clock,
+                 stop: asyncio.Event) -> None:
+        self.fetcher = fetcher
+        self.intake = intake
+        self.sink = sink
+        self.tally = tally
+        self.concurrency = concurrency
+        self.chunk_images = chunk_images
+        self.clock = clock
+        self.stop = stop
+        self.feed: Feed | None = None
+
+    @property
+    def input_still_reading(self) -> bool:
+        """A reader thread is blocked in the input (a pipe that has not ended)."""
+        return self.feed is not None and self.feed.busy
+
+    async def run(self, lines: Iterator[Line], total: int | None, progress_interval: float,
+                  stderr: TextIO) -> Tally:
+        """Collect every line; returns the tally. Raises what stopped it early (the writer's
+        failure included), after committing what is done."""
+        results: asyncio.Queue[Result] = asyncio.Queue(maxsize=4096)
+        writer = asyncio.create_task(self._write(results))
+        progress = asyncio.create_task(report(self._snapshot(total), progress_interval, stderr,
+                                              self.clock))
+        try:
+            await self._run_workers(lines, results, writer)
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+            if not writer.done():
+                await results.put(None)
+            await writer  # commits what is done, whatever ended the run
+        return self.tally
+
+    async def _run_workers(self, lines: Iterator[Line], results: asyncio.Queue[Result],
+                           writer: asyncio.Task[None]) -> None:
+        """Until the input is done: a stop, or any task failing (the writer included: a
+        dead writer would leave workers waiting on a full queue), ends it early."""
+        feed = self.feed = Feed(lines, self.intake, results.put)
+        workers = [asyncio.create_task(self._work(feed, results))
+                   for _ in range(self.concurrency)]
+        stopper: asyncio.Task[Any] = asyncio.create_task(self.stop.wait())
+        pending: set[asyncio.Task[Any]] = set(workers)
+        failure: BaseException | None = None
+        try:
+            while pending and failure is None and not self.stop.is_set():
+                done, _ = await asyncio.wait(pending | {stopper, writer},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if writer in done:
+                    failure = writer.exception() or RuntimeError("the writer stopped early")
+                for task in done - {stopper, writer}:
+                    pending.discard(task)
+                    failure = failure or task.exception()
+            if failure is None and self.stop.is_set():
+                feed.stop()  # IDs not yet started stay unrequested
+                await asyncio.wait(workers, timeout=GRACE)
+        finally:
+            await feed.close()
+            for task in (stopper, *workers):
+                task.cancel()
+            await asyncio.gather(stopper, *workers, return_exceptions=True)
+        if failure is not None:
+            raise failure
+
+    async def _work(self, feed: Feed, results: asyncio.Queue[Result]) -> None:
+        while (target := await feed.next()) is not None:
+            await results.put(await self.fetcher.collect(target))
+
+    async def _write(self, results: asyncio.Queue[Result]) -> None:
+        """The one task that touches files: fills a chunk, commits it in a thread, repeats."""
+        chunk, committing = Chunk(), None
+        tally = self.tally
+        try:
+            while (item := await results.get()) is not None:
+                chunk.add(item, time.time_ns() // 1_000_000)
+                tally.done += 1
+                if isinstance(item, ImageResult):
+                    tally.members += len(item.members)
+                    tally.failed += item.status is Status.FAILED
+                if chunk.images >= self.chunk_images:
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(self._commit(chunk))
+                    chunk = Chunk()
+                if results.empty():
+                    await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
+            if committing is not None:
+                await committing
+            await self._commit(chunk)
+        except OSError as exc:
+            raise FatalRunError(f"output {self.sink.output}: write failed "
+                                f"({exc.strerror or type(exc).__name__})") from None
+
+    async def _commit(self, chunk: Chunk) -> None:
+        await asyncio.to_thread(self.sink.commit, chunk)
+        self.tally.add(chunk.counts)
+
+    def _snapshot(self, total: int | None) -> Callable[[], Snapshot]:
+        started = self.clock.now()
+
+        def snap() -> Snapshot:
+            return Snapshot(self.tally.done, self.tally.members, self.tally.failed,
+                            self.clock.now() - started, total)
+
+        return snap

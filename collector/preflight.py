@@ -1,0 +1,67 @@
+"""Before the first request, under the output lock: mend what stopped runs left, then resume.
+
+In this order, each step safe to repeat: finish the publishes stopped runs began (so no date
+is left without its data) and give those runs the manifest their visible data deserves; mark
+the other dead runs ``crashed``; remove other dates' staging leftovers; survey the input (its
+hash and size); adopt the committed chunks of an unfinished run of the same date and input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.errors import FatalRunError
+from collector.inputs import Survey, survey
+from collector.manifest import mark_crashed, record_published
+from collector.sink import (
+    ParquetSink,
+    Resumed,
+    clean_stale_staging,
+    finish_interrupted,
+    read_published,
+)
+
+log = logging.getLogger("collector")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the run starts from."""
+
+    survey: Survey
+    resumed: Resumed
+
+
+def prepare(sink: ParquetSink, input_path: str, fmt: str,
+            fingerprint_of: Callable[[str | None], str | None]) -> Prepared:
+    """Blocking (run it in a thread). ``fingerprint_of(digest)`` gives the resume fingerprint
+    of the input's sha256. An OSError on the way is ``FatalRunError``, one line."""
+    output = sink.output
+    about = survey(input_path, fmt)
+    try:
+        recover(output, sink.run_id)
+        removed = clean_stale_staging(output, keep=sink.staging.name)
+        resumed = sink.resume(fingerprint_of(about.digest))
+    except OSError as exc:
+        raise FatalRunError(f"output {output}: write failed "
+                            f"({exc.strerror or type(exc).__name__})") from None
+    if removed:
+        log.info("removed leftovers of unfinished runs for other dates: %s", ", ".join(removed))
+    if resumed.chunks:
+        log.info("resuming: %d chunk(s), %d images already committed for %s",
+                 resumed.chunks, len(resumed.keys), sink.snapshot_date)
+    return Prepared(about, resumed)
+
+
+def recover(output: Path, run_id: str) -> None:
+    """Finish interrupted publishes and record them; mark the other dead runs crashed."""
+    for stopped, day in finish_interrupted(output).items():
+        published = read_published(output, day)
+        if record_published(output, stopped, published.counts, published.files, by=run_id):
+            log.info("run %s had published %s before it stopped; its manifest now says "
+                     "finished", stopped, day)
+    for crashed in mark_crashed(output):
+        log.info("run %s had stopped without finishing; marked crashed", crashed)
