@@ -17,7 +17,7 @@ from pathlib import Path
 
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
-from collector.errors import CollectorError, ExitCode
+from collector.errors import CollectorError, ExitCode, RunStatus
 from collector.secrets import RedactingFilter, redact
 
 log = logging.getLogger("collector")
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if run.record.exit_code is not None:
             print(summary_line(run.record), flush=True)
-    if record.status == "finished":
+    if record.status == RunStatus.FINISHED:
         print(f"output: {settings.output}/members, {settings.output}/image_status; "
               f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None

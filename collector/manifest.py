@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from collector.errors import RunStatus
 from collector.files import write_bytes
 from collector.secrets import redact
 
@@ -24,7 +25,7 @@ class RunRecord:
     started_at: dt.datetime
     input: str
     settings: dict[str, Any]
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     ended_at: dt.datetime | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -97,11 +98,11 @@ def record_published(output: Path, run_id: str, counts: dict[str, int], files: l
         doc = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return False
-    if not is_ours(path, doc) or doc.get("status") not in ("running", "fatal"):
-        return False  # "fatal": its publish failed part-way, and was finished since
+    if not is_ours(path, doc) or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
+        return False  # fatal: its publish failed part-way, and was finished since
     failed = counts.get("failed", 0) + counts.get("forbidden", 0)
-    doc.update(status="finished", exit_code=1 if failed else 0, error=None, files=files,
-               counts={**doc.get("counts", {}), **counts}, recorded_by=by)
+    doc.update(status=RunStatus.FINISHED.value, exit_code=1 if failed else 0, error=None,
+               files=files, counts={**doc.get("counts", {}), **counts}, recorded_by=by)
     write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
                 path.with_name(f".{path.name}.tmp"))
     return True
@@ -118,8 +119,8 @@ def mark_crashed(output: Path) -> list[str]:
             doc = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             continue
-        if is_ours(path, doc) and doc.get("status") == "running":
-            doc["status"] = "crashed"
+        if is_ours(path, doc) and doc.get("status") == RunStatus.RUNNING:
+            doc["status"] = RunStatus.CRASHED.value
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
             write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 |
                                            orjson.OPT_APPEND_NEWLINE),
