@@ -124,12 +124,12 @@ async def test_paging_is_followed_and_every_member_arrives_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A server that pages after 3 members: the collector follows next_marker to the end."""
     fake = await fake_factory(Dataset(seed=9, images=30, empty_share=0.0))
-    original = fake._members_page
+    original = fake.cph.members_page
 
     def three_per_page(ex, query, image):  # type: ignore[no-untyped-def]
         return original(ex, {"limit": "3", **query}, image)
 
-    monkeypatch.setattr(fake, "_members_page", three_per_page)
+    monkeypatch.setattr(fake.cph, "members_page", three_per_page)
     out = await collect(fake, fake.dataset.image_ids())
     check_published(out, {(fake.dataset.project_ids[0], i) for i in fake.dataset.image_ids()},
                     fake.dataset, fake)

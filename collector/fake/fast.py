@@ -1,8 +1,8 @@
 """The fake CPH as a lean HTTP/1.1 protocol, so our benchmarks measure the client, not the server.
 
-Same answers as the aiohttp front (both ask ``FakeApiCore``), same faults acted out, a fraction
-of the cost per request: one ``asyncio.Protocol`` per connection, a hand-rolled request parser
-that reads only what the API needs, and pre-rendered bodies. Requests on one connection are
+Same answers as the aiohttp front (both ask ``FakeApiCore``), the same fault steps acted out
+(``wire``), a fraction of the cost per request: one ``asyncio.Protocol`` per connection and a
+hand-rolled request parser that reads only what the API needs. Requests on one connection are
 answered in order; answers that wait (latency, slow faults) run as a task meanwhile.
 """
 
@@ -12,24 +12,15 @@ import asyncio
 import socket
 import ssl
 import struct
-from http import HTTPStatus
 from typing import cast
 from urllib.parse import parse_qsl, unquote
 
-from collector.fake.core import (
-    HUGE_HEADER_BYTES,
-    INTERIM_HEADS,
-    Answer,
-    Exchange,
-    FakeApiCore,
-    ServerConfig,
-    url_of,
-)
+from collector.fake.core import Answer, Exchange, FakeApiCore, ServerConfig, url_of
 from collector.fake.dataset import Dataset
-from collector.fake.faults import Outcome
+from collector.fake.wire import act_out, steps_for
+from collector.fake.wire import head as render_head
 
 MAX_HEAD = 65_536
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class FastFakeCph(FakeApiCore):
@@ -60,24 +51,9 @@ class FastFakeCph(FakeApiCore):
             self._server = None
 
 
-def _head(ex: Exchange, answer: Answer, length: int | None, close: bool,
-          request_id: str | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}",
-             f"Content-Type: {answer.content_type}", f"X-Request-Id: {request_id or ex.rid}"]
-    if answer.location is not None:
-        lines.append(f"Location: {answer.location}")
-    lines.append(f"Content-Length: {length}" if length is not None
-                 else "Transfer-Encoding: chunked")
-    if answer.retry_after is not None:
-        lines.append(f"Retry-After: {answer.retry_after}")
-    if answer.subject_token is not None:
-        lines.append(f"X-Subject-Token: {answer.subject_token}")
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
 class _Connection(asyncio.Protocol):
+    """One client connection: parse requests, answer them in order, act out faults."""
+
     def __init__(self, api: FastFakeCph) -> None:
         self.api = api
         self.buffer = bytearray()
@@ -138,7 +114,7 @@ class _Connection(asyncio.Protocol):
             ex = self.api.begin(method, unquote(path))
             answer = self.api.answer(ex, query, headers, body)
             if answer.fault is None and not (answer.backend and self.api.has_latency):
-                self.transport.write(_head(ex, answer, len(answer.body), close) + answer.body)
+                self.transport.write(render_head(ex, answer, len(answer.body), close) + answer.body)
                 self.api.finish(ex, answer.status)
                 if close:
                     self.transport.close()
@@ -159,61 +135,35 @@ class _Connection(asyncio.Protocol):
 
     async def _act_out(self, ex: Exchange, answer: Answer, close: bool) -> int:
         """Write the answer, or act out its fault; the status the client saw, 0 for none."""
-        transport, fault, good = self.transport, answer.fault, answer.body
+        transport = self.transport
         if transport is None:
             return 0
-        if fault is Outcome.RESET_BEFORE_HEADERS:
-            self._cut(rst=True)
-            return 0
-        if fault is Outcome.STALL:
-            await asyncio.sleep(self.api.config.stall_seconds)
-            fault = None
-        if fault is Outcome.INTERIM:
-            transport.write(INTERIM_HEADS)
-            fault = None
-        if fault is Outcome.HUGE_HEADER:
-            transport.write(_head(ex, answer, len(good), close, "r" * HUGE_HEADER_BYTES) + good)
-            return answer.status
-        if fault is Outcome.ENDLESS_HEADER:
-            transport.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
-            piece, sent = b"a" * 65_536, 0
-            while sent < self.api.config.huge_body_bytes and self.transport is not None:
-                transport.write(piece)
-                sent += len(piece)
-                await self.writable.wait()
-            self._cut(rst=False)
-            return 0
-        if fault is None:
-            transport.write(_head(ex, answer, len(good), close) + good)
+        if answer.fault is None:
+            transport.write(render_head(ex, answer, len(answer.body), close) + answer.body)
             if close:
                 transport.close()
             return answer.status
-        if fault in (Outcome.RESET_MID_BODY, Outcome.SHORT_BODY):
-            half = good[: max(len(good) // 2, 1)]
-            transport.write(_head(ex, answer, len(good) + 64, False) + half)
-            self._cut(rst=fault is Outcome.RESET_MID_BODY)
+        if await act_out(steps_for(ex, answer, self.api.config, close), self):
             return 0
-        if fault is Outcome.TRICKLE:
-            transport.write(_head(ex, answer, len(good), close))
-            step = max(len(good) // self.api.config.trickle_pieces, 1)
-            for start in range(0, len(good), step):
-                if self.transport is None:
-                    return 0
-                transport.write(good[start:start + step])
-                await asyncio.sleep(self.api.config.trickle_delay)
-            return answer.status
-        # HUGE_BODY: an endless chunked body, written as fast as the client reads it
-        transport.write(_head(ex, answer, None, close))
-        piece = b'{"members":[' + b" " * 65_536
-        chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-        sent = 0
-        while sent < self.api.config.huge_body_bytes and self.transport is not None:
-            transport.write(chunk)
-            sent += len(piece)
-            await self.writable.wait()  # the transport's flow control: as fast as it is read
-        if self.transport is not None:
-            transport.write(b"0\r\n\r\n")
+        if close:
+            transport.close()
         return answer.status
+
+    # -- the wire.Wire that act_out plays on --------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        await self.writable.wait()  # the transport's flow control: as fast as it is read
+
+    def cut(self, rst: bool) -> None:
+        self._cut(rst=rst)
 
     def _cut(self, *, rst: bool) -> None:
         """Drop the connection: an RST (SO_LINGER 0) or a plain FIN."""

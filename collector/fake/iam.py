@@ -1,0 +1,89 @@
+"""IAM's ``POST /v3/auth/tokens``, as the fake plays it: project-scoped tokens, by password or by
+assuming an agency; answered 201 with the token in ``X-Subject-Token``.
+
+Room for more of IAM (project listing, for discovery) sits beside ``token``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from http import HTTPStatus
+
+import orjson
+
+from collector.fake.gateway import MSG, Gateway, error
+from collector.fake.model import Answer, Exchange, ServerConfig
+
+TOKENS_PATH = "/v3/auth/tokens"
+
+
+def iam_error(status: int, message: str) -> Answer:
+    """IAM's own error shape: {"error": {"code", "message", "title"}}."""
+    body = {"error": {"code": status, "message": message, "title": HTTPStatus(status).phrase}}
+    return Answer(status, orjson.dumps(body), backend=False)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+class Iam:
+    """Issues tokens the gateway then accepts until they expire."""
+
+    def __init__(self, config: ServerConfig, gateway: Gateway, projects: frozenset[str]) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.projects = projects
+
+    def handles(self, path: str) -> bool:
+        return path == TOKENS_PATH
+
+    def answer(self, ex: Exchange, headers: Mapping[str, str], body: bytes) -> Answer:
+        ex.outcome = "iam_token"
+        if ex.method != "POST":
+            return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
+        try:
+            auth = orjson.loads(body)["auth"]
+            methods, scope = auth["identity"]["methods"], auth["scope"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return iam_error(400, "The request body is invalid.")
+        refused = self._refusal(ex, methods, auth, headers)
+        if refused is not None:
+            return refused
+        project = scope.get("project", {}).get("id") if isinstance(scope, dict) else None
+        if project is not None and project not in self.projects:
+            return iam_error(400, f"Could not find project: {project}.")
+        return self._issue(ex, methods, project)
+
+    def _refusal(self, ex: Exchange, methods: object, auth: dict[str, object],
+                 headers: Mapping[str, str]) -> Answer | None:
+        identity = auth["identity"]
+        assert isinstance(identity, dict)
+        if methods == ["password"]:
+            user = identity["password"]["user"]
+            key = f"{user.get('domain', {}).get('name')}/{user.get('name')}"
+            if self.config.iam_users.get(key) != user.get("password"):
+                return iam_error(401, "The username or password is wrong.")
+            return None
+        if methods == ["assume_role"]:
+            role = identity["assume_role"]
+            if self.gateway.token_problem(headers.get("x-auth-token"), ex.arrived) is not None:
+                return iam_error(401, "The request you have made requires authentication.")
+            if f"{role.get('domain_name')}/{role.get('agency_name')}" not in self.config.agencies:
+                return iam_error(404, "Could not find agency.")
+            return None
+        return iam_error(400, "The identity method is not supported.")
+
+    def _issue(self, ex: Exchange, methods: object, project: str | None) -> Answer:
+        token = "MII" + os.urandom(24).hex()
+        self.gateway.tokens.add(token)
+        self.gateway.issued[token] = ex.arrived + self.config.iam_token_ttl
+        now = dt.datetime.now(dt.UTC)
+        expires = now + dt.timedelta(seconds=self.config.iam_token_ttl)
+        doc = {"token": {"methods": methods, "issued_at": _iso(now), "expires_at": _iso(expires),
+                         **({"project": {"id": project}} if project else {})}}
+        answer = Answer(201, orjson.dumps(doc), backend=False)
+        answer.subject_token = token
+        return answer
