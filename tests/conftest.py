@@ -92,7 +92,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         output = output or tmp_path / "out"
         base = Settings(endpoint=endpoint or (fake.url if fake else None), output=output,
                         project_id=fake.dataset.project_ids[0] if fake else "p1",
-                        rate_limit=5000, concurrency=16, progress_interval=3600)
+                        rate_limit=100_000, concurrency=16, progress_interval=3600)
         settings = replace(base, **settings)
         stderr = io.StringIO()
         credentials = auth if callable(auth) else (lambda _: auth or TokenAuth(Secret(token)))

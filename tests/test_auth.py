@@ -310,4 +310,4 @@ async def test_a_token_with_a_quote_echoed_in_a_401_never_reaches_the_manifest(
                             "the X-Auth-Token from CPH_AUTH_TOKEN or token_file")
     # a fatal run's manifest has its real counts
     assert (doc["requests"], doc["auth"]["method"], doc["rate_per_second"]["configured"]) == \
-        (6, "X-Auth-Token from CPH_AUTH_TOKEN or token_file", 5000)
+        (6, "X-Auth-Token from CPH_AUTH_TOKEN or token_file", 100_000)

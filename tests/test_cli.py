@@ -17,7 +17,7 @@ import pytest
 from collector.outdir import OutputLock
 
 SECRET = "sEcReT-token/with+chars=="
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def cli(*args: str, env: dict[str, str] | None = None,
@@ -50,7 +50,7 @@ def test_a_run_writes_parquet_prints_one_summary_and_leaks_no_secret(
     url, project, ids = server
     out = tmp_path / "out"
     done = cli("run", "--input", str(ids), "--project-id", project, "--endpoint", url,
-               "--output", str(out), "--log-level", "debug")
+               "--output", str(out), "--log-level", "debug", "--rate-limit", "5000")
     assert done.returncode == 0, done.stderr
     summary = [line for line in done.stdout.splitlines() if line.startswith("run ")]
     assert len(summary) == 1
@@ -110,7 +110,8 @@ def test_a_refused_endpoint_is_exit_3(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"img{i}\n" for i in range(50)))
     done = cli("run", "--input", str(ids), "--project-id", "p", "--endpoint",
-               "http://127.0.0.1:9", "--output", str(tmp_path / "out"), "--backoff-base", "0.01")
+               "http://127.0.0.1:9", "--output", str(tmp_path / "out"), "--backoff-base", "0.01",
+               "--rate-limit", "5000")
     assert done.returncode == 3, done.stderr
     assert "cannot connect" in done.stderr and "check --endpoint" in done.stderr
 
@@ -207,7 +208,8 @@ def test_signed_and_iam_runs_from_the_command_line_leak_no_secret(
         done = subprocess.run(
             [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id",
              project, "--endpoint", url, "--iam-endpoint", url, "--iam-user", "alice",
-             "--iam-domain", "acct", "--output", str(out), "--log-level", "debug"],
+             "--iam-domain", "acct", "--output", str(out), "--log-level", "debug",
+             "--rate-limit", "5000"],
             capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
         manifest = orjson.loads(next((out / "runs").glob("*.json")).read_bytes())
@@ -234,7 +236,8 @@ def test_an_unreadable_ca_bundle_is_exit_2(tmp_path: Path) -> None:
 def test_ids_can_come_from_stdin(server: tuple[str, str, Path], tmp_path: Path) -> None:
     url, project, ids = server
     done = cli("run", "--input", "-", "--project-id", project, "--endpoint", url,
-               "--output", str(tmp_path / "out"), input=ids.read_text() + "bad/id\n")
+               "--output", str(tmp_path / "out"), "--rate-limit", "5000",
+               input=ids.read_text() + "bad/id\n")
     assert done.returncode == 0, done.stderr
     assert re.search(r"finished: 301 images \(300 ok, .*1 invalid_id\)", done.stdout)
 
@@ -254,7 +257,8 @@ def test_a_run_never_loads_pandas(server: tuple[str, str, Path], tmp_path: Path)
     url, project, ids = server
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "collector", "run", "--input", str(ids),
-         "--project-id", project, "--endpoint", url, "--output", str(tmp_path / "out")],
+         "--project-id", project, "--endpoint", url, "--output", str(tmp_path / "out"),
+         "--rate-limit", "5000"],
         capture_output=True, text=True, env={**os.environ, "CPH_AUTH_TOKEN": SECRET}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()

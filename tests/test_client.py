@@ -160,6 +160,7 @@ async def test_a_body_over_the_limit_stops_early(serve: Serve, answer: bytes) ->
             await c.get(url, TOKEN_HEADER)
 
 
+@pytest.mark.e2e
 async def test_a_silent_server_times_out_and_the_next_request_gets_a_new_connection(
         serve: Serve) -> None:
     answers = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", ok()])

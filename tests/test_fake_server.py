@@ -13,6 +13,8 @@ import pytest
 
 from collector.fake import Dataset, FakeCph, FastFakeCph
 from collector.fake.dataset import DOC_EXAMPLE_IMAGE, DOC_EXAMPLE_MEMBERS, DOC_EXAMPLE_PROJECT
+from collector.fake.gateway import Gateway
+from collector.fake.model import Exchange, ServerConfig
 from tests.conftest import TOKEN
 
 Factory = Callable[..., Awaitable[FakeCph]]
@@ -108,23 +110,25 @@ async def test_unknown_images_can_answer_404(fake_factory: Factory,
     assert (status, body["error_code"]) == (404, "APIGW.0101")
 
 
-async def test_the_throttle_never_admits_more_than_n_in_any_window(
-        fake_factory: Factory, http: aiohttp.ClientSession) -> None:
-    fake = await fake_factory(rate_limit=20, rate_window=0.25, retry_after="1")
-    url = members_url(fake, fake.dataset.project_ids[0], fake.dataset.image_ids()[0])
+def test_the_throttle_never_admits_more_than_n_in_any_window() -> None:
+    """The gateway on its own (no sockets, no sleeping): bursts of 30, 0.1 s apart."""
+    gateway = Gateway(ServerConfig(tokens=("t",), rate_limit=20, rate_window=0.25,
+                                   retry_after="1"))
     answers = []
-    for _ in range(6):  # bursts of 30 over ~0.6 s
-        answers += await asyncio.gather(*(get(http, url) for _ in range(30)))
-        await asyncio.sleep(0.1)
-    throttled = [body for status, body, _ in answers if status == 429]
-    assert throttled and len(throttled) < len(answers)
+    for burst in range(6):
+        for n in range(30):
+            ex = Exchange(100.0 + burst * 0.1 + n * 1e-4, "GET", "/v1/p/x", f"r{burst}-{n}", 1)
+            answers.append((ex.arrived, gateway.admit(ex, {}, {"x-auth-token": "t"}, b"")))
+    throttled = [orjson.loads(a.body) for _, a in answers if a is not None]
+    assert {a.status for _, a in answers if a is not None} == {429}
+    assert len(throttled) == 180 - len(gateway.arrivals) and gateway.arrivals
     assert throttled[0]["error_code"] == "APIGW.0308"
     assert throttled[0]["error_msg"].endswith(
         "policy user over ratelimit,limit:20,time:0.25 second")
-    times = sorted(fake.arrivals)
+    assert all(a.retry_after == "1" for _, a in answers if a is not None)
+    times = sorted(gateway.arrivals)
     busiest = max(bisect.bisect_right(times, t + 0.25 - 1e-9) - i for i, t in enumerate(times))
-    assert busiest <= 20
-    assert sum(e.status == 429 for e in fake.log) == len(throttled)
+    assert busiest == 20
 
 
 async def test_scripted_outcomes_happen_in_order_and_are_logged(

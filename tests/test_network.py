@@ -211,6 +211,7 @@ def black_hole() -> Iterator[str]:
         sock.close()
 
 
+@pytest.mark.e2e
 async def test_a_black_holed_endpoint_ends_with_exit_3_and_nothing_published(
         black_hole: str, collect: Collect) -> None:
     started = time.monotonic()

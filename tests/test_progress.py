@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
+from collector.clock import FakeClock
 from collector.progress import Snapshot, render, report
 
 
@@ -17,10 +18,15 @@ def test_a_terminal_gets_a_bar_and_a_log_gets_a_plain_line() -> None:
 
 
 async def test_a_log_gets_a_progress_line_every_interval() -> None:
-    stream = io.StringIO()
-    task = asyncio.create_task(report(lambda: Snapshot(1, 2, 0, 1.0, None), 0.05, stream))
-    await asyncio.sleep(0.3)
+    """On a fake clock: 10 s of a run with a 2 s interval is five lines, in no time."""
+    stream, clock = io.StringIO(), FakeClock()
+    start = clock.time
+    task = asyncio.create_task(report(lambda: Snapshot(1, 2, 0, clock.time - start, None), 2.0,
+                                      stream, clock.clock))
+    while clock.time < start + 10.5:  # noqa: ASYNC110 - the fake clock moves as the task sleeps
+        await asyncio.sleep(0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    lines = stream.getvalue().splitlines()
-    assert len(lines) >= 2 and all(line.startswith("progress: 1 images |") for line in lines)
+    assert stream.getvalue().splitlines() == [
+        f"progress: 1 images | 2 member rows | {1 / t:,.0f} images/s | 0 failed"
+        for t in (2.0, 4.0, 6.0, 8.0, 10.0)]

@@ -69,7 +69,7 @@ async def test_another_input_for_the_same_date_starts_over(
     check_published(second, {(dataset.project_ids[0], i) for i in ids[:20]}, dataset, fake)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_kill_9_then_rerun_equals_one_uninterrupted_run(tmp_path: Path) -> None:
     env = {**os.environ, "CPH_AUTH_TOKEN": TOKEN}
     ids = tmp_path / "ids.txt"
@@ -332,6 +332,7 @@ async def test_a_manifest_that_cannot_be_written_after_publishing_is_recorded_by
     assert doc["files"] and all(f.startswith(("members/", "image_status/")) for f in doc["files"])
 
 
+@pytest.mark.e2e
 async def test_the_progress_line_counts_failures_as_they_happen(
         fake_factory: Factory, collect: Collect) -> None:
     dataset = Dataset(seed=52, images=30)
