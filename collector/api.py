@@ -22,18 +22,21 @@ class BodyError(ValueError):
 
 
 class Member(NamedTuple):  # a tuple: cheap to build on the hot path
+    """One member row of a page: who the image is shared with, since when."""
     member_id: str
     create_time: int  # epoch milliseconds
     update_time: int
 
 
 class Page(NamedTuple):  # a tuple: cheap to build on the hot path
+    """One page of ListImageMembers: its members and the marker of the next page, if any."""
     members: list[Member]
     next_marker: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class ApiError:
+    """The error triple of a non-200 answer, whichever shape it came in."""
     code: str | None
     message: str | None
     request_id: str | None

@@ -92,6 +92,7 @@ class AkSkAuth:
         return self.sign(method, URL(url, encoded=True), project_id), 0
 
     def sign(self, method: str, url: URL, project_id: str) -> dict[str, str]:
+        """The signed headers of one request (Host, X-Sdk-Date, X-Project-Id, Authorization)."""
         host = url.raw_host or ""
         if url.explicit_port and url.port != {"http": 80, "https": 443}.get(url.scheme):
             host = f"{host}:{url.port}"

@@ -32,6 +32,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``run``, ``demo`` and ``fake-server``; every setting is a flag."""
     parser = argparse.ArgumentParser(
         prog="cph-collector",
         description="Which projects is each Huawei Cloud CPH image shared with? Collects "
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: str) -> None:
+    """Log lines on stderr, each scrubbed of secrets by the redacting filter."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
                                            "%Y-%m-%dT%H:%M:%S%z"))
@@ -119,6 +121,7 @@ def guard_standard_fds() -> set[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run one command, and turn our errors into one line and their exit code."""
     guard_standard_fds()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -47,6 +47,7 @@ SWEEP = 0.05  # seconds between whole-request timeout checks: a timeout fires up
 
 
 class Reply(NamedTuple):  # a tuple: cheap to build on the hot path
+    """What one request got back: only the parts the collector reads."""
     status: int
     body: bytes
     request_id: str | None
@@ -57,6 +58,7 @@ class Reply(NamedTuple):  # a tuple: cheap to build on the hot path
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """Seconds to connect, to wait for (each part of) an answer, and for the whole request."""
     connect: float = 10.0
     read: float = 30.0
     total: float = 60.0

@@ -34,6 +34,7 @@ REGIONS = ("cn-north-4", "cn-north-9", "cn-east-2", "cn-east-3", "cn-east-4", "c
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """Every setting of a run, validated and frozen (see ``SPECS`` for each one's rules)."""
     endpoint: str | None = None
     region: str | None = None
     project_id: str | None = None
@@ -76,6 +77,7 @@ class Settings:
 
     @property
     def iam_url(self) -> str:
+        """``iam_endpoint``, else the region's, else IAM's global endpoint."""
         if self.iam_endpoint is not None:
             return self.iam_endpoint
         return f"https://iam.{self.region}.myhuaweicloud.com" if self.region \
@@ -106,6 +108,7 @@ Kind = tuple[Callable[[Any], Any], str]  # a parser and the words for what it al
 
 
 def spec(kind: Kind, help: str) -> Spec:
+    """A ``Spec`` from a kind (parser and its words) and a line of help."""
     return Spec(kind[0], kind[1], help)
 
 
@@ -121,6 +124,7 @@ def _checked_number(raw: Any, whole: bool) -> float:
 
 
 def whole(low: int, high: int) -> Kind:
+    """A whole number in [low, high]; 5.7 is refused, not rounded."""
     def parse(raw: Any) -> int:
         value = int(_checked_number(raw, whole=True))
         if not low <= value <= high:
@@ -131,6 +135,7 @@ def whole(low: int, high: int) -> Kind:
 
 
 def number(low: float, high: float) -> Kind:
+    """A finite number in [low, high]."""
     def parse(raw: Any) -> float:
         value = _checked_number(raw, whole=False)
         if not low <= value <= high:
@@ -141,6 +146,7 @@ def number(low: float, high: float) -> Kind:
 
 
 def positive(high: float, unit: str = "a number") -> Kind:
+    """A finite number in (0, high]."""
     def parse(raw: Any) -> float:
         value = _checked_number(raw, whole=False)
         if not 0 < value <= high:
@@ -151,6 +157,7 @@ def positive(high: float, unit: str = "a number") -> Kind:
 
 
 def choice(options: tuple[str, ...]) -> Kind:
+    """One of ``options``, case-insensitive."""
     def parse(raw: Any) -> str:
         value = str(raw).strip().lower()
         if value not in options:
@@ -295,6 +302,7 @@ assert set(SPECS) == {f.name for f in dataclasses.fields(Settings)}
 
 
 def env_name(name: str) -> str:
+    """The environment variable of a setting: ``CPH_<NAME>``."""
     return "CPH_" + name.upper()
 
 

@@ -87,4 +87,5 @@ async def _demo(output: Path, images: int, seed: int) -> int:
 
 
 def demo(output: Path, images: int, seed: int) -> int:
+    """Run the demo; its exit code is the collection's."""
     return loop.run(_demo(output, images, seed))

@@ -28,6 +28,7 @@ ANSWER_WINDOW = 10  # unproving answers are given this many times fail_fast_afte
 
 
 class Sign(Enum):
+    """What one answer says about the endpoint (see the module docstring)."""
     PROOF = "proof"
     NO_ANSWER = "no_answer"
     UNRECOGNISED = "unrecognised"
@@ -63,6 +64,7 @@ class EndpointCheck:
     last: str = ""
 
     def note(self, sign: Sign, what: str = "") -> str | None:
+        """Count one answer; the error to stop with once the evidence says the endpoint is wrong."""
         if self.proven:
             return None
         if sign is Sign.PROOF:

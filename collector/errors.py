@@ -16,6 +16,7 @@ from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
+    """The process's exit codes, as the README documents them."""
     OK = 0  # every ID got a definitive answer
     SOME_FAILED = 1  # finished, but some IDs are `failed`
     USAGE = 2  # usage, configuration, input or output error before any request
@@ -64,6 +65,7 @@ DEFINITIVE = frozenset({Status.OK, Status.NOT_FOUND, Status.INVALID_ID})
 
 
 class CollectorError(Exception):
+    """A failure of ours that ends the command with one line and ``exit_code``."""
     exit_code = ExitCode.USAGE
 
 

@@ -61,6 +61,7 @@ async def in_daemon_thread(work: Callable[[], T]) -> T:
 
 
 class Feed:
+    """Hands the workers their next target, reading the input ahead in a thread."""
     def __init__(self, lines: Iterator[Line], intake: Intake,
                  reject: Callable[[Rejected], Awaitable[None]], batch: int = READ_BATCH) -> None:
         self._lines = lines

@@ -35,6 +35,7 @@ ACCEPTED = classify(200, None)
 
 @dataclass(slots=True)
 class ImageResult:
+    """One image's outcome: its status row's fields and, when ok, its members."""
     project_id: str
     image_id: str
     status: Status
@@ -49,6 +50,7 @@ class ImageResult:
 
 @dataclass(slots=True)
 class Counters:
+    """The run's request counts, as the manifest reports them."""
     requests: int = 0
     retries: int = 0
     throttled: int = 0

@@ -30,6 +30,7 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], None],
 
 
 def write_bytes(target: Path, data: bytes, tmp: Path | None = None) -> None:
+    """``data`` written so that ``target`` exists only complete."""
     def write(handle: BinaryIO) -> None:
         handle.write(data)
 

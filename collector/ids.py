@@ -21,6 +21,7 @@ def clean(raw: str) -> str:
 
 
 def is_valid_id(value: str) -> bool:
+    """True for an ID that may go into a URL path (see the module docstring)."""
     return _ALLOWED.fullmatch(value) is not None
 
 

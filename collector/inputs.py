@@ -27,6 +27,7 @@ FORMATS_BY_SUFFIX = {".txt": "text", ".ids": "text", ".csv": "csv", ".jsonl": "j
 
 
 class Line(NamedTuple):  # a tuple: cheap to build on the hot path
+    """One input line or row: its number, the ID (or the whole bad line), and any problem."""
     number: int
     image_id: str  # cleaned; for a rejected line, the whole line (see ids.as_text)
     project_id: str | None
@@ -34,6 +35,7 @@ class Line(NamedTuple):  # a tuple: cheap to build on the hot path
 
 
 def detect_format(path: str, given: str) -> str:
+    """The input format: as given, or from the file's extension (stdin: text)."""
     if given != "auto":
         return given
     if path == "-":
@@ -106,6 +108,7 @@ def _too_long(number: int, start: bytes, digest: str) -> Line:
 
 
 def read_text(stream: IO[bytes]) -> Iterator[Line]:
+    """One ID a line; blank lines and ``#`` comments skipped."""
     for number, raw, too_long in _bounded_lines(stream):
         if too_long is not None:
             yield _too_long(number, raw, too_long)
@@ -117,6 +120,7 @@ def read_text(stream: IO[bytes]) -> Iterator[Line]:
 
 
 def read_jsonl(stream: IO[bytes]) -> Iterator[Line]:
+    """One JSON object a line, with ``image_id`` and optionally ``project_id``."""
     for number, raw, too_long in _bounded_lines(stream):
         if too_long is not None:
             yield _too_long(number, raw, too_long)
@@ -139,6 +143,7 @@ def read_jsonl(stream: IO[bytes]) -> Iterator[Line]:
 
 
 def read_csv(stream: IO[bytes], name: str) -> Iterator[Line]:
+    """A CSV with a header naming ``image_id`` (and optionally ``project_id``)."""
     too_long: list[Line] = []
     yield from _csv_rows(csv.reader(_csv_lines(stream, too_long)), name, too_long)
 
@@ -199,6 +204,7 @@ def _csv_rows(reader: Any, name: str, too_long: list[Line]) -> Iterator[Line]:
 
 
 def read_parquet(stream: IO[bytes], name: str) -> Iterator[Line]:
+    """A Parquet file's ``image_id`` (and ``project_id``) columns, batch by batch."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -268,6 +274,7 @@ def read_input(path: str, input_format: str) -> Generator[Line, None, None]:
 
 @dataclass(frozen=True, slots=True)
 class Survey:
+    """What one pass over the input file tells before the run."""
     digest: str | None  # sha256 of the input's bytes; None for stdin
     lines: int | None  # lines (Parquet: rows), an upper bound on IDs for the progress bar
 

@@ -91,11 +91,13 @@ def _find(bucket: bytearray, key: bytes) -> int:
 
 
 class Target(NamedTuple):  # a tuple: cheap to build on the hot path
+    """An ID to request: valid, first seen, not yet committed by an earlier run."""
     project_id: str
     image_id: str
 
 
 class Rejected(NamedTuple):  # a tuple: cheap to build on the hot path
+    """An input line that is not a usable ID: it becomes an ``invalid_id`` row."""
     line: int
     project_id: str
     image_id: str
@@ -104,6 +106,7 @@ class Rejected(NamedTuple):  # a tuple: cheap to build on the hot path
 
 @dataclass(slots=True)
 class Intake:
+    """Decides each line's fate once: request it, reject it, or skip a duplicate."""
     default_project: str | None
     done: IdSet = field(default_factory=IdSet)  # committed by an earlier run; shrinks
     lines: int = 0

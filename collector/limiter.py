@@ -76,6 +76,7 @@ def announced_rate(message: str | None) -> float | None:
 
 
 class RateLimiter:
+    """The run's one request-rate cap, shared by every worker (see the module docstring)."""
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
                  slow_start: bool = True) -> None:
         if rate <= 0:
@@ -109,6 +110,7 @@ class RateLimiter:
         # asyncio-throttle's waiters each poll every retry_interval: 64 waiting workers would
         # wake 64,000 times a second. Behind the gate only the first polls; the rest sleep in
         # line (FIFO), and each is let through as soon as the one before it got a slot.
+        """Wait for the next slot; every attempt, retries included, passes here."""
         async with self._gate:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
 

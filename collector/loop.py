@@ -10,6 +10,7 @@ T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on the fastest event loop installed."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional extra
     except ImportError:
@@ -18,6 +19,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def name() -> str:
+    """Which event loop ``run`` uses, for benchmark reports."""
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:

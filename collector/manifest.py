@@ -20,6 +20,7 @@ from collector.secrets import redact
 
 @dataclass(slots=True)
 class RunRecord:
+    """What one run did, as ``runs/<run_id>.json`` says it."""
     run_id: str
     snapshot_date: dt.date
     started_at: dt.datetime
@@ -43,6 +44,7 @@ class RunRecord:
         return max((end - self.started_at).total_seconds(), 1e-9)
 
     def to_json(self) -> bytes:
+        """The manifest's bytes, redacted after encoding: no escaped form of a secret survives."""
         images = self.counts.get("unique_ids", 0)
         doc = {
             "run_id": self.run_id,

@@ -37,6 +37,7 @@ log = logging.getLogger("collector")
 
 
 def new_run_id(started: dt.datetime) -> str:
+    """``YYYYMMDDTHHMMSSZ-xxxxxx``: sortable by start, unique by its random tail."""
     return f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 

@@ -63,5 +63,6 @@ def shown(proxy: str) -> str:
 
 
 def has_credentials(proxy: str) -> bool:
+    """True when a proxy URL carries a user or password."""
     parts = urlsplit(proxy)
     return bool(parts.username or parts.password)

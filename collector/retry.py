@@ -42,6 +42,7 @@ RETRYABLE_CODES = frozenset({"CPS.0003"})
 
 
 class Action(Enum):
+    """What to do after one attempt (see ``classify``)."""
     DONE = "done"  # a definitive answer: the image gets `status`
     RETRY = "retry"  # try again after a backoff, if attempts and budget allow
     REFRESH_AUTH = "refresh_auth"  # the credentials were rejected
@@ -50,6 +51,7 @@ class Action(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """An action and, when the image is done, its status."""
     action: Action
     status: Status
 
@@ -80,6 +82,7 @@ def classify(http_status: int | None, error_code: str | None,
 
 
 def is_throttled(http_status: int | None, error_code: str | None) -> bool:
+    """A 429, or API Gateway's throttling code on any status."""
     return http_status == 429 or error_code in THROTTLED_CODES
 
 
@@ -106,6 +109,7 @@ def parse_retry_after(value: str | None,
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
+    """The wait before a retry: full jitter, or a clamped Retry-After (see the module docstring)."""
     base: float = 0.5
     cap: float = 30.0
     retry_after_cap: float = 60.0

@@ -32,6 +32,7 @@ class Secret:
             _known.update(forms(value))
 
     def reveal(self) -> str:
+        """The value itself: only for the header or body that needs it."""
         return self._value
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ EMPTY_HASH = hashlib.sha256(b"").hexdigest()
 
 
 def sdk_date(now: dt.datetime) -> str:
+    """X-Sdk-Date's format: ``YYYYMMDDTHHMMSSZ`` in UTC."""
     return now.astimezone(dt.UTC).strftime(DATE_FORMAT)
 
 
@@ -37,11 +38,13 @@ def _encode(value: str) -> str:
 
 
 def canonical_uri(path: str) -> str:
+    """The path as signed: each segment URI-encoded, with a trailing slash."""
     uri = "/".join(_encode(segment) for segment in unquote(path).split("/"))
     return uri if uri.endswith("/") else uri + "/"
 
 
 def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """The query as signed: sorted by name and value, each URI-encoded."""
     return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(pairs))
 
 
@@ -55,6 +58,7 @@ def canonical_request(method: str, path: str, query: Iterable[tuple[str, str]],
 
 
 def signature(secret_key: str, date: str, canonical: str) -> str:
+    """HMAC-SHA256 of the string to sign with the secret key, in hex."""
     to_sign = f"{ALGORITHM}\n{date}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
     return hmac.new(secret_key.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
 

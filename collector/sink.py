@@ -64,6 +64,7 @@ log = logging.getLogger("collector")
 
 
 def partition(output: Path, table: str, snapshot_date: dt.date) -> Path:
+    """The folder of one table's partition for one date."""
     return output / table / f"snapshot_date={snapshot_date.isoformat()}"
 
 
@@ -243,6 +244,7 @@ class ParquetSink:
                 path.unlink()
 
     def discard(self) -> None:
+        """Remove this date's staging after a finished run."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
 

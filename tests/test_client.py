@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from collector.client import (
+    SWEEP,
     AiohttpClient,
     BodyTooLarge,
     BrokenBody,
@@ -17,6 +18,7 @@ from collector.client import (
     Timeouts,
     UnsafeHeader,
 )
+from collector.clock import FakeClock
 
 Answer = Callable[[bytes], bytes | None]  # request head -> raw answer; None = close silently
 CLOSE = b"<close>"  # an answer ending with this is sent without it, then the connection closes
@@ -160,14 +162,23 @@ async def test_a_body_over_the_limit_stops_early(serve: Serve, answer: bytes) ->
             await c.get(url, TOKEN_HEADER)
 
 
-@pytest.mark.e2e
 async def test_a_silent_server_times_out_and_the_next_request_gets_a_new_connection(
         serve: Serve) -> None:
+    """On a fake clock: the request waits until the clock passes its read timeout (0.5 s),
+    then fails within one sweep; no real half second goes by."""
     answers = iter([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", ok()])
     raw, url = await serve(lambda head: next(answers))
-    async with client() as c:
+    clock = FakeClock()
+    async with AiohttpClient(concurrency=4, timeouts=Timeouts(connect=2, read=0.5, total=2),
+                             max_body_bytes=10_000, env={}, clock=clock.now) as c:
+        request = asyncio.create_task(c.get(url, TOKEN_HEADER))
+        while not raw.heads:  # noqa: ASYNC110 - until the server has the request
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(2 * SWEEP)
+        assert not request.done()  # the real clock moved, ours did not
+        clock.time += 0.6
         with pytest.raises(TimeoutError):
-            await c.get(url, TOKEN_HEADER)
+            await asyncio.wait_for(request, timeout=1)
         assert (await c.get(url, TOKEN_HEADER)).status == 200
     assert raw.connections == 2
 

@@ -26,6 +26,7 @@ DEFAULT_TOKEN = "fake-token"  # noqa: S105 - the fake server's documented defaul
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fake-server`` command's options."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback default)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one")
     parser.add_argument("--projects", type=int, default=1, help="projects in the dataset")
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_faults(items: list[str]) -> dict[str, float]:
+    """``KIND=RATE`` options as fault rates; UsageError naming a bad one."""
     rates: dict[str, float] = {}
     for item in items:
         kind, _, rate = item.partition("=")
@@ -79,6 +81,7 @@ def parse_faults(items: list[str]) -> dict[str, float]:
 
 
 def write_ids(dataset: Dataset, path: Path) -> None:
+    """Write the dataset's image IDs (and some unknown ones) for a run to read."""
     with path.open("w", newline="", encoding="utf-8") as handle:
         if path.suffix.lower() == ".csv":
             writer = csv.writer(handle)
@@ -106,6 +109,7 @@ def credentials(args: argparse.Namespace) -> dict[str, object]:
 
 
 def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
+    """The fake server the options describe, on the chosen front."""
     dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images,
                       max_members=args.max_members)
     config = ServerConfig(
@@ -153,6 +157,7 @@ async def _freeze_every_second() -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM, then print what was served."""
     fake = build(args)
     if args.ids_file is not None:
         write_ids(fake.dataset, args.ids_file)

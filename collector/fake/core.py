@@ -136,4 +136,5 @@ class FakeApiCore:
 
 
 def url_of(host: str, port: int, scheme: str = "http") -> str:
+    """The base URL of a listening address (IPv6 in brackets)."""
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"

@@ -74,6 +74,7 @@ class CphApi:
         self._bodies: dict[str, bytes] = {}  # whole member lists, rendered once
 
     def members(self, ex: Exchange, query: Mapping[str, str]) -> Answer:
+        """ListImageMembers for ``ex.image_id``, or the fault this attempt draws."""
         image = ex.image_id
         assert image is not None
         self.attempts[image] += 1
@@ -90,11 +91,13 @@ class CphApi:
         return self.members_page(ex, query, image)
 
     def not_found(self, ex: Exchange) -> Answer:
+        """An unknown image, in the configured shape (400 CPS.0030 or 404 APIGW.0101)."""
         if self.config.unknown_image == "404":
             return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"])
         return error(ex, 400, "CPS.0030", MSG["CPS.0030"])
 
     def members_page(self, ex: Exchange, query: Mapping[str, str], image: str) -> Answer:
+        """The image's members: all at once (older API), or one page by marker and limit."""
         if not self.config.paging or ("marker" not in query and "limit" not in query):
             body = self._bodies.get(image)
             if body is None:
@@ -120,6 +123,7 @@ class CphApi:
         return Answer(200, orjson.dumps({"members": page, "page_info": page_info}))
 
     def images(self, ex: Exchange, query: Mapping[str, str]) -> Answer:
+        """ListImages: a page of the project's images by offset and limit, with the total."""
         if ex.project_id not in self.projects:
             return error(ex, 400, "CPS.0001", MSG["CPS.0001"])
         offset = int_param(query.get("offset", "0"), 0, 2**31)

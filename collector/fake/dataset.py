@@ -26,11 +26,13 @@ DOC_EXAMPLE_MEMBERS = (
 
 
 def hex_id(rng: random.Random) -> str:
+    """A 32-hex-digit ID, as CPH's image and project IDs look."""
     return f"{rng.getrandbits(128):032x}"
 
 
 @dataclass
 class Dataset:
+    """A seeded, reproducible world of projects, images and members that the fake serves."""
     seed: int = 1
     projects: int = 1
     images: int = 100  # per project
@@ -63,6 +65,7 @@ class Dataset:
                 if (project is None or p == project) and i != DOC_EXAMPLE_IMAGE]
 
     def owner(self, image_id: str) -> str | None:
+        """The project that owns ``image_id``, or None for an image nobody has."""
         return self._owner.get(image_id)
 
     def members(self, image_id: str) -> list[dict[str, object]]:

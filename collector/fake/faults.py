@@ -14,6 +14,7 @@ from enum import StrEnum
 
 
 class Outcome(StrEnum):
+    """What one attempt at an image meets: normal, or a fault of a kind."""
     NORMAL = "normal"  # what the dataset says: members, or not found
     THROTTLE = "throttle"  # 429 APIGW.0308
     HTTP_500 = "http_500"
@@ -43,6 +44,7 @@ class Outcome(StrEnum):
 
 
 class FaultPlan:
+    """Which attempt meets which fault: scripts per image, random rates otherwise."""
     def __init__(self, rates: Mapping[str, float] | None = None,
                  script: Mapping[str, Sequence[str]] | None = None, seed: int = 0) -> None:
         self.rates = {Outcome(k): float(v) for k, v in (rates or {}).items() if v > 0}

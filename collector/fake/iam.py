@@ -38,9 +38,11 @@ class Iam:
         self.projects = projects
 
     def handles(self, path: str) -> bool:
+        """True for the paths IAM answers."""
         return path == TOKENS_PATH
 
     def answer(self, ex: Exchange, headers: Mapping[str, str], body: bytes) -> Answer:
+        """The answer to a token request: 201 with X-Subject-Token, or IAM's error."""
         ex.outcome = "iam_token"
         if ex.method != "POST":
             return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)

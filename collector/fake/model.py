@@ -56,6 +56,7 @@ class Exchange:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
+    """One request as the fake saw it, for tests to assert on."""
     t: float  # time.monotonic() when the request arrived
     method: str
     path: str
@@ -70,6 +71,7 @@ class LogEntry:
 
 @dataclass(slots=True)
 class Answer:
+    """What the core decided to answer; a front turns it into bytes on the wire."""
     status: int
     body: bytes
     content_type: str = JSON

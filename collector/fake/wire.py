@@ -51,11 +51,13 @@ def head(ex: Exchange, answer: Answer, length: int | None, close: bool,
 
 @dataclass(frozen=True, slots=True)
 class Send:
+    """Write these bytes."""
     data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Pause:
+    """Wait this long before the next step."""
     seconds: float
 
 
@@ -69,6 +71,7 @@ class Repeat:
 
 @dataclass(frozen=True, slots=True)
 class Cut:
+    """Drop the connection."""
     rst: bool  # an RST (SO_LINGER 0) rather than a FIN
 
 
