@@ -1,0 +1,69 @@
+"""The module map, enforced: each module imports only modules of lower layers, and the fake
+server stays apart from the collector it fakes an API for."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "collector"
+LAYERS = [
+    # values, clock and rules with no collector imports
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
+    {"secrets", "api", "inputs", "progress", "conclude"},  # contracts over values
+    {"proxy", "intake", "manifest"},
+    {"config", "client", "feed"},  # settings; the HTTP pool (transport only); the read-ahead
+    {"auth", "retry"},  # credentials; the retry policy
+    {"fetch"},  # one image
+    {"sink"},  # Parquet on disk
+    {"collect", "outdir", "preflight", "build"},  # tasks and queues; the output; the wiring
+    {"pipeline"},  # the run as steps
+    {"demo"},
+    {"cli"},
+    {"__main__"},  # python -m collector
+]
+FAKE_MAY_USE = {"errors", "loop", "signer"}  # the signer is the spec the fake gateway checks
+
+
+def imports(path: Path) -> set[str]:
+    """The ``collector`` modules a file imports, as names relative to the package."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("collector"):
+            if node.module == "collector":
+                found |= {alias.name for alias in node.names}
+            else:
+                found.add(node.module.removeprefix("collector."))
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("collector.") for a in node.names
+                      if a.name.startswith("collector.")}
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert modules == set().union(*LAYERS)
+
+
+def test_each_module_imports_only_lower_layers() -> None:
+    layer_of = {module: n for n, layer in enumerate(LAYERS) for module in layer}
+    wrong = []
+    for path in PACKAGE.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        for used in imports(path):
+            top = used.split(".")[0]
+            if top == "fake":
+                if path.stem not in {"demo", "cli"}:
+                    wrong.append(f"{path.stem} imports the fake server ({used})")
+            elif layer_of[top] >= layer_of[path.stem]:
+                wrong.append(f"{path.stem} (layer {layer_of[path.stem]}) imports {used} "
+                             f"(layer {layer_of[top]})")
+    assert wrong == []
+
+
+def test_the_fake_server_uses_nothing_of_the_collector_but_the_signature_rules() -> None:
+    wrong = [f"fake.{path.stem} imports {used}"
+             for path in (PACKAGE / "fake").glob("*.py") for used in imports(path)
+             if not used.startswith("fake") and used not in FAKE_MAY_USE]
+    assert wrong == []
