@@ -11,6 +11,7 @@ from aioresponses import aioresponses
 
 from collector.auth import TokenAuth
 from collector.client import AiohttpClient, Timeouts
+from collector.clock import FakeClock
 from collector.errors import FatalRunError, Status
 from collector.fetch import Fetcher
 from collector.intake import Target
@@ -102,3 +103,21 @@ async def test_next_marker_is_followed_with_the_marker_in_the_query(
     result = await fetcher.collect(Target("p1", "img1"))
     assert [m.member_id for m in result.members] == ["m1", "m2"]
     assert result.attempts == 2
+
+
+async def test_a_minute_of_backoff_is_waited_on_the_clock_exactly(
+        mock_http: aioresponses) -> None:
+    """Retry-After: 90 twice, clamped to 60: two minutes of waiting, in no time."""
+    clock = FakeClock()
+    start = clock.time
+    mock_http.get(URL, status=429, body=error("APIGW.0308"), headers={"Retry-After": "90"},
+                  repeat=2)
+    mock_http.get(URL, status=200, body=b'{"members": []}')
+    async with AiohttpClient(concurrency=1, timeouts=Timeouts(), max_body_bytes=10_000) as client:
+        fetcher = Fetcher(client, TokenAuth(Secret("tok-123456")),
+                          RateLimiter(10_000, clock=clock.now), endpoint="https://cph.test",
+                          max_attempts=3, backoff=Backoff(retry_after_cap=60),
+                          budget=RetryBudget(), fail_fast_after=50, sleep=clock.sleep)
+        result = await fetcher.collect(Target("p1", "img1"))
+    assert (result.status, result.attempts) == (Status.OK, 3)
+    assert clock.time - start == 120.0
