@@ -12,6 +12,7 @@ share the pool, its TLS trust and its proxy.
         └── ConnectionDropped  the connection broke before an answer
     TimeoutError               no answer, or no part of one, in time (the sweep)
     BodyTooLarge               a body over ``max_body_bytes``
+    ProxyRefused               the proxy itself said no (407, or a refused CONNECT): no retry
     UnsafeHeader (ValueError)  a header value with a control character: never sent
 
 What is done once, not per request: the static headers (session defaults), the proxy of each
@@ -40,7 +41,6 @@ import aiohttp
 from yarl import URL
 
 from collector import proxy as proxies
-from collector.errors import FatalRunError
 
 USER_AGENT = "cph-collector/0.1"
 SWEEP = 0.05  # seconds between whole-request timeout checks: a timeout fires up to this late
@@ -83,6 +83,10 @@ class ConnectionDropped(ConnectionError):
 
 class BodyTooLarge(Exception):
     """The response body exceeded ``max_body_bytes``."""
+
+
+class ProxyRefused(Exception):
+    """The proxy refused us (407 Proxy Authentication Required, or a refused CONNECT)."""
 
 
 class UnsafeHeader(ValueError):
@@ -265,7 +269,7 @@ class AiohttpClient:
 def _refuse_proxy_answer(resp: aiohttp.ClientResponse, proxy: URL | None) -> None:
     """A plain-HTTP proxy answers 407 itself when it wants credentials: that ends the run."""
     if proxy is not None and resp.status == 407:
-        raise FatalRunError(f"proxy {proxies.shown(str(proxy))} refused the request: HTTP 407 "
+        raise ProxyRefused(f"proxy {proxies.shown(str(proxy))} refused the request: HTTP 407 "
                             "Proxy Authentication Required; check the proxy's user and password "
                             "(CPH_PROXY, HTTPS_PROXY or HTTP_PROXY)")
 
@@ -274,7 +278,7 @@ def _translate(exc: aiohttp.ClientError, proxy: URL | None) -> BaseException:
     """aiohttp's error, as one of ours (or a TimeoutError for a read that timed out)."""
     via = proxies.shown(str(proxy)) if proxy is not None else None
     if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy refused the CONNECT tunnel
-        return FatalRunError(f"proxy {via} refused the connection: HTTP {exc.status} "
+        return ProxyRefused(f"proxy {via} refused the connection: HTTP {exc.status} "
                              f"{exc.message}; check the proxy and its credentials")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return ConnectFailed(f"cannot connect to proxy {via}: {_os_reason(exc.os_error)}", via)

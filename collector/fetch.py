@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 
 from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
 from collector.auth import Auth
-from collector.client import BodyTooLarge, BrokenBody, Client, ConnectFailed, Reply, UnsafeHeader
+from collector.client import (
+    BodyTooLarge,
+    BrokenBody,
+    Client,
+    ConnectFailed,
+    ProxyRefused,
+    Reply,
+    UnsafeHeader,
+)
 from collector.endpoint import EndpointCheck, Sign, describe, sign_of
 from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.intake import Target
@@ -188,6 +196,8 @@ class Fetcher:
                 reply = await self._client.get(url, headers)
             except UnsafeHeader as exc:  # credentials that became unusable: the user's to fix
                 raise UsageError(str(exc)) from None
+            except ProxyRefused as exc:  # no retry will change the proxy's mind
+                raise FatalRunError(str(exc)) from None
             if reply.status != 401:
                 self._auth.accepted(project_id, generation)
                 break
