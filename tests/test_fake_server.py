@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from collector.fake import Dataset, FakeCph, FastFakeCph
+from collector.fake import Dataset, FakeCph, FastFakeCph, Outcome
 from collector.fake.dataset import DOC_EXAMPLE_IMAGE, DOC_EXAMPLE_MEMBERS, DOC_EXAMPLE_PROJECT
 from collector.fake.gateway import Gateway
 from collector.fake.model import Exchange, ServerConfig
@@ -251,3 +251,41 @@ def test_long_tailed_latency_has_the_asked_p50_and_p99() -> None:
     samples = sorted(fake.latency_sample() for _ in range(20_000))
     assert samples[10_000] == pytest.approx(0.2, rel=0.05)
     assert samples[19_800] == pytest.approx(2.0, rel=0.1)
+
+
+async def test_list_images_lists_own_and_shared_images_by_type(
+        fake: FakeCph, http: aiohttp.ClientSession) -> None:
+    project = fake.dataset.project_ids[0]
+    url = f"{fake.url}/v1/{project}/cloud-phone/images"
+    _, own, _ = await get(http, url, params={"image_type": "private"})
+    _, shared, _ = await get(http, url, params={"image_type": "share"})
+    assert [i["image_id"] for i in own["image_infos"]] == fake.dataset.image_ids(project)
+    assert {i["image_type"] for i in own["image_infos"]} == {"private"}
+    assert all(i["project_id"] == project and "src_project_id" not in i
+               for i in own["image_infos"])
+    assert shared["total"] == 3 and all(
+        i["image_type"] == "share" and len(i["src_project_id"]) == 32 and "project_id" not in i
+        for i in shared["image_infos"])
+    status, body, _ = await get(http, url, params={"image_type": "public"})
+    assert (status, body["error_code"]) == (400, "CPS.0002")
+
+
+async def test_a_listing_page_can_be_scripted_to_fail(fake_factory: Factory,
+                                                      http: aiohttp.ClientSession) -> None:
+    fake = await fake_factory()
+    project = fake.dataset.project_ids[0]
+    fake.cph.faults.script[f"list:{project}:private:0"] = [Outcome.HTTP_503]
+    url = f"{fake.url}/v1/{project}/cloud-phone/images"
+    assert [(await get(http, url, params={"offset": "0"}))[0] for _ in range(2)] == [503, 200]
+
+
+async def test_iam_lists_the_accounts_projects_to_a_caller_it_knows(
+        fake: FakeCph, http: aiohttp.ClientSession) -> None:
+    status, body, _ = await get(http, f"{fake.url}/v3/auth/projects")
+    assert status == 200
+    names = {p["name"] for p in body["projects"]}
+    assert names == {"cn-north-4", "cn-north-4_1", "cn-north-4_locked", "cn-east-3"}
+    async with aiohttp.ClientSession() as anonymous, \
+            anonymous.get(f"{fake.url}/v3/projects") as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == 401

@@ -42,7 +42,7 @@ class FakeApiCore:
         self.config = config or ServerConfig()
         self.gateway = Gateway(self.config)
         self.cph = CphApi(self.dataset, self.config, self.gateway)
-        self.iam = Iam(self.config, self.gateway, self.cph.projects)
+        self.iam = Iam(self.config, self.gateway, self.cph.projects, self.dataset.iam_projects())
         self.recorder = Recorder(self.config.record)
         self.url = ""
         self._rng = random.Random(self.config.seed + 1)
@@ -102,7 +102,7 @@ class FakeApiCore:
                body: bytes = b"") -> Answer:
         """The answer to one request. ``headers`` must look up lowercase names."""
         if self.iam.handles(ex.path):
-            return self.iam.answer(ex, headers, body)
+            return self.iam.answer(ex, query, headers, body)
         refused = self.gateway.admit(ex, query, headers, body)
         if refused is not None:
             return refused

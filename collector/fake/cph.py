@@ -123,47 +123,65 @@ class CphApi:
         return Answer(200, orjson.dumps({"members": page, "page_info": page_info}))
 
     def images(self, ex: Exchange, query: Mapping[str, str]) -> Answer:
-        """ListImages: a page of the project's images by offset and limit, with the total."""
-        if ex.project_id not in self.projects:
-            return error(ex, 400, "CPS.0001", MSG["CPS.0001"])
+        """ListImages: a page of the project's images of one ``image_type`` (private, the
+        default, or share) by offset and limit, with the total; faults are drawn per page
+        (script key ``list:{project}:{image_type}:{offset}``)."""
         offset = int_param(query.get("offset", "0"), 0, 2**31)
         limit = int_param(query.get("limit", "100"), 1, 100)
-        if offset is None or limit is None:
+        image_type = query.get("image_type", "private")
+        key = f"list:{ex.project_id}:{image_type}:{query.get('offset', '0')}"
+        self.attempts[key] += 1
+        ex.attempt = self.attempts[key]
+        outcome = self.faults.outcome(key, ex.attempt)
+        ex.outcome = "list" if outcome is Outcome.NORMAL else outcome.value
+        if ex.project_id not in self.projects:
+            return error(ex, 400, "CPS.0001", MSG["CPS.0001"])
+        if offset is None or limit is None or image_type not in ("private", "share"):
             return error(ex, 400, "CPS.0002", "Parameter: offset or limit is invalid.")
-        ids = self.dataset.image_ids(ex.project_id)
-        infos = [self.dataset.image_info(i, offset + n)
+        assert ex.project_id is not None
+        ids = self.dataset.listed(ex.project_id, image_type)
+        infos = [self.dataset.image_info(i, offset + n, image_type, ex.project_id)
                  for n, i in enumerate(ids[offset:offset + limit])]
-        return Answer(200, orjson.dumps({"request_id": ex.rid, "total": len(ids),
-                                         "image_infos": infos}))
+        good = orjson.dumps({"request_id": ex.rid, "total": len(ids), "image_infos": infos})
+        if outcome is Outcome.NORMAL:
+            return Answer(200, good)
+        return self._fault_answer(ex, outcome, good) or Answer(200, good)
 
     def fault(self, ex: Exchange, outcome: Outcome, image: str) -> Answer:
         """The answer a fault gives instead of the image's own."""
+        good = orjson.dumps({"members": self.dataset.members(image), "page_info": {}})
+        answer = self._fault_answer(ex, outcome, good)
+        if answer is not None:
+            return answer
+        if outcome is Outcome.NOT_FOUND:
+            return self.not_found(ex)
+        return _wrong_answer(ex, outcome, image, self.dataset, good)
+
+    def _fault_answer(self, ex: Exchange, outcome: Outcome, good: bytes) -> Answer | None:
+        """The faults any API call can meet (None for the member-specific ones)."""
         if outcome is Outcome.THROTTLE:
             return self.gateway.throttled(ex, self.config.rate_limit or 200)
         if outcome in SIMPLE_FAULTS:
             return error(ex, *SIMPLE_FAULTS[outcome])
-        if outcome is Outcome.NOT_FOUND:
-            return self.not_found(ex)
-        good = orjson.dumps({"members": self.dataset.members(image), "page_info": {}})
         if outcome in TRANSPORT_FAULTS:
             return Answer(200, good, fault=outcome)
-        return _wrong_answer(ex, outcome, image, self.dataset, good)
+        if outcome is Outcome.TRUNCATED_JSON:
+            return Answer(200, good[: max(len(good) - 5, 1)])
+        if outcome in (Outcome.HTML_200, Outcome.HTML_502):
+            return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
+        if outcome is Outcome.REDIRECT:
+            return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
+        return None
 
 
 def _wrong_answer(ex: Exchange, outcome: Outcome, image: str, dataset: Dataset,
                   good: bytes) -> Answer:
-    """A well-framed answer whose content is wrong: a cut or mistyped body, HTML, a redirect,
-    paging that never ends."""
-    if outcome is Outcome.TRUNCATED_JSON:
-        return Answer(200, good[: max(len(good) - 5, 1)])
+    """A well-framed member answer whose content is wrong: mistyped, or paging that loops or
+    never ends."""
     if outcome is Outcome.WRONG_TYPES:
         return Answer(200, orjson.dumps({"members": [
             {"image_id": image, "member_id": 12345, "create_time": "yesterday",
              "update_time": None}]}))
-    if outcome in (Outcome.HTML_200, Outcome.HTML_502):
-        return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
-    if outcome is Outcome.REDIRECT:
-        return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
     if outcome is Outcome.ENDLESS_PAGING:  # ten new members a page, and always a next page
         members = [{"image_id": image, "member_id": f"{ex.attempt:06d}{n:02d}" * 2,
                     "create_time": 1_700_000_000_000, "update_time": 1_700_000_000_000}

@@ -40,7 +40,11 @@ class Dataset:
     empty_share: float = 0.2  # images shared with nobody
     accounts: int = 500  # distinct member projects to draw from
     with_doc_example: bool = True
+    region: str = "cn-north-4"  # the region of the projects, as IAM names them
+    shared_per_project: int = 3  # images other accounts share with each project (image_type=share)
     project_ids: list[str] = field(init=False)
+    project_names: dict[str, str] = field(init=False)
+    other_projects: dict[str, str] = field(init=False)  # IAM lists them; they hold no images
     _owner: dict[str, str] = field(init=False, repr=False)
     _pool: list[str] = field(init=False, repr=False)
     _members: dict[str, list[dict[str, object]]] = field(init=False, repr=False,
@@ -58,6 +62,13 @@ class Dataset:
             self.project_ids.append(DOC_EXAMPLE_PROJECT)
             self._owner[DOC_EXAMPLE_IMAGE] = DOC_EXAMPLE_PROJECT
             self._members[DOC_EXAMPLE_IMAGE] = [dict(m) for m in DOC_EXAMPLE_MEMBERS]
+        # The region's main project is named like the region; the others are sub-projects.
+        self.project_names = {p: self.region if n == 0 else f"{self.region}_{n}"
+                              for n, p in enumerate(self.project_ids)}
+        # IAM also lists a project of another region, and one of ours that CPH refuses (CPS.0001).
+        self.other_projects = {hex_id(rng): "cn-east-3", hex_id(rng): f"{self.region}_locked"}
+        self._shared = {p: [hex_id(rng) for _ in range(self.shared_per_project)]
+                        for p in self.project_ids}
 
     def image_ids(self, project: str | None = None) -> list[str]:
         """Every image (of one project), in a stable order; the doc example is not included."""
@@ -98,14 +109,50 @@ class Dataset:
                 out.append(candidate)
         return out
 
-    def image_info(self, image_id: str, index: int) -> dict[str, object]:
-        """One ``ListImagesView`` (times are strings there, unlike the members API)."""
+    def listed(self, project: str, image_type: str) -> list[str]:
+        """What ListImages lists for a project: its own images (``private``, the doc example
+        included) or those other accounts shared with it (``share``), in a stable order."""
+        if image_type == "share":
+            return list(self._shared.get(project, []))
+        return [i for i, p in self._owner.items() if p == project]
+
+    def iam_projects(self) -> list[dict[str, object]]:
+        """The account's projects as IAM lists them (``GET /v3/auth/projects``)."""
+        domain = f"{self.seed:032x}"
+        return [{"id": p, "name": name, "enabled": True, "domain_id": domain,
+                 "parent_id": domain, "is_domain": False, "description": ""}
+                for p, name in {**self.project_names, **self.other_projects}.items()]
+
+    def image_info(self, image_id: str, index: int, image_type: str = "private",
+                   project: str | None = None) -> dict[str, object]:
+        """One ``ListImagesView``. Its times are strings of unstated format: the fake uses
+        several (ISO 8601 with Z, with an offset, without a zone, and epoch ms as digits)."""
         rng = random.Random(f"{self.seed}:info:{image_id}")
         created = rng.randrange(T0_MS, T1_MS)
-        return {"image_id": image_id, "image_name": f"image-{index:06d}", "image_type": "private",
-                "status": 1, "project_id": self._owner[image_id], "image_version": "android-13",
-                "image_size": rng.randrange(2 << 30, 12 << 30),
-                "create_time": _iso(created), "update_time": _iso(created)}
+        updated = created + rng.randrange(0, 86_400_000)
+        shape = rng.randrange(4)
+        info: dict[str, object] = {
+            "image_id": image_id, "image_name": f"image-{index:06d}", "image_type": image_type,
+            "status": rng.choice((1, 1, 1, 0, 2)), "image_version": rng.choice(
+                ("android-11", "android-12", "android-13")),
+            "image_size": rng.randrange(2 << 30, 12 << 30), "domain_id": f"{self.seed:032x}",
+            "create_time": _stamp(created, shape), "update_time": _stamp(updated, shape)}
+        if image_type == "share":
+            info["src_project_id"] = self._pool[rng.randrange(len(self._pool))]
+        else:
+            info["project_id"] = project or self._owner[image_id]
+        return info
+
+    def expected_inventory(self, project: str, image_type: str) -> list[tuple[str, int, int]]:
+        """(image_id, create ms, update ms) of each listed image, as the collector should
+        store them (times are whole seconds in every shape the fake sends)."""
+        rows = []
+        for image in self.listed(project, image_type):
+            rng = random.Random(f"{self.seed}:info:{image}")
+            created = rng.randrange(T0_MS, T1_MS)
+            updated = created + rng.randrange(0, 86_400_000)
+            rows.append((image, created // 1000 * 1000, updated // 1000 * 1000))
+        return rows
 
     def expected_rows(self, project: str, image_id: str) -> list[tuple[str, str, str, int, int]]:
         """(project, image, member, create, update) as the collector should write them."""
@@ -113,7 +160,15 @@ class Dataset:
                  int(m["update_time"])) for m in self.members(image_id)]  # type: ignore[call-overload]
 
 
-def _iso(ms: int) -> str:
+def _stamp(ms: int, shape: int) -> str:
+    """A time in one of the shapes ListImages might use (whole seconds)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = dt.datetime.fromtimestamp(ms // 1000, dt.UTC)
+    if shape == 0:
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if shape == 1:
+        return when.astimezone(dt.timezone(dt.timedelta(hours=8))).isoformat()
+    if shape == 2:
+        return when.strftime("%Y-%m-%d %H:%M:%S")  # no zone: UTC
+    return str(ms // 1000 * 1000)

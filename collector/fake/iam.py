@@ -1,7 +1,12 @@
-"""IAM's ``POST /v3/auth/tokens``, as the fake plays it: project-scoped tokens, by password or by
-assuming an agency; answered 201 with the token in ``X-Subject-Token``.
+"""IAM, as the fake plays it:
 
-Room for more of IAM (project listing, for discovery) sits beside ``token``.
+    POST /v3/auth/tokens    project-scoped tokens, by password or by assuming an agency;
+                            201 with the token in ``X-Subject-Token``
+    GET  /v3/auth/projects  the projects the token may use (X-Auth-Token)
+    GET  /v3/projects       the account's projects (AK/SK signature or a token); ``?name=``
+
+Projects are the dataset's (the region's project and its sub-projects), one of another region
+and one that CPH refuses, as a real account has.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collector.fake.gateway import MSG, Gateway, error
 from collector.fake.model import Answer, Exchange, ServerConfig
 
 TOKENS_PATH = "/v3/auth/tokens"
+PROJECT_PATHS = ("/v3/auth/projects", "/v3/projects")
 
 
 def iam_error(status: int, message: str) -> Answer:
@@ -32,17 +38,22 @@ def _iso(when: dt.datetime) -> str:
 class Iam:
     """Issues tokens the gateway then accepts until they expire."""
 
-    def __init__(self, config: ServerConfig, gateway: Gateway, projects: frozenset[str]) -> None:
+    def __init__(self, config: ServerConfig, gateway: Gateway, projects: frozenset[str],
+                 listed: list[dict[str, object]]) -> None:
         self.config = config
         self.gateway = gateway
         self.projects = projects
+        self.listed = listed
 
     def handles(self, path: str) -> bool:
         """True for the paths IAM answers."""
-        return path == TOKENS_PATH
+        return path == TOKENS_PATH or path in PROJECT_PATHS
 
-    def answer(self, ex: Exchange, headers: Mapping[str, str], body: bytes) -> Answer:
-        """The answer to a token request: 201 with X-Subject-Token, or IAM's error."""
+    def answer(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
+               body: bytes) -> Answer:
+        """A token (201 with X-Subject-Token), the projects, or IAM's error."""
+        if ex.path in PROJECT_PATHS:
+            return self._projects(ex, query, headers, body)
         ex.outcome = "iam_token"
         if ex.method != "POST":
             return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
@@ -58,6 +69,22 @@ class Iam:
         if project is not None and project not in self.projects:
             return iam_error(400, f"Could not find project: {project}.")
         return self._issue(ex, methods, project)
+
+    def _projects(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
+                  body: bytes) -> Answer:
+        ex.outcome = "iam_projects"
+        if ex.method != "GET":
+            return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
+        refused = self.gateway.admit(ex, query, headers, body)
+        if refused is not None:
+            if refused.status == 429:
+                return refused
+            return iam_error(401, "The request you have made requires authentication.")
+        projects = [p for p in self.listed
+                    if "name" not in query or p["name"] == query["name"]]
+        return Answer(200, orjson.dumps({"projects": projects, "links": {
+            "self": f"https://iam.example{ex.path}", "next": None, "previous": None}}),
+            backend=False)
 
     def _refusal(self, ex: Exchange, methods: object, auth: dict[str, object],
                  headers: Mapping[str, str]) -> Answer | None:
