@@ -96,8 +96,9 @@ class AkSkAuth:
         host = url.raw_host or ""
         if url.explicit_port and url.port != {"http": 80, "https": 443}.get(url.scheme):
             host = f"{host}:{url.port}"
-        headers = {"Host": host, "X-Sdk-Date": signer.sdk_date(self.clock()),
-                   "X-Project-Id": project_id}
+        headers = {"Host": host, "X-Sdk-Date": signer.sdk_date(self.clock())}
+        if project_id:  # IAM's calls belong to no project
+            headers["X-Project-Id"] = project_id
         if self.security_token is not None:
             headers["X-Security-Token"] = self.security_token.reveal()
         headers["Authorization"] = signer.sign(
@@ -214,8 +215,9 @@ class IamTokenAuth:
                 "name": self.user, "password": self.password.reveal(),
                 "domain": {"name": self.domain}}}}
             who = f"user {self.user} of account {self.domain}"
+        account = self.domain or (self.agency[0] if self.agency else None)
         scope = {"project": {"id": project_id}} if project_id != DOMAIN_SCOPE \
-            else {"domain": {"name": self.domain}}
+            else {"domain": {"name": account}}
         body = {"auth": {"identity": identity, "scope": scope}}
         url = f"{self.iam_endpoint}/v3/auth/tokens?nocatalog=true"
         self.requests += 1

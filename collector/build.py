@@ -24,6 +24,7 @@ from collector.limiter import RateLimiter
 from collector.retry import Backoff, RetryBudget
 
 RETRY_BUDGET_START = 100.0  # retries any run may spend before it has earned any
+IAM_RATE = 10.0  # requests per second to IAM: a few project listings a run
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Parts:
     limiter: RateLimiter
     fetcher: Fetcher
     clock: Clock
+    iam_fetcher: Fetcher  # IAM's project listing: its own quota and its own endpoint check
 
 
 def build(settings: Settings, env: Mapping[str, str] | None = None, *,
@@ -65,4 +67,10 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                       budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
                       fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
                       max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
-    return Parts(endpoint, client, credentials, limiter, fetcher, clock)
+    iam_fetcher = Fetcher(client, credentials, RateLimiter(min(s.rate_limit, IAM_RATE),
+                                                           clock=clock.now),
+                          endpoint=s.iam_url, max_attempts=s.max_attempts,
+                          backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
+                          budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
+                          fail_fast_after=s.fail_fast_after, sleep=backoff_sleep or clock.sleep)
+    return Parts(endpoint, client, credentials, limiter, fetcher, clock, iam_fetcher)

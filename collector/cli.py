@@ -17,7 +17,7 @@ from pathlib import Path
 
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
-from collector.errors import CollectorError, ExitCode, RunStatus
+from collector.errors import CollectorError, ExitCode, RunStatus, UsageError
 from collector.secrets import RedactingFilter, redact
 
 log = logging.getLogger("collector")
@@ -25,9 +25,12 @@ log = logging.getLogger("collector")
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also CPH_<NAME> or --config FILE)")
+    defaults = Settings()
     for name, spec in SPECS.items():
+        switch = isinstance(getattr(defaults, name), bool)  # --discover alone means true
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                           metavar=name.split("_")[-1].upper(),
+                           metavar=name.split("_")[-1].upper(), nargs="?" if switch else None,
+                           const="true" if switch else None,
                            help=f"{spec.help} [{env_name(name)}]")
 
 
@@ -40,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="collect image members for the IDs in --input")
-    run.add_argument("--input", required=True,
+    run.add_argument("--input", default=None,
                      help="IDs: .txt (one per line), .csv/.jsonl/.parquet with image_id "
-                          "[and project_id], or - for stdin")
+                          "[and project_id], or - for stdin; or --discover instead")
     run.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
     _add_setting_flags(run)
 
@@ -79,6 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
     setup_logging(settings.log_level)
+    if settings.discover == (args.input is not None):
+        raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
+                         "or listed from the API)")
     run = Run(settings, args.input, build(settings, os.environ))
     # The ~300,000 objects of the imports are never garbage; frozen, a full collection does not
     # rescan them: a 20-30 ms pause of the event loop becomes ~1 ms, and bursts go with it.

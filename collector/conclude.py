@@ -22,13 +22,14 @@ class Conclusion:
 
 
 def conclude(stop_signal: int | None, endpoint_verdict: str | None,
-             by_status: dict[str, int]) -> Conclusion:
+             by_status: dict[str, int], listings_failed: int = 0) -> Conclusion:
     """A collection that ran to its end (or was stopped):
 
     - stopped by SIGINT/SIGTERM: ``interrupted``, 130/143, nothing published (a re-run resumes);
     - nothing proved the endpoint (``endpoint_verdict`` says why): ``fatal``, 3, nothing
       published, so a good snapshot is never replaced by a night of ``failed`` rows;
-    - else ``finished`` and published: 0 when every image got a definitive answer, else 1.
+    - else ``finished`` and published: 0 when every image got a definitive answer and every
+      listing succeeded, else 1 (an image never listed must not pass for one that is not).
     """
     if stop_signal is not None:
         code = ExitCode.INTERRUPTED if stop_signal == signal.SIGINT else ExitCode.TERMINATED
@@ -37,4 +38,5 @@ def conclude(stop_signal: int | None, endpoint_verdict: str | None,
     if endpoint_verdict is not None:
         return Conclusion(RunStatus.FATAL, ExitCode.FATAL, endpoint_verdict)
     definitive = all(n == 0 for status, n in by_status.items() if status not in DEFINITIVE)
-    return Conclusion(RunStatus.FINISHED, ExitCode.OK if definitive else ExitCode.SOME_FAILED)
+    ok = definitive and listings_failed == 0
+    return Conclusion(RunStatus.FINISHED, ExitCode.OK if ok else ExitCode.SOME_FAILED)

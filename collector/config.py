@@ -37,7 +37,8 @@ class Settings:
     """Every setting of a run, validated and frozen (see ``SPECS`` for each one's rules)."""
     endpoint: str | None = None
     region: str | None = None
-    project_id: str | None = None
+    project_id: str | None = None  # one project, or (for discover) a comma-separated list
+    discover: bool = False
     output: Path = Path("output")
     snapshot_date: dt.date | None = None
     input_format: str = "auto"
@@ -74,6 +75,11 @@ class Settings:
         if self.endpoint is not None:
             return self.endpoint
         return f"https://cph.{self.region}.myhuaweicloud.com" if self.region else None
+
+    @property
+    def project_ids(self) -> tuple[str, ...]:
+        """``project_id`` as a list (discovery may name several projects)."""
+        return tuple(self.project_id.split(",")) if self.project_id else ()
 
     @property
     def iam_url(self) -> str:
@@ -216,10 +222,22 @@ PROXY: Kind = (_proxy, "an http:// or https:// proxy URL, e.g. http://proxy.exam
 
 
 def _project_id(raw: Any) -> str:
-    value = str(raw).strip()
-    if not is_valid_id(value):
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    values = [str(p).strip() for p in parts]
+    if not values or not all(is_valid_id(v) for v in values) or len(set(values)) < len(values):
         raise ValueError
-    return value
+    return ",".join(values)
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
 
 
 def _name(raw: Any) -> str:
@@ -248,8 +266,12 @@ SECONDS = "a number of seconds"
 SPECS: dict[str, Spec] = {
     "endpoint": spec(ENDPOINT, "CPH endpoint, e.g. https://cph.cn-north-4.myhuaweicloud.com"),
     "region": spec(choice(REGIONS), "region: gives the CPH and IAM endpoints unless they are set"),
-    "project_id": spec((_project_id, "letters, digits, - and _, at most 64"),
-                       "project for input rows that have no project_id column"),
+    "project_id": spec((_project_id, "IDs of letters, digits, - and _, at most 64, "
+                                     "comma-separated"),
+                       "project for input rows that have no project_id column; with discover, "
+                       "the projects to list (else IAM's projects of the region)"),
+    "discover": spec((_flag, "true or false"),
+                     "list the images from the API (ListImages) instead of reading --input"),
     "output": spec((_path, "a folder path"), "output folder (members/, image_status/, runs/)"),
     "snapshot_date": spec((_date, "a date YYYY-MM-DD"),
                           "partition date; empty = the UTC date the run starts"),
@@ -393,6 +415,8 @@ TOML_HEADER = """\
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str | Path):
         return f'"{value}"'
     return repr(value)
@@ -415,7 +439,7 @@ def render_table() -> str:
     rows = ["| setting | flag | environment | default | allowed |", "|---|---|---|---|---|"]
     for name, setting in SPECS.items():
         value = getattr(defaults, name)
-        shown = "—" if value is None else f"`{value}`"
+        shown = "—" if value is None else f"`{_toml_value(value).strip(chr(34))}`"
         rows.append(f"| {name} | `--{name.replace('_', '-')}` | `{env_name(name)}` | {shown} "
                     f"| {setting.allowed}: {setting.help} |")
     return "\n".join(rows) + "\n"

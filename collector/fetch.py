@@ -12,8 +12,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
 
-from collector.api import ApiError, BodyError, Member, Page, members_url, parse_error, parse_members
+from collector.api import ApiError, BodyError, Member, members_url, parse_error, parse_members
 from collector.auth import Auth
 from collector.client import (
     BodyTooLarge,
@@ -39,6 +41,18 @@ from collector.retry import (
 )
 
 ACCEPTED = classify(200, None)
+T = TypeVar("T")
+
+
+class Row(Protocol):
+    """What the attempts at one call leave for its status row (an image's, a listing's)."""
+
+    status: Status
+    attempts: int
+    http_status: int | None
+    error_code: str | None
+    error_msg: str | None
+    request_id: str | None
 
 
 @dataclass(slots=True)
@@ -108,8 +122,10 @@ class Fetcher:
         result = ImageResult(target.project_id, target.image_id, Status.FAILED)
         marker: str | None = None
         markers_seen: set[str] = set()
+        parse = partial(parse_members, image_id=target.image_id)
         for _ in range(self._max_pages):
-            page = await self._fetch_page(target, marker, result)
+            url = members_url(self._endpoint, target.project_id, target.image_id, marker)
+            page = await self.fetch(url, target.project_id, result, parse)
             if page is None:
                 break
             result.members.extend(page.members)
@@ -135,10 +151,12 @@ class Fetcher:
         self._budget.earn()
         return result
 
-    async def _fetch_page(self, target: Target, marker: str | None,
-                          result: ImageResult) -> Page | None:
-        """One page, retried as the policy says; None when the image is finished without it."""
-        url = members_url(self._endpoint, target.project_id, target.image_id, marker)
+    async def fetch(self, url: str, project_id: str, result: Row,
+                    parse: Callable[[bytes], T]) -> T | None:
+        """One GET, retried as the policy says, its 200 body parsed by ``parse`` (which raises
+        ``BodyError`` for a body of another shape); None when ``result`` says why not.
+        Every call goes through the limiter, the retry policy, the auth and the endpoint check:
+        member pages and listing pages alike."""
         retry_after: float | None = None
         throttled = False
         for attempt in range(1, self._max_attempts + 1):
@@ -152,7 +170,7 @@ class Fetcher:
                 await self._sleep(self._backoff.wait(attempt - 1, retry_after, self._rng))
                 retry_after = None
             try:
-                reply = await self._send(url, target.project_id, result)
+                reply = await self._send(url, project_id, result)
             except (TimeoutError, BodyTooLarge, OSError) as exc:  # OSError: ConnectionError too
                 result.http_status, result.request_id = None, None
                 result.error_code, result.error_msg = _client_error(exc)
@@ -164,7 +182,7 @@ class Fetcher:
                 verdict, retry_after, throttled = self._judge(reply, result)
                 if verdict.action is Action.DONE and verdict.status is Status.OK:
                     try:
-                        page = parse_members(reply.body, target.image_id)
+                        page = parse(reply.body)
                     except BodyError as exc:
                         self._note(Sign.UNRECOGNISED, describe(200, None, None))
                         result.error_code, result.error_msg = _client_error(exc)
@@ -184,7 +202,7 @@ class Fetcher:
                 return None
         return None
 
-    async def _send(self, url: str, project_id: str, result: ImageResult) -> Reply:
+    async def _send(self, url: str, project_id: str, result: Row) -> Reply:
         """One request through the limiter; after a 401, once more with renewed credentials
         if the credentials can be renewed (the renewal is shared by all workers)."""
         for _ in range(2):
@@ -205,8 +223,7 @@ class Fetcher:
                 break
         return reply
 
-    def _judge(self, reply: Reply,
-               result: ImageResult) -> tuple[Verdict, float | None, bool]:
+    def _judge(self, reply: Reply, result: Row) -> tuple[Verdict, float | None, bool]:
         """(verdict, Retry-After seconds, throttled); fills the row and tells the limiter."""
         result.http_status = reply.status
         result.request_id = reply.request_id

@@ -20,10 +20,12 @@ import sys
 from collections.abc import Generator, Iterator
 from typing import TextIO
 
+from collector.auth import AkSkAuth
 from collector.build import Parts
 from collector.collect import GRACE, Collection, Tally
 from collector.conclude import Conclusion, conclude
 from collector.config import Settings
+from collector.discover import Listing, list_all, list_projects
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
 from collector.inputs import Line, detect_format, read_input
@@ -67,18 +69,34 @@ def open_input(path: str, input_format: str,
 
 
 def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
-    """What must match for a re-run to resume: the input's bytes and what shapes the rows."""
-    if input_digest is None:
+    """What must match for a re-run to resume: the input's bytes (or, for discovery, what is
+    listed) and what shapes the rows."""
+    if settings.discover:
+        shape = (f"discover|{settings.cph_endpoint}|{settings.project_id}|{settings.region}|"
+                 f"{settings.iam_url}")
+    elif input_digest is None:
         return None  # stdin cannot be read twice
-    shape = f"{input_digest}|{settings.cph_endpoint}|{settings.project_id}|{settings.input_format}"
+    else:
+        shape = (f"{input_digest}|{settings.cph_endpoint}|{settings.project_id}|"
+                 f"{settings.input_format}")
     return hashlib.sha256(shape.encode()).hexdigest()
+
+
+def discovered_lines(sink: ParquetSink) -> Iterator[Line]:
+    """The listed private images, as input lines (read back from staging, in batches)."""
+    for number, (project, image) in enumerate(sink.private_images(), 1):
+        yield Line(number, image, project)
 
 
 class Run:
     """One collection run of one snapshot date: ``await Run(...).execute()`` -> its record."""
 
-    def __init__(self, settings: Settings, input_path: str, parts: Parts, *,
+    def __init__(self, settings: Settings, input_path: str | None, parts: Parts, *,
                  stderr: TextIO = sys.stderr) -> None:
+        """``input_path`` None: the images are discovered (``settings.discover``)."""
+        if len(settings.project_ids) > 1 and not settings.discover:
+            raise UsageError("project_id: one project for input rows that have none (a list "
+                             "is for --discover)")
         self.settings = settings
         self.input_path = input_path
         self.parts = parts
@@ -86,13 +104,14 @@ class Run:
         self.started = dt.datetime.now(dt.UTC)
         self.snapshot_date = settings.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
-        self.intake = Intake(settings.project_id)
+        self.intake = Intake(None if settings.discover else settings.project_id)
         self.tally = Tally()
+        self.listings: list[Listing] = []
         self.stop_signal: int | None = None
         self._stop = asyncio.Event()
         self._collection: Collection | None = None
-        self.record = RunRecord(self.run_id, self.snapshot_date, self.started, input_path,
-                                settings.public())
+        self.record = RunRecord(self.run_id, self.snapshot_date, self.started,
+                                input_path or "discover", settings.public())
 
     @property
     def input_still_reading(self) -> bool:
@@ -102,18 +121,21 @@ class Run:
     async def execute(self) -> RunRecord:
         """Every step; returns the final record (exit code included), or raises the
         ``CollectorError`` that ended the run after recording it."""
-        fmt = detect_format(self.input_path, self.settings.input_format)
-        lines = await in_daemon_thread(
-            lambda: open_input(self.input_path, fmt, self.settings.project_id))
+        fmt = detect_format(self.input_path or "-", self.settings.input_format)
+        lines: Generator[Line, None, None] | None = None
+        if self.input_path is not None:
+            path = self.input_path
+            lines = await in_daemon_thread(
+                lambda: open_input(path, fmt, self.settings.project_id))
         try:
             with self._signals():  # from here on, a signal is a clean stop (130/143)
                 await self._steps(lines, fmt)
                 return self.record
         finally:
-            if not self.input_still_reading:  # else a reader thread holds it; it ends
-                lines.close()  # with the process, which never waits for it
+            if lines is not None and not self.input_still_reading:  # else a reader thread
+                lines.close()  # holds it; it ends with the process, which never waits for it
 
-    async def _steps(self, lines: Iterator[Line], fmt: str) -> None:
+    async def _steps(self, lines: Iterator[Line] | None, fmt: str) -> None:
         output = self.settings.output
         check_no_links(output, self.snapshot_date)
         check_writable(output)
@@ -125,7 +147,15 @@ class Run:
             self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
             self._save()
             try:
-                await self._collect(lines, sink, prepared.survey.lines)
+                try:
+                    async with self.parts.client:
+                        total = prepared.survey.lines
+                        if lines is None:
+                            total = await self._discover(sink)
+                            lines = discovered_lines(sink)
+                        await self._collect(lines, sink, total)
+                finally:  # a fatal run's manifest has its real counts too
+                    self._count_requests()
             except CollectorError as exc:  # ours: its own words and exit code
                 await self._fail(sink, Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
                 raise
@@ -135,7 +165,8 @@ class Run:
                 raise
             fetcher = self.parts.fetcher
             verdict = fetcher.endpoint.verdict() if fetcher.endpoint_unproven() else None
-            conclusion = conclude(self.stop_signal, verdict, self.tally.by_status)
+            failed = sum(x.status is not Status.OK for x in self.listings)
+            conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
             if conclusion.publishes:
                 await self._publish(sink, conclusion)
                 return
@@ -143,16 +174,39 @@ class Run:
             if conclusion.status is RunStatus.FATAL:
                 raise FatalRunError(conclusion.error or "fatal")
 
+    async def _discover(self, sink: ParquetSink) -> int:
+        """List the projects' images into staging (or adopt a committed listing); returns how
+        many private images there are to collect."""
+        if sink.listed():
+            self.listings = [Listing.from_row(row) for row in sink.listings()]
+            log.info("resuming: the listing of %s is committed (%d images); not listing again",
+                     self.snapshot_date, sum(x.images for x in self.listings))
+        else:
+            projects = await self._projects()
+            self.listings = await list_all(self.parts.fetcher, self.parts.endpoint,
+                                           self.settings.region or "", projects, sink,
+                                           self.settings.chunk_images)
+        return sum(x.images for x in self.listings if x.image_type == "private")
+
+    async def _projects(self) -> list[str]:
+        s = self.settings
+        if s.project_ids:
+            return list(s.project_ids)
+        if s.region is None:
+            raise UsageError("discover: give --project-id, or --region to list the region's "
+                             "projects from IAM")
+        projects = await list_projects(self.parts.iam_fetcher, s.iam_url, s.region,
+                                       signed=isinstance(self.parts.auth, AkSkAuth))
+        if not projects:
+            log.warning("IAM lists no project of %s: nothing to collect", s.region)
+        return projects
+
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
         self._collection = Collection(parts.fetcher, self.intake, sink, self.tally,
                                       concurrency=s.concurrency, chunk_images=s.chunk_images,
                                       clock=parts.clock, stop=self._stop)
-        try:
-            async with parts.client:
-                await self._collection.run(lines, total, s.progress_interval, self.stderr)
-        finally:  # a fatal run's manifest has its real counts too
-            self._count_requests()
+        await self._collection.run(lines, total, s.progress_interval, self.stderr)
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a
@@ -195,11 +249,23 @@ class Run:
             "member_rows": self.tally.members,
             "status_rows": self.tally.done,
         }
+        if self.settings.discover:
+            listings = self.listings
+            record.counts.update({
+                "projects": len({x.project_id for x in listings}),
+                "listings": len(listings),
+                **{f"listings_{s.value}": sum(x.status is s for x in listings)
+                   for s in (Status.OK, Status.FORBIDDEN, Status.FAILED)},
+                "images_listed": sum(x.images for x in listings),
+                "private_images_listed": sum(x.images for x in listings
+                                             if x.image_type == "private"),
+            })
 
     def _count_requests(self) -> None:
         parts, record = self.parts, self.record
-        c = parts.fetcher.counters
-        record.requests, record.retries, record.throttled = c.requests, c.retries, c.throttled
+        c, iam = parts.fetcher.counters, parts.iam_fetcher.counters
+        record.requests = c.requests + iam.requests
+        record.retries, record.throttled = c.retries + iam.retries, c.throttled + iam.throttled
         record.rate = {"configured": self.settings.rate_limit,
                        "lowest": round(parts.limiter.lowest, 1),
                        "final": round(parts.limiter.rate, 1)}
@@ -259,7 +325,12 @@ def summary_line(record: RunRecord) -> str:
     statuses = ", ".join(f"{c.get(s.value, 0):,} {s.value}" for s in Status
                          if s is not Status.INVALID_ID) + f", {c.get('invalid', 0):,} invalid_id"
     rate = c.get("status_rows", 0) / record.seconds
-    return (f"run {record.run_id} {record.status}: {c.get('status_rows', 0):,} images "
+    listed = ""
+    if "listings" in c:
+        listed = (f"listed {c['images_listed']:,} images in {c['listings']:,} listings of "
+                  f"{c['projects']:,} projects ({c.get('listings_failed', 0):,} failed, "
+                  f"{c.get('listings_forbidden', 0):,} forbidden); ")
+    return (f"run {record.run_id} {record.status}: {listed}{c.get('status_rows', 0):,} images "
             f"({statuses}), {c.get('member_rows', 0):,} member rows, "
             f"{c.get('duplicates', 0):,} duplicates; {record.requests:,} requests, "
             f"{record.retries:,} retries, {record.throttled:,} throttled (429); "

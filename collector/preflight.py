@@ -35,12 +35,13 @@ class Prepared:
     resumed: Resumed
 
 
-def prepare(sink: ParquetSink, input_path: str, fmt: str,
+def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
             fingerprint_of: Callable[[str | None], str | None]) -> Prepared:
     """Blocking (run it in a thread). ``fingerprint_of(digest)`` gives the resume fingerprint
-    of the input's sha256. An OSError on the way is ``FatalRunError``, one line."""
+    of the input's sha256 (None for a discovery run, which has no input). An OSError on the
+    way is ``FatalRunError``, one line."""
     output = sink.output
-    about = survey(input_path, fmt)
+    about = survey(input_path, fmt) if input_path is not None else Survey(None, None)
     try:
         recover(output, sink.run_id)
         removed = clean_stale_staging(output, keep=sink.staging.name)

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,9 +57,43 @@ STATUS_SCHEMA = pa.schema([
     pa.field("attempts", pa.int32(), nullable=False),
     pa.field("member_count", pa.int32(), nullable=False),
 ])
-TABLES = {"members": MEMBERS_SCHEMA, "image_status": STATUS_SCHEMA}
+IMAGES_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("collected_at", TS, nullable=False),
+    pa.field("region", pa.string(), nullable=False),
+    pa.field("project_id", pa.string(), nullable=False),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("image_name", pa.string()),
+    pa.field("image_type", pa.string(), nullable=False),
+    pa.field("status", pa.int32()),
+    pa.field("image_size", pa.int64()),
+    pa.field("image_version", pa.string()),
+    pa.field("domain_id", pa.string()),
+    pa.field("src_project_id", pa.string()),
+    pa.field("create_time", TS),
+    pa.field("update_time", TS),
+])
+LISTING_SCHEMA = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("collected_at", TS, nullable=False),
+    pa.field("region", pa.string(), nullable=False),
+    pa.field("project_id", pa.string(), nullable=False),
+    pa.field("image_type", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("images", pa.int64(), nullable=False),
+    pa.field("pages", pa.int32(), nullable=False),
+    pa.field("http_status", pa.int32()),
+    pa.field("error_code", pa.string()),
+    pa.field("error_msg", pa.string()),
+    pa.field("request_id", pa.string()),
+    pa.field("attempts", pa.int32(), nullable=False),
+])
+# Swapped in this order at publish: image_status last (see README "What a reader sees").
+TABLES = {"images": IMAGES_SCHEMA, "listing_status": LISTING_SCHEMA,
+          "members": MEMBERS_SCHEMA, "image_status": STATUS_SCHEMA}
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
+LISTED_FILE = "listed.json"  # in staging once a discovery run's listing is all committed
 PUBLISHING = "publishing"  # in staging while its tables are being swapped in
 log = logging.getLogger("collector")
 
@@ -188,6 +223,10 @@ class ParquetSink:
             return found
         for leftover in self.staging.rglob("*.tmp"):
             leftover.unlink()
+        if not self.listed():  # a listing that did not finish is listed again, from scratch
+            for table in ("images", "listing_status"):
+                for partial in (self.staging / table).glob("*.parquet"):
+                    partial.unlink()
         committed = {p.name for p in (self.staging / "image_status").glob("*.parquet")}
         for orphan in (self.staging / "members").glob("*.parquet"):
             if orphan.name not in committed:
@@ -225,10 +264,9 @@ class ParquetSink:
         A marker written first lets the next run finish a swap that a crash interrupted, so
         a date is never left without its data (see ``finish_publish``).
         """
-        if not any((self.staging / "image_status").glob("*.parquet")):
-            empty = Chunk()  # an empty run still publishes files that carry the schema
-            for table, columns in (("members", empty.members), ("image_status", empty.status)):
-                write_parquet(_table(columns, TABLES[table], self.run_id),
+        for table, schema in TABLES.items():  # an empty table still gets a file with its schema
+            if not any((self.staging / table).glob("*.parquet")):
+                write_parquet(schema.empty_table(),
                               self.staging / table / f"part-{self.run_id}-00000.parquet")
         write_bytes(self.staging / PUBLISHING, self.run_id.encode())  # whose publish it is
         fsync_dir(self.staging)
@@ -238,10 +276,50 @@ class ParquetSink:
             self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
 
     def drop_own_chunks(self) -> None:
-        """Remove the chunks this run committed (earlier runs' chunks stay to be resumed)."""
+        """Remove the chunks this run committed (earlier runs' chunks stay to be resumed), and
+        its listing: nothing it stored was proved to come from the API."""
         for table in TABLES:
             for path in (self.staging / table).glob(f"part-{self.run_id}-*.parquet"):
                 path.unlink()
+        (self.staging / LISTED_FILE).unlink(missing_ok=True)
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def commit_images(self, rows: dict[str, list[object]]) -> None:
+        """Write one chunk of the inventory (columns as ``IMAGES_SCHEMA``, without run_id)."""
+        if not rows["image_id"]:
+            return
+        name = f"part-{self.run_id}-L{self._sequence:05d}.parquet"
+        write_parquet(_table(rows, IMAGES_SCHEMA, self.run_id), self.staging / "images" / name)
+        self._sequence += 1
+
+    def commit_listings(self, rows: dict[str, list[object]]) -> None:
+        """Write the listing ledger and mark the listing complete: a re-run does not list
+        again, it collects members for the images listed here."""
+        write_parquet(_table(rows, LISTING_SCHEMA, self.run_id),
+                      self.staging / "listing_status" / f"part-{self.run_id}-00000.parquet")
+        fsync_dir(self.staging / "images")
+        write_bytes(self.staging / LISTED_FILE, b"{}")
+
+    def listed(self) -> bool:
+        return (self.staging / LISTED_FILE).is_file()
+
+    def listings(self) -> list[dict[str, object]]:
+        """The committed listing ledger's rows."""
+        return [row for path in sorted((self.staging / "listing_status").glob("*.parquet"))
+                for row in pq.read_table(path).to_pylist()]
+
+    def private_images(self) -> Iterator[tuple[str, str]]:
+        """(project_id, image_id) of every listed private image, in listing order, read in
+        batches (never all in memory)."""
+        for path in sorted((self.staging / "images").glob("*.parquet")):
+            for batch in pq.ParquetFile(path).iter_batches(
+                    batch_size=8192, columns=["project_id", "image_id", "image_type"]):
+                columns = batch.to_pydict()
+                for project, image, kind in zip(columns["project_id"], columns["image_id"],
+                                                columns["image_type"], strict=True):
+                    if kind == "private":
+                        yield project, image
 
     def discard(self) -> None:
         """Remove this date's staging after a finished run."""
@@ -336,7 +414,7 @@ def read_published(output: Path, snapshot_date: dt.date) -> Published:
             files.append(str(path.relative_to(output)))
             if table == "members":
                 members += pq.ParquetFile(path).metadata.num_rows
-            else:
+            elif table == "image_status":
                 for status in pq.read_table(path, columns=["status"]).column(0).to_pylist():
                     counts[status] = counts.get(status, 0) + 1
     invalid = counts.pop(Status.INVALID_ID.value, 0)

@@ -86,7 +86,9 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
                   auth: Auth | Callable[[Post], Auth] | None = None,
                   env: dict[str, str] | None = None,
                   **settings: Any) -> Outcome:
-        if input_path is None:
+        if settings.get("discover"):
+            pass  # the images come from ListImages
+        elif input_path is None:
             input_path = tmp_path / "ids.txt"
             input_path.write_text("".join(f"{line}\n" for line in lines or []), encoding="utf-8")
         output = output or tmp_path / "out"
@@ -98,7 +100,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         credentials = auth if callable(auth) else (lambda _: auth or TokenAuth(Secret(token)))
         # env={} by default: the machine's own HTTP(S)_PROXY never applies here
         parts = build(settings, env or {}, auth=credentials, backoff_sleep=sleep)
-        run = Run(settings, str(input_path), parts, stderr=stderr)
+        run = Run(settings, str(input_path) if input_path else None, parts, stderr=stderr)
         try:
             record = await run.execute()
         except CollectorError as exc:

@@ -329,7 +329,8 @@ async def test_a_manifest_that_cannot_be_written_after_publishing_is_recorded_by
     doc = orjson.loads(path.read_bytes())
     assert (doc["status"], doc["exit_code"]) == ("finished", 0)
     assert doc["counts"]["status_rows"] == len(ids)
-    assert doc["files"] and all(f.startswith(("members/", "image_status/")) for f in doc["files"])
+    assert doc["files"] and all(f.startswith(("members/", "image_status/", "images/",
+                                              "listing_status/")) for f in doc["files"])
 
 
 @pytest.mark.e2e

@@ -1,0 +1,148 @@
+"""Discovery: the projects from IAM, the images from ListImages, the inventory and the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from collector.api import BodyError
+from collector.discover import parse_image_page, parse_time, region_projects
+from collector.fake import Dataset, FakeCph
+from collector.pipeline import summary_line
+from tests.conftest import Outcome as Run
+from tests.invariants import check_published
+
+Collect = Callable[..., Awaitable[Run]]
+Factory = Callable[..., Awaitable[FakeCph]]
+DAY = dt.date(2026, 12, 1)
+
+
+@pytest.mark.parametrize(("raw", "ms"), [
+    ("2024-04-17T02:13:38Z", 1713320018000),
+    ("2024-04-17T10:13:38+08:00", 1713320018000),
+    ("2024-04-17T02:13:38", 1713320018000),  # no zone: UTC
+    ("2024-04-17 02:13:38", 1713320018000),
+    ("2024-04-17T02:13:38.058Z", 1713320018058),
+    ("1713320018058", 1713320018058),  # epoch ms as digits
+    ("1713320018", 1713320018000),  # epoch seconds as digits
+    (1713320018058, 1713320018058),
+    ("yesterday", None), ("", None), (None, None), (True, None),
+])
+def test_listimages_times_in_any_documented_shape(raw: Any, ms: int | None) -> None:
+    assert parse_time(raw) == ms
+
+
+def test_the_regions_projects_are_the_one_named_like_it_and_its_sub_projects() -> None:
+    projects = [{"id": "a" * 32, "name": "cn-north-4"}, {"id": "b" * 32, "name": "cn-north-4_x"},
+                {"id": "c" * 32, "name": "cn-north-40"}, {"id": "d" * 32, "name": "cn-east-3"},
+                {"id": "e" * 32, "name": "cn-north-4_off", "enabled": False},
+                {"id": "../x", "name": "cn-north-4_evil"}]
+    assert region_projects(projects, "cn-north-4") == ["a" * 32, "b" * 32]
+
+
+@pytest.mark.parametrize("body", [b"<html>", b'{"images": []}', b'{"image_infos": [{}]}',
+                                  b'{"image_infos": [], "total": "3"}'])
+def test_a_listing_page_of_another_shape_is_a_body_error(body: bytes) -> None:
+    with pytest.raises(BodyError):
+        parse_image_page(body)
+
+
+def inventory(out: Run) -> dict[tuple[str, str], set[str]]:
+    found: dict[tuple[str, str], set[str]] = {}
+    for row in out.table("images").to_pylist():
+        found.setdefault((row["project_id"], row["image_type"]), set()).add(row["image_id"])
+    return found
+
+
+async def test_discovery_lists_every_project_and_image_and_collects_the_private_ones(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=31, projects=2, images=120)
+    fake = await fake_factory(dataset)
+    out = await collect(fake, discover=True, region="cn-north-4", endpoint=fake.url,
+                        iam_endpoint=fake.url, project_id=None, snapshot_date=DAY)
+    ours = dataset.project_ids  # the region's project, its sub-projects (the doc example's too)
+    assert inventory(out) == {(p, t): set(dataset.listed(p, t)) for p in ours
+                              for t in ("private", "share") if dataset.listed(p, t)}
+    rows = {r["image_id"]: r for r in out.table("images").to_pylist()}
+    for p in ours:
+        for image, created, updated in dataset.expected_inventory(p, "private"):
+            stamp = rows[image]
+            assert (int(stamp["create_time"].timestamp() * 1000),
+                    int(stamp["update_time"].timestamp() * 1000)) == (created, updated)
+            assert stamp["region"] == "cn-north-4" and stamp["image_name"].startswith("image-")
+    private = {(p, i) for p in ours for i in dataset.listed(p, "private")}
+    check_published(out, private, dataset, fake)  # one status row per listed private image
+    ledger = {(r["project_id"], r["image_type"]): r for r in
+              out.table("listing_status").to_pylist()}
+    locked = next(p for p, n in dataset.other_projects.items() if n.endswith("_locked"))
+    assert {k: v["status"] for k, v in ledger.items()} == {
+        **{(p, t): "ok" for p in ours for t in ("private", "share")},
+        (locked, "private"): "forbidden", (locked, "share"): "forbidden"}
+    assert ledger[(locked, "private")]["error_code"] == "CPS.0001"
+    assert out.record.exit_code == 1  # a listing the credentials may not read is not "no images"
+    c = out.record.counts
+    assert (c["projects"], c["listings"], c["listings_forbidden"], c["private_images_listed"]) \
+        == (4, 8, 2, len(private))
+    assert (f"listed {c['images_listed']:,} images in 8 listings of 4 projects (0 failed, "
+            "2 forbidden); ") in summary_line(out.record)
+
+
+async def test_a_listing_page_that_fails_for_good_is_exit_1_and_an_honest_row(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=32, projects=1, images=250, with_doc_example=False)
+    project = dataset.project_ids[0]
+    fake = await fake_factory(dataset, script={f"list:{project}:private:200": ["http_503"] * 9})
+    out = await collect(fake, discover=True, project_id=project, max_attempts=3,
+                        snapshot_date=DAY)
+    ledger = {r["image_type"]: r for r in out.table("listing_status").to_pylist()}
+    row = ledger["private"]
+    assert (row["status"], row["http_status"], row["error_code"], row["attempts"],
+            row["images"], row["pages"]) == ("failed", 503, "APIGW.0201", 3 + 2, 200, 2)
+    assert ledger["share"]["status"] == "ok"
+    assert out.record.exit_code == 1
+    assert len(out.statuses()) == 200  # what was listed is collected; nothing invented
+
+
+async def test_named_projects_are_listed_without_asking_iam(fake_factory: Factory,
+                                                          collect: Collect) -> None:
+    dataset = Dataset(seed=33, projects=2, images=30, with_doc_example=False)
+    fake = await fake_factory(dataset)
+    out = await collect(fake, discover=True, project_id=",".join(dataset.project_ids))
+    assert out.record.exit_code == 0
+    assert not [e for e in fake.log if e.path.startswith("/v3/")]
+    assert len(out.statuses()) == 60
+
+
+async def test_a_run_that_stopped_after_listing_does_not_list_again(
+        fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sink
+
+    dataset = Dataset(seed=34, projects=1, images=80, with_doc_example=False)
+    project = dataset.project_ids[0]
+    fake = await fake_factory(dataset)
+    real, writes = collector.sink.write_parquet, []
+
+    def disk_full_at_the_second_chunk(table, target):  # type: ignore[no-untyped-def]
+        writes.append(target)
+        if "image_status" in str(target) and sum("image_status" in str(w) for w in writes) > 1:
+            raise OSError(28, "No space left on device")
+        real(table, target)
+
+    monkeypatch.setattr(collector.sink, "write_parquet", disk_full_at_the_second_chunk)
+    first = await collect(fake, discover=True, project_id=project, chunk_images=20,
+                          concurrency=1, snapshot_date=DAY)
+    assert first.record.exit_code == 3
+    monkeypatch.setattr(collector.sink, "write_parquet", real)
+    listed_before = sum(e.outcome == "list" for e in fake.log)
+    again = await collect(fake, discover=True, project_id=project, snapshot_date=DAY)
+    assert again.record.exit_code == 0
+    assert sum(e.outcome == "list" for e in fake.log) == listed_before  # no listing again
+    assert again.record.counts["resumed"] == 20
+    check_published(again, {(project, i) for i in dataset.listed(project, "private")}, dataset)
+    assert inventory(again)[(project, "private")] == set(dataset.listed(project, "private"))
+    manifest = orjson.loads((again.output / "runs" / f"{again.record.run_id}.json").read_bytes())
+    assert manifest["input"] == "discover"
