@@ -9,6 +9,7 @@ where ``taskset`` exists) and runs each contender on core 1 against the same gen
     tail         ours at R = 1,000/s with a long-tailed latency (p50 200 ms, p99 2 s)
     limit        ours configured at 1,000/s against an unannounced server limit of 300/s
     exact        ours at 19/s and 105/s for 30 s: the rate the server saw is the rate configured
+    discovery    ours with --input and with --discover of the same images: peak RSS and time
 
 Peers (the ``bench`` extra installs them): ``script`` (bench/peers/aiohttp_script.py),
 ``sdk`` (the official SDK, 32 threads), ``dlt`` (dlt's rest_api source, bench/peers/dlt_rest.py).
@@ -100,6 +101,9 @@ def contender(name: str, server: Server, out: Path, rate: int, concurrency: int,
               profile: bool) -> list[str]:
     common = ["--input", str(server.ids), "--project-id", server.project, "--endpoint",
               server.url]
+    if name == "discover":  # ours, listing the project's images instead of reading the file
+        common = ["--discover", "--project-id", server.project, "--endpoint", server.url]
+        name = "ours"
     if name == "ours":
         run = [sys.executable, "-m", "collector", "run", *common, "--output", str(out),
                "--rate-limit", str(rate), "--concurrency", str(concurrency),
@@ -123,11 +127,11 @@ def measure(name: str, images: int, work: Path, rate: int = 100_000,
     done = subprocess.run(command, capture_output=True, text=True, env=ENV)
     seen = server.stop()
     figures = json.loads(done.stderr.strip().splitlines()[-1])
-    allowed = (0, 1) if name == "ours" else (0,)  # ours exits 1 when an image failed
+    allowed = (0, 1) if name in ("ours", "discover") else (0,)  # ours: 1 when an image failed
     if figures["code"] not in allowed or seen.get("requests", 0) < images:
         raise SystemExit(f"{name} failed (exit {figures['code']}, {seen.get('requests')} "
                          f"requests for {images} images): {done.stderr[-2000:]}")
-    if profile and name == "ours":
+    if profile and name in ("ours", "discover"):
         import pstats
 
         pstats.Stats(str(out) + ".prof").sort_stats("tottime").print_stats(25)
@@ -144,7 +148,8 @@ def available(name: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--scenarios", default="throughput,memory,rate,tail,limit,exact")
+    parser.add_argument("--scenarios",
+                        default="throughput,memory,rate,tail,limit,exact,discovery")
     parser.add_argument("--peers", default="ours,script,sdk,dlt")
     parser.add_argument("--profile", action="store_true", help="where our CPU goes")
     args = parser.parse_args()
@@ -171,6 +176,12 @@ def main() -> None:
             rows.append(f"| memory | ours | {args.images:,}: {small.rss_mb:,.0f} MB | "
                         f"{args.images * 10:,}: {large.rss_mb:,.0f} MB | "
                         f"ratio {large.rss_mb / small.rss_mb:.2f} |")
+        if "discovery" in scenarios:
+            given = measure("ours", args.images, work)
+            found = measure("discover", args.images, work)
+            rows.append(f"| discovery {args.images:,} | ours | --input: {given.rss_mb:,.0f} MB, "
+                        f"{given.wall:,.0f} s | --discover: {found.rss_mb:,.0f} MB, "
+                        f"{found.wall:,.0f} s | memory ratio {found.rss_mb / given.rss_mb:.2f} |")
         if "rate" in scenarios:
             for rate in (500, 2000):
                 r = measure("ours", min(args.images, rate * 30), work, rate,

@@ -95,7 +95,9 @@ def _run(args: argparse.Namespace) -> int:
         if run.record.exit_code is not None:
             print(summary_line(run.record), flush=True)
     if record.status == RunStatus.FINISHED:
-        print(f"output: {settings.output}/members, {settings.output}/image_status; "
+        tables = ("members", "image_status", "images", "listing_status") if settings.discover \
+            else ("members", "image_status")
+        print(f"output: {', '.join(f'{settings.output}/{t}' for t in tables)}; "
               f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None
     if run.input_still_reading:

@@ -49,6 +49,7 @@ class Dataset:
     _pool: list[str] = field(init=False, repr=False)
     _members: dict[str, list[dict[str, object]]] = field(init=False, repr=False,
                                                          default_factory=dict)
+    _listed: dict[str, list[str]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -113,8 +114,11 @@ class Dataset:
         """What ListImages lists for a project: its own images (``private``, the doc example
         included) or those other accounts shared with it (``share``), in a stable order."""
         if image_type == "share":
-            return list(self._shared.get(project, []))
-        return [i for i, p in self._owner.items() if p == project]
+            return self._shared.get(project, [])
+        listed = self._listed.get(project)
+        if listed is None:  # built once: a listing of a million images asks 10,000 times
+            listed = self._listed[project] = [i for i, p in self._owner.items() if p == project]
+        return listed
 
     def iam_projects(self) -> list[dict[str, object]]:
         """The account's projects as IAM lists them (``GET /v3/auth/projects``)."""
