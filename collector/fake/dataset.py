@@ -42,6 +42,7 @@ class Dataset:
     with_doc_example: bool = True
     region: str = "cn-north-4"  # the region of the projects, as IAM names them
     shared_per_project: int = 3  # images other accounts share with each project (image_type=share)
+    locked_project: bool = True  # IAM lists a project of ours that CPH refuses (CPS.0001)
     project_ids: list[str] = field(init=False)
     project_names: dict[str, str] = field(init=False)
     other_projects: dict[str, str] = field(init=False)  # IAM lists them; they hold no images
@@ -68,6 +69,9 @@ class Dataset:
                               for n, p in enumerate(self.project_ids)}
         # IAM also lists a project of another region, and one of ours that CPH refuses (CPS.0001).
         self.other_projects = {hex_id(rng): "cn-east-3", hex_id(rng): f"{self.region}_locked"}
+        if not self.locked_project:
+            self.other_projects = {k: v for k, v in self.other_projects.items()
+                                   if not v.endswith("_locked")}
         self._shared = {p: [hex_id(rng) for _ in range(self.shared_per_project)]
                         for p in self.project_ids}
 
