@@ -119,6 +119,53 @@ def test_kill_9_then_rerun_equals_one_uninterrupted_run(tmp_path: Path) -> None:
         server.communicate(timeout=10)
 
 
+@pytest.mark.e2e
+def test_kill_9_after_a_discovery_listing_then_rerun_equals_one_uninterrupted_run(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "CPH_AUTH_TOKEN": TOKEN}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "collector", "fake-server", "--images", "400", "--seed", "19",
+         "--fault", "http_503=0.03"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # "fake CPH listening on URL (project P; ..."
+        url = line.split("listening on ")[1].split()[0]
+        project = line.split("(project ")[1].split(";")[0].split(",")[0]
+
+        def run(output: Path, rate: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "collector", "run", "--discover", "--project-id",
+                 project, "--endpoint", url, "--output", str(output), "--rate-limit", rate,
+                 "--chunk-images", "25", "--backoff-base", "0.01", "--snapshot-date",
+                 "2026-11-28"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=env)
+
+        clean = run(tmp_path / "clean", "2000")
+        assert clean.communicate(timeout=60)[0] and clean.returncode == 0
+
+        victim_out = tmp_path / "killed"
+        victim = run(victim_out, "100")
+        staging = victim_out / "_staging" / "snapshot_date=2026-11-28"
+        deadline = time.monotonic() + 30
+        while (not (staging / "listed.json").exists()
+               or len(list((staging / "image_status").glob("*.parquet"))) < 2) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+
+        again = run(victim_out, "2000")
+        _, stderr = again.communicate(timeout=60)
+        assert again.returncode == 0, stderr
+        assert "is committed (403 images); not listing again" in stderr
+        for table in ("images", "listing_status", "members", "image_status"):
+            assert comparable(victim_out, table) == comparable(tmp_path / "clean", table), table
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=10)
+
+
 async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive(
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
     import collector.sink
