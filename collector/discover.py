@@ -187,10 +187,15 @@ async def list_projects(fetcher: Fetcher, iam_url: str, region: str, signed: boo
 Write = Callable[[Listing, list[dict[str, Any]]], Awaitable[None]]
 
 
-async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: Write) -> Listing:
-    """Every page of one listing, each handed to ``write`` as it comes; returns the ledger row."""
+async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: Write,
+                      stop: asyncio.Event | None = None) -> Listing:
+    """Every page of one listing, each handed to ``write`` as it comes; returns the ledger row.
+    A set ``stop`` ends it between pages (the listing stays unfinished: a re-run lists again)."""
     offset, last_page = 0, ""
     for _ in range(MAX_LISTING_PAGES):
+        if stop is not None and stop.is_set():
+            listing.error_msg = "stopped before the listing ended"
+            return listing
         url = (f"{endpoint}/v1/{listing.project_id}/cloud-phone/images?image_type="
                f"{listing.image_type}&offset={offset}&limit={PAGE}")
         page = await fetcher.fetch(url, listing.project_id, listing, parse_image_page)
@@ -222,9 +227,11 @@ async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: 
 
 
 async def list_all(fetcher: Fetcher, endpoint: str, region: str, projects: list[str],
-                   sink: ParquetSink, chunk_rows: int) -> list[Listing]:
+                   sink: ParquetSink, chunk_rows: int,
+                   stop: asyncio.Event | None = None) -> list[Listing]:
     """Every (project, image_type) listing, a few at a time, streamed into staging in chunks
-    of ``chunk_rows``; then the ledger, which marks the listing complete."""
+    of ``chunk_rows``; then the ledger, which marks the listing complete (not when ``stop``
+    cut it short: the next run lists again)."""
     inventory, bad_times = Inventory(), 0
     gate = asyncio.Semaphore(LISTINGS_AT_ONCE)
 
@@ -242,10 +249,12 @@ async def list_all(fetcher: Fetcher, endpoint: str, region: str, projects: list[
     async def one(project: str, image_type: str) -> Listing:
         async with gate:
             return await list_images(fetcher, endpoint, Listing(region, project, image_type),
-                                     write)
+                                     write, stop)
 
     listings = await asyncio.gather(*(one(p, t) for p in projects for t in IMAGE_TYPES))
     await flush()
+    if stop is not None and stop.is_set():
+        return list(listings)
     if bad_times:
         log.warning("%d image times were of no shape we know; stored as null", bad_times)
     await asyncio.to_thread(sink.commit_listings, ledger(list(listings),

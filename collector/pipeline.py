@@ -152,7 +152,7 @@ class Run:
                         total = prepared.survey.lines
                         if lines is None:
                             total = await self._discover(sink)
-                            lines = discovered_lines(sink)
+                            lines = iter(()) if self._stop.is_set() else discovered_lines(sink)
                         await self._collect(lines, sink, total)
                 finally:  # a fatal run's manifest has its real counts too
                     self._count_requests()
@@ -185,7 +185,7 @@ class Run:
             projects = await self._projects()
             self.listings = await list_all(self.parts.fetcher, self.parts.endpoint,
                                            self.settings.region or "", projects, sink,
-                                           self.settings.chunk_images)
+                                           self.settings.chunk_images, self._stop)
         return sum(x.images for x in self.listings if x.image_type == "private")
 
     async def _projects(self) -> list[str]:

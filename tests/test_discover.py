@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from collector.api import BodyError
-from collector.discover import parse_image_page, parse_time, region_projects
+from collector.discover import Listing, list_images, parse_image_page, parse_time, region_projects
+from collector.errors import Status
 from collector.fake import Dataset, FakeCph
+from collector.fetch import Fetcher
 from collector.pipeline import summary_line
 from tests.conftest import Outcome as Run
 from tests.invariants import check_published
@@ -146,3 +149,16 @@ async def test_a_run_that_stopped_after_listing_does_not_list_again(
     assert inventory(again)[(project, "private")] == set(dataset.listed(project, "private"))
     manifest = orjson.loads((again.output / "runs" / f"{again.record.run_id}.json").read_bytes())
     assert manifest["input"] == "discover"
+
+
+async def test_a_stop_ends_a_listing_between_pages_and_leaves_it_unfinished() -> None:
+    stop = asyncio.Event()
+    stop.set()
+
+    async def write(listing: Listing, infos: list[dict[str, Any]]) -> None:
+        raise AssertionError("nothing is listed after a stop")
+
+    listing = await list_images(cast(Fetcher, None), "https://cph.example",
+                                Listing("cn-north-4", "p1", "private"), write, stop)
+    assert (listing.status, listing.pages, listing.error_msg) == (
+        Status.FAILED, 0, "stopped before the listing ended")
