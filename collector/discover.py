@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 
 from collector.api import BodyError
-from collector.errors import ErrorCode, FatalRunError, Status
+from collector.config import Settings
+from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher
 from collector.ids import is_valid_id
 from collector.secrets import redact
@@ -260,3 +261,25 @@ async def list_all(fetcher: Fetcher, endpoint: str, region: str, projects: list[
     await asyncio.to_thread(sink.commit_listings, ledger(list(listings),
                                                          time.time_ns() // 1_000_000))
     return list(listings)
+
+
+async def discover(settings: Settings, sink: ParquetSink, fetcher: Fetcher,
+                   iam_fetcher: Fetcher, endpoint: str, signed: bool,
+                   stop: asyncio.Event) -> list[Listing]:
+    """The run's listings: adopted from staging when a stopped run of the same date and
+    settings had finished listing (no listing again), else listed now."""
+    if sink.listed():
+        listings = [Listing.from_row(row) for row in sink.listings()]
+        log.info("resuming: the listing of %s is committed (%d images); not listing again",
+                 sink.snapshot_date, sum(x.images for x in listings))
+        return listings
+    projects = list(settings.project_ids)
+    if not projects:
+        if settings.region is None:
+            raise UsageError("discover: give --project-id, or --region to list the region's "
+                             "projects from IAM")
+        projects = await list_projects(iam_fetcher, settings.iam_url, settings.region, signed)
+        if not projects:
+            log.warning("IAM lists no project of %s: nothing to collect", settings.region)
+    return await list_all(fetcher, endpoint, settings.region or "", projects, sink,
+                          settings.chunk_images, stop)

@@ -25,7 +25,7 @@ from collector.build import Parts
 from collector.collect import GRACE, Collection, Tally
 from collector.conclude import Conclusion, conclude
 from collector.config import Settings
-from collector.discover import Listing, list_all, list_projects
+from collector.discover import Listing, discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
 from collector.inputs import Line, detect_format, read_input
@@ -175,31 +175,13 @@ class Run:
                 raise FatalRunError(conclusion.error or "fatal")
 
     async def _discover(self, sink: ParquetSink) -> int:
-        """List the projects' images into staging (or adopt a committed listing); returns how
-        many private images there are to collect."""
-        if sink.listed():
-            self.listings = [Listing.from_row(row) for row in sink.listings()]
-            log.info("resuming: the listing of %s is committed (%d images); not listing again",
-                     self.snapshot_date, sum(x.images for x in self.listings))
-        else:
-            projects = await self._projects()
-            self.listings = await list_all(self.parts.fetcher, self.parts.endpoint,
-                                           self.settings.region or "", projects, sink,
-                                           self.settings.chunk_images, self._stop)
+        """List the images into staging (or adopt a committed listing); returns how many
+        private images there are to collect."""
+        parts = self.parts
+        self.listings = await discover(self.settings, sink, parts.fetcher, parts.iam_fetcher,
+                                       parts.endpoint, isinstance(parts.auth, AkSkAuth),
+                                       self._stop)
         return sum(x.images for x in self.listings if x.image_type == "private")
-
-    async def _projects(self) -> list[str]:
-        s = self.settings
-        if s.project_ids:
-            return list(s.project_ids)
-        if s.region is None:
-            raise UsageError("discover: give --project-id, or --region to list the region's "
-                             "projects from IAM")
-        projects = await list_projects(self.parts.iam_fetcher, s.iam_url, s.region,
-                                       signed=isinstance(self.parts.auth, AkSkAuth))
-        if not projects:
-            log.warning("IAM lists no project of %s: nothing to collect", s.region)
-        return projects
 
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
@@ -238,28 +220,8 @@ class Run:
         record.exit_code = int(conclusion.exit_code)
         record.error = conclusion.error
         record.ended_at = dt.datetime.now(dt.UTC)
-        by_status = self.tally.by_status
-        record.counts = {
-            "input_lines": self.intake.lines,
-            "unique_ids": self.intake.unique,
-            "duplicates": self.intake.duplicates,
-            "resumed": self.intake.resumed,
-            "invalid": by_status[Status.INVALID_ID.value],
-            **{s: n for s, n in by_status.items() if s != Status.INVALID_ID.value},
-            "member_rows": self.tally.members,
-            "status_rows": self.tally.done,
-        }
-        if self.settings.discover:
-            listings = self.listings
-            record.counts.update({
-                "projects": len({x.project_id for x in listings}),
-                "listings": len(listings),
-                **{f"listings_{s.value}": sum(x.status is s for x in listings)
-                   for s in (Status.OK, Status.FORBIDDEN, Status.FAILED)},
-                "images_listed": sum(x.images for x in listings),
-                "private_images_listed": sum(x.images for x in listings
-                                             if x.image_type == "private"),
-            })
+        record.counts = run_counts(self.intake, self.tally,
+                                   self.listings if self.settings.discover else None)
 
     def _count_requests(self) -> None:
         parts, record = self.parts, self.record
@@ -317,6 +279,32 @@ class Run:
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+
+
+def run_counts(intake: Intake, tally: Tally, listings: list[Listing] | None) -> dict[str, int]:
+    """The manifest's ``counts``: the input's, the statuses', and (discovery) the listings'."""
+    by_status = tally.by_status
+    counts = {
+        "input_lines": intake.lines,
+        "unique_ids": intake.unique,
+        "duplicates": intake.duplicates,
+        "resumed": intake.resumed,
+        "invalid": by_status[Status.INVALID_ID.value],
+        **{s: n for s, n in by_status.items() if s != Status.INVALID_ID.value},
+        "member_rows": tally.members,
+        "status_rows": tally.done,
+    }
+    if listings is not None:
+        counts.update({
+            "projects": len({x.project_id for x in listings}),
+            "listings": len(listings),
+            **{f"listings_{s.value}": sum(x.status is s for x in listings)
+               for s in (Status.OK, Status.FORBIDDEN, Status.FAILED)},
+            "images_listed": sum(x.images for x in listings),
+            "private_images_listed": sum(x.images for x in listings
+                                         if x.image_type == "private"),
+        })
+    return counts
 
 
 def summary_line(record: RunRecord) -> str:
