@@ -28,16 +28,39 @@ IAM_RATE = 10.0  # requests per second to IAM: a few project listings a run
 
 
 @dataclass(frozen=True, slots=True)
-class Parts:
-    """What ``pipeline.Run`` runs with."""
+class Region:
+    """What a run needs for one region: its CPH endpoint and fetcher, its IAM's."""
 
+    name: str  # "" when the endpoint is given without a region
     endpoint: str
+    fetcher: Fetcher
+    iam_url: str
+    iam_fetcher: Fetcher  # IAM's project listing: its own quota and its own endpoint check
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What ``pipeline.Run`` runs with. The regions share the pool, the credentials and the
+    limiter (the rate is the run's, whatever the regions); each has its own endpoint check."""
+
     client: AiohttpClient
     auth: Auth
     limiter: RateLimiter
-    fetcher: Fetcher
     clock: Clock
-    iam_fetcher: Fetcher  # IAM's project listing: its own quota and its own endpoint check
+    regions: list[Region]
+
+    @property
+    def endpoint(self) -> str:
+        return self.regions[0].endpoint
+
+    @property
+    def fetcher(self) -> Fetcher:
+        """The first region's (the only one unless discovery covers several)."""
+        return self.regions[0].fetcher
+
+    @property
+    def fetchers(self) -> list[Fetcher]:
+        return [f for r in self.regions for f in (r.fetcher, r.iam_fetcher)]
 
 
 def build(settings: Settings, env: Mapping[str, str] | None = None, *,
@@ -46,8 +69,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     """The run's objects; ``env`` gives credentials and HTTP(S)_PROXY/NO_PROXY."""
     env = os.environ if env is None else env
     s = settings
-    endpoint = s.cph_endpoint
-    if endpoint is None:
+    if s.cph_endpoint is None:
         raise UsageError("endpoint: not set; give --region (e.g. cn-north-4) or --endpoint "
                          "(e.g. https://cph.cn-north-4.myhuaweicloud.com)")
     try:
@@ -61,16 +83,21 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                            proxy=s.proxy, env=env, clock=clock.now)
     credentials = auth(client.post) if auth is not None else build_auth(s, env, client.post)
     limiter = RateLimiter(s.rate_limit, clock=clock.now)
-    fetcher = Fetcher(client, credentials, limiter, endpoint=endpoint,
-                      max_attempts=s.max_attempts,
-                      backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
-                      budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
-                      fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
-                      max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
-    iam_fetcher = Fetcher(client, credentials, RateLimiter(min(s.rate_limit, IAM_RATE),
-                                                           clock=clock.now),
-                          endpoint=s.iam_url, max_attempts=s.max_attempts,
-                          backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
-                          budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
-                          fail_fast_after=s.fail_fast_after, sleep=backoff_sleep or clock.sleep)
-    return Parts(endpoint, client, credentials, limiter, fetcher, clock, iam_fetcher)
+
+    def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
+        return Fetcher(client, credentials, rate, endpoint=endpoint,
+                       max_attempts=s.max_attempts,
+                       backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
+                       budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
+                       fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
+                       max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
+
+    regions = []
+    for name in s.regions or ("",):
+        endpoint = s.cph_endpoint_for(name or None)
+        assert endpoint is not None
+        iam_url = s.iam_url_for(name or None)
+        regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
+                              fetcher(iam_url, RateLimiter(min(s.rate_limit, IAM_RATE),
+                                                           clock=clock.now))))
+    return Parts(client, credentials, limiter, clock, regions)

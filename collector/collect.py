@@ -15,16 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.clock import Clock
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
-from collector.fetch import Fetcher, ImageResult
+from collector.fetch import ImageResult
 from collector.inputs import Line
-from collector.intake import Intake, Rejected
+from collector.intake import Intake, Rejected, Target
 from collector.progress import Snapshot, report
 from collector.sink import Chunk, ParquetSink
 
@@ -59,10 +59,11 @@ class Tally:
 class Collection:
     """Feeds the workers, writes their results, and stops on ``stop`` or the first failure."""
 
-    def __init__(self, fetcher: Fetcher, intake: Intake, sink: ParquetSink, tally: Tally, *,
+    def __init__(self, collect: Callable[[Target], Awaitable[ImageResult]], intake: Intake,
+                 sink: ParquetSink, tally: Tally, *,
                  concurrency: int, chunk_images: int, clock: Clock,
                  stop: asyncio.Event) -> None:
-        self.fetcher = fetcher
+        self.collect = collect  # one image, start to finish (``Fetcher.collect``)
         self.intake = intake
         self.sink = sink
         self.tally = tally
@@ -128,7 +129,7 @@ class Collection:
 
     async def _work(self, feed: Feed, results: asyncio.Queue[Result]) -> None:
         while (target := await feed.next()) is not None:
-            await results.put(await self.fetcher.collect(target))
+            await results.put(await self.collect(target))
 
     async def _write(self, results: asyncio.Queue[Result]) -> None:
         """The one task that touches files: fills a chunk, commits it in a thread, repeats."""

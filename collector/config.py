@@ -70,11 +70,28 @@ class Settings:
     log_level: str = "info"
 
     @property
+    def regions(self) -> tuple[str, ...]:
+        """``region`` as a list (discovery may cover several)."""
+        return tuple(self.region.split(",")) if self.region else ()
+
+    @property
     def cph_endpoint(self) -> str | None:
-        """``endpoint``, else the region's documented one."""
+        """``endpoint``, else the (first) region's documented one."""
+        return self.cph_endpoint_for(self.regions[0] if self.regions else None)
+
+    def cph_endpoint_for(self, region: str | None) -> str | None:
+        """The region's CPH endpoint: ``endpoint`` (its ``{region}`` filled in), else the
+        documented one."""
         if self.endpoint is not None:
-            return self.endpoint
-        return f"https://cph.{self.region}.myhuaweicloud.com" if self.region else None
+            return self.endpoint.replace("{region}", region or "")
+        return f"https://cph.{region}.myhuaweicloud.com" if region else None
+
+    def iam_url_for(self, region: str | None) -> str:
+        """The region's IAM endpoint, as ``iam_url`` for that region."""
+        if self.iam_endpoint is not None:
+            return self.iam_endpoint.replace("{region}", region or "")
+        return f"https://iam.{region}.myhuaweicloud.com" if region \
+            else "https://iam.myhuaweicloud.com"
 
     @property
     def project_ids(self) -> tuple[str, ...]:
@@ -83,11 +100,8 @@ class Settings:
 
     @property
     def iam_url(self) -> str:
-        """``iam_endpoint``, else the region's, else IAM's global endpoint."""
-        if self.iam_endpoint is not None:
-            return self.iam_endpoint
-        return f"https://iam.{self.region}.myhuaweicloud.com" if self.region \
-            else "https://iam.myhuaweicloud.com"
+        """``iam_endpoint``, else the (first) region's, else IAM's global endpoint."""
+        return self.iam_url_for(self.regions[0] if self.regions else None)
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-ready values for the manifest (no secret is a setting)."""
@@ -208,7 +222,18 @@ def check_url(raw: str, *, path: bool, userinfo: bool) -> str:
 
 
 def _endpoint(raw: Any) -> str:
-    return check_url(str(raw), path=True, userinfo=False).rstrip("/")
+    """A URL; ``{region}`` in it stands for each region of a run over several."""
+    value = str(raw)
+    check_url(value.replace("{region}", "cn-north-4"), path=True, userinfo=False)
+    return value.rstrip("/")
+
+
+def _regions(raw: Any) -> str:
+    values = [str(v).strip().lower() for v in (raw if isinstance(raw, list)
+                                               else str(raw).split(","))]
+    if not values or not all(v in REGIONS for v in values) or len(set(values)) < len(values):
+        raise ValueError
+    return ",".join(values)
 
 
 ENDPOINT: Kind = (_endpoint, "an http(s) URL without query, fragment or credentials")
@@ -265,7 +290,9 @@ SECONDS = "a number of seconds"
 
 SPECS: dict[str, Spec] = {
     "endpoint": spec(ENDPOINT, "CPH endpoint, e.g. https://cph.cn-north-4.myhuaweicloud.com"),
-    "region": spec(choice(REGIONS), "region: gives the CPH and IAM endpoints unless they are set"),
+    "region": spec((_regions, "one or more (comma-separated) of " + ", ".join(REGIONS)),
+                   "region: gives the CPH and IAM endpoints unless they are set; several "
+                   "only with discover"),
     "project_id": spec((_project_id, "IDs of letters, digits, - and _, at most 64, "
                                      "comma-separated"),
                        "project for input rows that have no project_id column; with discover, "
@@ -393,6 +420,18 @@ def check_proxy_variables(env: Mapping[str, str]) -> None:
 
 def check_together(settings: Settings) -> None:
     """Settings that are fine alone but not together; ``UsageError`` naming both."""
+    if len(settings.regions) > 1:
+        if not settings.discover:
+            raise UsageError(f"region={settings.region}: several regions only with discover "
+                             "(input rows do not say their region)")
+        if settings.project_id:
+            raise UsageError(f"region={settings.region}: with several regions, the projects "
+                             "come from IAM; drop --project-id or give one region")
+        for name in ("endpoint", "iam_endpoint"):
+            value = getattr(settings, name)
+            if value is not None and "{region}" not in value:
+                raise UsageError(f"{name}={value}: with several regions it must contain "
+                                 "{region}, e.g. https://cph.{region}.example.com")
     if settings.backoff_cap < settings.backoff_base:
         raise UsageError(f"backoff_cap={settings.backoff_cap:g}: must be >= backoff_base "
                          f"({settings.backoff_base:g})")

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from collector.api import BodyError
+from collector.build import Region
 from collector.config import Settings
 from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher
@@ -227,12 +228,11 @@ async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: 
     return listing
 
 
-async def list_all(fetcher: Fetcher, endpoint: str, region: str, projects: list[str],
-                   sink: ParquetSink, chunk_rows: int,
+async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_rows: int,
                    stop: asyncio.Event | None = None) -> list[Listing]:
-    """Every (project, image_type) listing, a few at a time, streamed into staging in chunks
-    of ``chunk_rows``; then the ledger, which marks the listing complete (not when ``stop``
-    cut it short: the next run lists again)."""
+    """Every listing, a few at a time, streamed into staging in chunks of ``chunk_rows``;
+    then the ledger, which marks the listing complete (not when ``stop`` cut it short: the
+    next run lists again)."""
     inventory, bad_times = Inventory(), 0
     gate = asyncio.Semaphore(LISTINGS_AT_ONCE)
 
@@ -247,39 +247,39 @@ async def list_all(fetcher: Fetcher, endpoint: str, region: str, projects: list[
         if len(inventory) >= chunk_rows:
             await flush()
 
-    async def one(project: str, image_type: str) -> Listing:
+    async def one(region: Region, listing: Listing) -> Listing:
         async with gate:
-            return await list_images(fetcher, endpoint, Listing(region, project, image_type),
-                                     write, stop)
+            return await list_images(region.fetcher, region.endpoint, listing, write, stop)
 
-    listings = await asyncio.gather(*(one(p, t) for p in projects for t in IMAGE_TYPES))
+    listings = list(await asyncio.gather(*(one(region, x) for region, x in jobs)))
     await flush()
     if stop is not None and stop.is_set():
-        return list(listings)
+        return listings
     if bad_times:
         log.warning("%d image times were of no shape we know; stored as null", bad_times)
-    await asyncio.to_thread(sink.commit_listings, ledger(list(listings),
-                                                         time.time_ns() // 1_000_000))
-    return list(listings)
+    await asyncio.to_thread(sink.commit_listings, ledger(listings, time.time_ns() // 1_000_000))
+    return listings
 
 
-async def discover(settings: Settings, sink: ParquetSink, fetcher: Fetcher,
-                   iam_fetcher: Fetcher, endpoint: str, signed: bool,
+async def discover(settings: Settings, sink: ParquetSink, regions: list[Region], signed: bool,
                    stop: asyncio.Event) -> list[Listing]:
     """The run's listings: adopted from staging when a stopped run of the same date and
-    settings had finished listing (no listing again), else listed now."""
+    settings had finished listing (no listing again), else listed now, region by region."""
     if sink.listed():
         listings = [Listing.from_row(row) for row in sink.listings()]
         log.info("resuming: the listing of %s is committed (%d images); not listing again",
                  sink.snapshot_date, sum(x.images for x in listings))
         return listings
-    projects = list(settings.project_ids)
-    if not projects:
-        if settings.region is None:
-            raise UsageError("discover: give --project-id, or --region to list the region's "
-                             "projects from IAM")
-        projects = await list_projects(iam_fetcher, settings.iam_url, settings.region, signed)
+    jobs: list[tuple[Region, Listing]] = []
+    for region in regions:
+        projects = list(settings.project_ids)
         if not projects:
-            log.warning("IAM lists no project of %s: nothing to collect", settings.region)
-    return await list_all(fetcher, endpoint, settings.region or "", projects, sink,
-                          settings.chunk_images, stop)
+            if not region.name:
+                raise UsageError("discover: give --project-id, or --region to list the "
+                                 "region's projects from IAM")
+            projects = await list_projects(region.iam_fetcher, region.iam_url, region.name,
+                                           signed)
+            if not projects:
+                log.warning("IAM lists no project of %s: nothing to collect", region.name)
+        jobs += [(region, Listing(region.name, p, t)) for p in projects for t in IMAGE_TYPES]
+    return await list_all(jobs, sink, settings.chunk_images, stop)

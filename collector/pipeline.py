@@ -28,8 +28,9 @@ from collector.config import Settings
 from collector.discover import Listing, discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
+from collector.fetch import Fetcher, ImageResult
 from collector.inputs import Line, detect_format, read_input
-from collector.intake import Intake
+from collector.intake import Intake, Target
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import OutputLock, check_no_links, check_writable
 from collector.preflight import prepare
@@ -110,6 +111,7 @@ class Run:
         self.stop_signal: int | None = None
         self._stop = asyncio.Event()
         self._collection: Collection | None = None
+        self._route: dict[str, Fetcher] = {}  # project -> its region's fetcher (discovery)
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started,
                                 input_path or "discover", settings.public())
 
@@ -163,8 +165,8 @@ class Run:
                 await self._fail(sink, Conclusion(RunStatus.FATAL, ExitCode.FATAL,
                                                   f"internal error: {type(exc).__name__}: {exc}"))
                 raise
-            fetcher = self.parts.fetcher
-            verdict = fetcher.endpoint.verdict() if fetcher.endpoint_unproven() else None
+            verdict = next((f.endpoint.verdict() for f in self._cph_fetchers()
+                            if f.endpoint_unproven()), None)
             failed = sum(x.status is not Status.OK for x in self.listings)
             conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
             if conclusion.publishes:
@@ -176,16 +178,22 @@ class Run:
 
     async def _discover(self, sink: ParquetSink) -> int:
         """List the images into staging (or adopt a committed listing); returns how many
-        private images there are to collect."""
+        private images there are to collect, and routes each project to its region."""
         parts = self.parts
-        self.listings = await discover(self.settings, sink, parts.fetcher, parts.iam_fetcher,
-                                       parts.endpoint, isinstance(parts.auth, AkSkAuth),
-                                       self._stop)
+        self.listings = await discover(self.settings, sink, parts.regions,
+                                       isinstance(parts.auth, AkSkAuth), self._stop)
+        by_region = {r.name: r.fetcher for r in parts.regions}
+        self._route = {x.project_id: by_region.get(x.region, parts.fetcher)
+                       for x in self.listings}
         return sum(x.images for x in self.listings if x.image_type == "private")
+
+    async def _collect_one(self, target: Target) -> ImageResult:
+        """An image, through its region's fetcher."""
+        return await self._route.get(target.project_id, self.parts.fetcher).collect(target)
 
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
-        self._collection = Collection(parts.fetcher, self.intake, sink, self.tally,
+        self._collection = Collection(self._collect_one, self.intake, sink, self.tally,
                                       concurrency=s.concurrency, chunk_images=s.chunk_images,
                                       clock=parts.clock, stop=self._stop)
         await self._collection.run(lines, total, s.progress_interval, self.stderr)
@@ -193,7 +201,7 @@ class Run:
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a
         re-run does not resume its ``failed`` rows."""
-        if self.parts.fetcher.endpoint_unproven():
+        if any(f.endpoint_unproven() for f in self._cph_fetchers()):
             await asyncio.to_thread(sink.drop_own_chunks)
         self._conclude(conclusion)
         self._save(quiet=True)
@@ -223,11 +231,15 @@ class Run:
         record.counts = run_counts(self.intake, self.tally,
                                    self.listings if self.settings.discover else None)
 
+    def _cph_fetchers(self) -> list[Fetcher]:
+        return [r.fetcher for r in self.parts.regions]
+
     def _count_requests(self) -> None:
         parts, record = self.parts, self.record
-        c, iam = parts.fetcher.counters, parts.iam_fetcher.counters
-        record.requests = c.requests + iam.requests
-        record.retries, record.throttled = c.retries + iam.retries, c.throttled + iam.throttled
+        counters = [f.counters for f in parts.fetchers]
+        record.requests = sum(c.requests for c in counters)
+        record.retries = sum(c.retries for c in counters)
+        record.throttled = sum(c.throttled for c in counters)
         record.rate = {"configured": self.settings.rate_limit,
                        "lowest": round(parts.limiter.lowest, 1),
                        "final": round(parts.limiter.rate, 1)}

@@ -59,9 +59,10 @@ async def fake_factory(
         front: type[FakeCph | FastFakeCph]) -> AsyncIterator[Callable[..., Awaitable[FakeCph]]]:
     started: list[FakeCph | FastFakeCph] = []
 
-    async def start(dataset: Dataset | None = None, **config: Any) -> FakeCph | FastFakeCph:
+    async def start(dataset: Dataset | None = None, regions: dict[str, Dataset] | None = None,
+                    **config: Any) -> FakeCph | FastFakeCph:
         config.setdefault("tokens", (TOKEN,))
-        fake = front(dataset or Dataset(seed=3, images=50), ServerConfig(**config))
+        fake = front(dataset or Dataset(seed=3, images=50), ServerConfig(**config), regions)
         await fake.start()
         started.append(fake)
         return fake

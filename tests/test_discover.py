@@ -162,3 +162,42 @@ async def test_a_stop_ends_a_listing_between_pages_and_leaves_it_unfinished() ->
                                 Listing("cn-north-4", "p1", "private"), write, stop)
     assert (listing.status, listing.pages, listing.error_msg) == (
         Status.FAILED, 0, "stopped before the listing ended")
+
+
+async def test_several_regions_each_list_their_own_projects_at_their_own_endpoints(
+        fake_factory: Factory, collect: Collect) -> None:
+    north = Dataset(seed=35, projects=2, images=40, region="cn-north-4", locked_project=False)
+    east = Dataset(seed=36, projects=1, images=30, region="cn-east-3", locked_project=False)
+    fake = await fake_factory(Dataset(seed=1, images=1),
+                              regions={"cn-north-4": north, "cn-east-3": east})
+    out = await collect(fake, discover=True, region="cn-north-4,cn-east-3", project_id=None,
+                        endpoint=fake.url + "/{region}", iam_endpoint=fake.url + "/{region}")
+    assert out.record.exit_code == 0, out.error
+    private = {(p, i) for data in (north, east) for p in data.project_ids
+               for i in data.listed(p, "private")}
+    check_published(out, private, None, None)
+    regions = {(r["region"], r["project_id"]) for r in out.table("listing_status").to_pylist()}
+    assert regions == {("cn-north-4", p) for p in north.project_ids} | \
+        {("cn-east-3", p) for p in east.project_ids}
+    members = {(m["project_id"], m["image_id"], m["member_id"])
+               for m in out.table("members").to_pylist()}
+    assert members == {(p, i, r[2]) for data in (north, east) for p, i in private
+                       if data.owner(i) == p for r in data.expected_rows(p, i)}
+    paths = {e.path.split("/")[1] for e in fake.log}
+    assert paths == {"cn-north-4", "cn-east-3"}  # each region's calls went to its endpoint
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"region": "cn-north-4,cn-east-3"}, "several regions only with discover"),
+    ({"region": "cn-north-4,cn-east-3", "discover": True, "project_id": "p1"},
+     "the projects come from IAM"),
+    ({"region": "cn-north-4,cn-east-3", "discover": True, "endpoint": "http://127.0.0.1:1"},
+     "it must contain {region}"),
+])
+def test_several_regions_need_discovery_iam_and_an_endpoint_per_region(
+        settings: dict[str, Any], message: str) -> None:
+    from collector.config import load_settings
+    from collector.errors import UsageError
+
+    with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_settings(settings, {})

@@ -16,8 +16,8 @@ LAYERS = [
     {"auth", "retry"},  # credentials; the retry policy
     {"fetch"},  # one image
     {"sink"},  # Parquet on disk
-    {"collect", "outdir", "preflight", "build", "discover"},  # tasks and queues; the output;
-    # the wiring; listing the images
+    {"collect", "outdir", "preflight", "build"},  # tasks and queues; the output; the wiring
+    {"discover"},  # listing the projects and images, region by region
     {"pipeline"},  # the run as steps
     {"demo"},
     {"cli"},

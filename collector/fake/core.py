@@ -37,15 +37,22 @@ __all__ = ["JSON", "MSG", "SIMPLE_FAULTS", "Answer", "Exchange", "FakeApiCore", 
 class FakeApiCore:
     """The parts of the fake, composed; subclasses add the sockets (``start``/``close``)."""
 
-    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None) -> None:
+    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None,
+                 regions: dict[str, Dataset] | None = None) -> None:
+        """``regions``: more datasets, each served under a path prefix ``/{region}`` (CPH and
+        IAM alike), as a run over several regions meets several endpoints."""
         self.dataset = dataset or Dataset()
         self.config = config or ServerConfig()
         self.gateway = Gateway(self.config)
-        self.cph = CphApi(self.dataset, self.config, self.gateway)
-        self.iam = Iam(self.config, self.gateway, self.cph.projects, self.dataset.iam_projects())
+        self.cph, self.iam = self._apis(self.dataset)
+        self.regional = {name: self._apis(data) for name, data in (regions or {}).items()}
         self.recorder = Recorder(self.config.record)
         self.url = ""
         self._rng = random.Random(self.config.seed + 1)
+
+    def _apis(self, dataset: Dataset) -> tuple[CphApi, Iam]:
+        cph = CphApi(dataset, self.config, self.gateway)
+        return cph, Iam(self.config, self.gateway, cph.projects, dataset.iam_projects())
 
     async def start(self, host: str = "127.0.0.1", port: int = 0,
                     tls: ssl.SSLContext | None = None) -> str:
@@ -101,19 +108,23 @@ class FakeApiCore:
     def answer(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
                body: bytes = b"") -> Answer:
         """The answer to one request. ``headers`` must look up lowercase names."""
-        if self.iam.handles(ex.path):
-            return self.iam.answer(ex, query, headers, body)
+        cph, iam, path = self.cph, self.iam, ex.path
+        prefix, _, rest = path[1:].partition("/")
+        if prefix in self.regional:
+            (cph, iam), path = self.regional[prefix], "/" + rest
+        if iam.handles(path):
+            return iam.answer(ex, path, query, headers, body)
         refused = self.gateway.admit(ex, query, headers, body)
         if refused is not None:
             return refused
-        target = route(ex.method, ex.path)
+        target = route(ex.method, path)
         if target is None:
             return error(ex, 404, "APIGW.0101", MSG["APIGW.0101"], backend=False)
         ex.project_id, ex.image_id = target
         if ex.image_id is None:
-            return self.cph.images(ex, query)
+            return cph.images(ex, query)
         ex.marker = query.get("marker")
-        return self.cph.members(ex, query)
+        return cph.members(ex, query)
 
     # -- latency --------------------------------------------------------------------------------
 

@@ -68,7 +68,8 @@ class Dataset:
         self.project_names = {p: self.region if n == 0 else f"{self.region}_{n}"
                               for n, p in enumerate(self.project_ids)}
         # IAM also lists a project of another region, and one of ours that CPH refuses (CPS.0001).
-        self.other_projects = {hex_id(rng): "cn-east-3", hex_id(rng): f"{self.region}_locked"}
+        elsewhere = "cn-east-3" if self.region != "cn-east-3" else "cn-north-4"
+        self.other_projects = {hex_id(rng): elsewhere, hex_id(rng): f"{self.region}_locked"}
         if not self.locked_project:
             self.other_projects = {k: v for k, v in self.other_projects.items()
                                    if not v.endswith("_locked")}

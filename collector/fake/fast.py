@@ -26,8 +26,9 @@ MAX_HEAD = 65_536
 class FastFakeCph(FakeApiCore):
     """``async with FastFakeCph(Dataset(...), ServerConfig(...)) as fake: fake.url``."""
 
-    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None) -> None:
-        super().__init__(dataset, config)
+    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None,
+                 regions: dict[str, Dataset] | None = None) -> None:
+        super().__init__(dataset, config, regions)
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
 

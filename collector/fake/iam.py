@@ -49,10 +49,10 @@ class Iam:
         """True for the paths IAM answers."""
         return path == TOKENS_PATH or path in PROJECT_PATHS
 
-    def answer(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
-               body: bytes) -> Answer:
+    def answer(self, ex: Exchange, path: str, query: Mapping[str, str],
+               headers: Mapping[str, str], body: bytes) -> Answer:
         """A token (201 with X-Subject-Token), the projects, or IAM's error."""
-        if ex.path in PROJECT_PATHS:
+        if path in PROJECT_PATHS:
             return self._projects(ex, query, headers, body)
         ex.outcome = "iam_token"
         if ex.method != "POST":

@@ -25,8 +25,9 @@ SHUTDOWN = 0.5  # seconds close() gives handlers still running (a stall) before 
 class FakeCph(FakeApiCore):
     """``async with FakeCph(Dataset(...), ServerConfig(...)) as fake: fake.url``."""
 
-    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None) -> None:
-        super().__init__(dataset, config)
+    def __init__(self, dataset: Dataset | None = None, config: ServerConfig | None = None,
+                 regions: dict[str, Dataset] | None = None) -> None:
+        super().__init__(dataset, config, regions)
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
