@@ -71,6 +71,8 @@ def test_a_run_writes_parquet_prints_one_summary_and_leaks_no_secret(
     (["--input", "EMPTY"], "no image IDs"),
     (["--endpoint", ""], "endpoint: not set"),
     (["--output", "FILE/sub"], "not writable"),
+    (["--discover", "true"], "--input FILE or --discover: give exactly one"),
+    (["--input", "NONE"], "--input FILE or --discover: give exactly one"),
 ])
 def test_bad_usage_is_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     ids = tmp_path / "ids.txt"
@@ -82,9 +84,26 @@ def test_bad_usage_is_exit_2_with_one_line(tmp_path: Path, args: list[str], mess
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value.replace("EMPTY", str(tmp_path / "empty.txt")).replace(
             "FILE", str(tmp_path / "file"))
+    if base["--input"] == "NONE":
+        del base["--input"]
     done = cli("run", *[x for pair in base.items() for x in pair])
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr
+
+
+def test_discovery_from_the_command_line_lists_iams_projects_and_collects_every_image(
+        server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url = server[0]
+    out = tmp_path / "out"
+    done = cli("run", "--discover", "--endpoint", url, "--iam-endpoint", url, "--region",
+               "cn-north-4", "--output", str(out), "--rate-limit", "5000")
+    # IAM lists a project these credentials may not read: two forbidden listings, exit 1
+    assert done.returncode == 1, done.stderr
+    assert re.search(r"finished: listed 307 images in 6 listings of 3 projects \(0 failed, "
+                     r"2 forbidden\); 301 images \(301 ok,", done.stdout), done.stdout
+    assert f"{out}/images, {out}/listing_status;" in done.stdout
+    manifest = orjson.loads(next((out / "runs").glob("*.json")).read_bytes())
+    assert (manifest["input"], manifest["counts"]["private_images_listed"]) == ("discover", 301)
 
 
 def test_no_token_is_exit_2() -> None:
