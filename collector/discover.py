@@ -71,7 +71,9 @@ class Inventory:
             for name in ("create_time", "update_time"):
                 raw = info.get(name)
                 stamp = parse_time(raw)
-                self.bad_times += raw not in (None, "") and stamp is None
+                bad = raw not in (None, "") and stamp is None
+                self.bad_times += bad
+                listing.bad_times += bad
                 c[name].append(stamp)
 
 
@@ -106,6 +108,7 @@ class Listing:
     request_id: str | None = None
     images: int = 0
     pages: int = 0
+    bad_times: int = 0  # image times of no shape we know (stored as null); not in the ledger
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Listing:

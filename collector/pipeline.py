@@ -315,6 +315,7 @@ def run_counts(intake: Intake, tally: Tally, listings: list[Listing] | None) -> 
             "images_listed": sum(x.images for x in listings),
             "private_images_listed": sum(x.images for x in listings
                                          if x.image_type == "private"),
+            "unreadable_image_times": sum(x.bad_times for x in listings),
         })
     return counts
 

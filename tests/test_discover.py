@@ -88,8 +88,8 @@ async def test_discovery_lists_every_project_and_image_and_collects_the_private_
     assert ledger[(locked, "private")]["error_code"] == "CPS.0001"
     assert out.record.exit_code == 1  # a listing the credentials may not read is not "no images"
     c = out.record.counts
-    assert (c["projects"], c["listings"], c["listings_forbidden"], c["private_images_listed"]) \
-        == (4, 8, 2, len(private))
+    assert (c["projects"], c["listings"], c["listings_forbidden"], c["private_images_listed"],
+            c["unreadable_image_times"]) == (4, 8, 2, len(private), 0)
     assert (f"listed {c['images_listed']:,} images in 8 listings of 4 projects (0 failed, "
             "2 forbidden); ") in summary_line(out.record)
 
@@ -201,3 +201,15 @@ def test_several_regions_need_discovery_iam_and_an_endpoint_per_region(
 
     with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
         load_settings(settings, {})
+
+
+def test_an_unreadable_image_time_is_null_and_counted() -> None:
+    from collector.discover import Inventory
+
+    listing = Listing("cn-north-4", "p1", "private")
+    inventory = Inventory()
+    inventory.add(listing, [{"image_id": "i1", "create_time": "last tuesday",
+                             "update_time": "2024-04-17T02:13:38Z"}], 0)
+    assert inventory.columns["create_time"] == [None]
+    assert inventory.columns["update_time"] == [1713320018000]
+    assert (inventory.bad_times, listing.bad_times) == (1, 1)
