@@ -289,3 +289,17 @@ async def test_iam_lists_the_accounts_projects_to_a_caller_it_knows(
             anonymous.get(f"{fake.url}/v3/projects") as resp:
         assert resp.status == 401
         assert (await resp.json())["error"]["code"] == 401
+
+
+async def test_the_account_changes_from_day_to_day_with_a_ground_truth(
+        fake_factory: Factory, http: aiohttp.ClientSession) -> None:
+    base, later = Dataset(seed=7, images=600), Dataset(seed=7, images=600, day=1)
+    truth = later.changes()
+    assert {change for *_, change in truth} == {"added", "removed", "updated", "image_gone"}
+    gone = {image for _, image, _, change in truth if change == "image_gone"}
+    assert gone and not gone & set(later.image_ids())
+    assert set(later.image_ids()) - set(base.image_ids())  # new images appeared
+    fake = await fake_factory(later)
+    project = later.project_ids[0]
+    status, body, _ = await get(http, members_url(fake, project, sorted(gone)[0]))
+    assert (status, body["error_code"]) == (400, "CPS.0030")  # deleted: not found on day 1

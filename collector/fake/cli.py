@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=1000, help="images per project")
     parser.add_argument("--max-members", type=int, default=10, help="members per image, at most")
     parser.add_argument("--seed", type=int, default=1, help="dataset and fault seed")
+    parser.add_argument("--day", type=int, default=0,
+                        help="serve the account as it is on this day: each day some shares are "
+                             "added, revoked or updated, some images deleted, some created")
     parser.add_argument("--rate-limit", type=int, default=None,
                         help="429 APIGW.0308 above this many requests per caller per second")
     parser.add_argument("--retry-after", default=None, help="Retry-After value on 429s")
@@ -110,7 +113,7 @@ def credentials(args: argparse.Namespace) -> dict[str, object]:
 
 def build(args: argparse.Namespace) -> FakeCph | FastFakeCph:
     """The fake server the options describe, on the chosen front."""
-    dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images,
+    dataset = Dataset(seed=args.seed, projects=args.projects, images=args.images, day=args.day,
                       max_members=args.max_members)
     config = ServerConfig(
         tokens=(os.environ.get("CPH_AUTH_TOKEN") or DEFAULT_TOKEN,),

@@ -7,6 +7,7 @@ million-image dataset costs only its ID list until it is asked about.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ class Dataset:
     region: str = "cn-north-4"  # the region of the projects, as IAM names them
     shared_per_project: int = 3  # images other accounts share with each project (image_type=share)
     locked_project: bool = True  # IAM lists a project of ours that CPH refuses (CPS.0001)
+    day: int = 0  # the account as it is on this day: day 0, then shares added, revoked and
+    # updated, images deleted and created, a seeded day at a time (``event``, ``changes``)
     project_ids: list[str] = field(init=False)
     project_names: dict[str, str] = field(init=False)
     other_projects: dict[str, str] = field(init=False)  # IAM lists them; they hold no images
@@ -51,6 +54,9 @@ class Dataset:
     _members: dict[str, list[dict[str, object]]] = field(init=False, repr=False,
                                                          default_factory=dict)
     _listed: dict[str, list[str]] = field(init=False, repr=False, default_factory=dict)
+    _born: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _history: dict[tuple[str, int], list[dict[str, object]]] = field(
+        init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -64,6 +70,7 @@ class Dataset:
             self.project_ids.append(DOC_EXAMPLE_PROJECT)
             self._owner[DOC_EXAMPLE_IMAGE] = DOC_EXAMPLE_PROJECT
             self._members[DOC_EXAMPLE_IMAGE] = [dict(m) for m in DOC_EXAMPLE_MEMBERS]
+        self._evolve()
         # The region's main project is named like the region; the others are sub-projects.
         self.project_names = {p: self.region if n == 0 else f"{self.region}_{n}"
                               for n, p in enumerate(self.project_ids)}
@@ -85,11 +92,97 @@ class Dataset:
         """The project that owns ``image_id``, or None for an image nobody has."""
         return self._owner.get(image_id)
 
+    def _evolve(self) -> None:
+        """Days 1..day: new images each day, and the images deleted by then."""
+        base = list(self._owner.items())
+        for d in range(1, self.day + 1):
+            for project in self.project_ids[: self.projects]:
+                rng = random.Random(f"{self.seed}:new:{project}:{d}")
+                for _ in range(max(self.images // 50, 1)):
+                    image = hex_id(rng)
+                    self._owner[image] = project
+                    self._born[image] = d
+        for image, _ in base + [(i, p) for i, p in self._owner.items() if i in self._born]:
+            if image == DOC_EXAMPLE_IMAGE:
+                continue
+            if any(self.event_kind(image, d) == "delete"
+                   for d in range(self._born.get(image, 0) + 1, self.day + 1)):
+                del self._owner[image]
+
+    def event_kind(self, image_id: str, day: int) -> str:
+        """What happens to an image on ``day`` (one thing at most): delete, add (a share),
+        revoke (a share), update (a share's update_time), or nothing."""
+        x = random.Random(f"{self.seed}:{image_id}:day{day}").random()
+        for kind, bound in (("delete", 0.01), ("add", 0.06), ("revoke", 0.09), ("update", 0.11)):
+            if x < bound:
+                return kind
+        return "none"
+
+    def members_on(self, image_id: str, day: int) -> list[dict[str, object]]:
+        """The image's shares as they are on ``day`` (before any deletion)."""
+        born = self._born.get(image_id, 0)
+        if day <= born:
+            return self._first_members(image_id, born)
+        key = (image_id, day)
+        if key not in self._history:
+            shares = [dict(m) for m in self.members_on(image_id, day - 1)]
+            kind = self.event_kind(image_id, day)
+            rng = random.Random(f"{self.seed}:{image_id}:share{day}")
+            stamp = T1_MS + day * 86_400_000 + rng.randrange(86_400_000)
+            taken = {m["member_id"] for m in shares}
+            if kind == "add" and len(shares) < self.max_members:
+                member = rng.choice([p for p in self._pool[:64] if p not in taken])
+                shares.append({"image_id": image_id, "member_id": member,
+                               "create_time": stamp, "update_time": stamp})
+            elif kind == "revoke" and shares:
+                shares.pop(rng.randrange(len(shares)))
+            elif kind == "update" and shares:
+                shares[rng.randrange(len(shares))]["update_time"] = stamp
+            self._history[key] = shares
+        return self._history[key]
+
+    def changes(self) -> set[tuple[str, str, str, str]]:
+        """The ground truth of changes from ``day - 1`` to ``day``: (project, image, member,
+        change) for every share added, removed or updated, and every share of a deleted image
+        (``image_gone``)."""
+        truth: set[tuple[str, str, str, str]] = set()
+        if self.day == 0:
+            return truth
+        before = dataclasses.replace(self, day=self.day - 1)
+        for image, project in before._owner.items():
+            if image == DOC_EXAMPLE_IMAGE:
+                continue
+            old = {str(m["member_id"]): m for m in before.members(image)}
+            if image not in self._owner:
+                truth |= {(project, image, m, "image_gone") for m in old}
+                continue
+            new = {str(m["member_id"]): m for m in self.members(image)}
+            truth |= {(project, image, m, "added") for m in new.keys() - old.keys()}
+            truth |= {(project, image, m, "removed") for m in old.keys() - new.keys()}
+            truth |= {(project, image, m, "updated") for m in new.keys() & old.keys()
+                      if new[m]["update_time"] != old[m]["update_time"]}
+        for image, born in self._born.items():
+            if born == self.day and image in self._owner:
+                truth |= {(self._owner[image], image, str(m["member_id"]), "added")
+                          for m in self.members(image)}
+        return truth
+
     def members(self, image_id: str) -> list[dict[str, object]]:
         """The image's members, as the API shows them; [] for an image shared with nobody."""
         cached = self._members.get(image_id)
         if cached is not None:
             return cached
+        if self.day > 0 and image_id in self._owner:
+            found = self.members_on(image_id, self.day)
+            self._members[image_id] = found
+            return found
+        return self._first_members(image_id, 0)
+
+    def _first_members(self, image_id: str, born: int) -> list[dict[str, object]]:
+        """The shares an image has the day it appears (day 0 for the base images)."""
+        key = (image_id, -1)
+        if key in self._history:
+            return self._history[key]
         rng = random.Random(f"{self.seed}:{image_id}")
         if rng.random() < self.empty_share or self.max_members == 0:
             found: list[dict[str, object]] = []
@@ -98,11 +191,14 @@ class Dataset:
             count = min(self.max_members, 1 + int(rng.expovariate(0.7)))
             found = []
             for member in rng.sample(self._pool, min(count, len(self._pool))):
-                created = rng.randrange(T0_MS, T1_MS)
-                updated = created if rng.random() < 0.8 else rng.randrange(created, T1_MS)
+                created = rng.randrange(T0_MS, T1_MS) + born * 86_400_000
+                updated = created if rng.random() < 0.8 else rng.randrange(
+                    created, T1_MS + born * 86_400_000)
                 found.append({"image_id": image_id, "member_id": member,
                               "create_time": created, "update_time": updated})
-        self._members[image_id] = found
+        self._history[key] = found
+        if self.day == 0:
+            self._members[image_id] = found
         return found
 
     def unknown_ids(self, count: int) -> list[str]:
