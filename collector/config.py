@@ -39,6 +39,8 @@ class Settings:
     region: str | None = None
     project_id: str | None = None  # one project, or (for discover) a comma-separated list
     discover: bool = False
+    trusted_projects: str | None = None  # comma-separated project IDs (see ``trusted``)
+    fail_on_untrusted: bool = False
     output: Path = Path("output")
     snapshot_date: dt.date | None = None
     input_format: str = "auto"
@@ -68,6 +70,12 @@ class Settings:
     agency_domain: str | None = None
     ca_bundle: Path | None = None
     log_level: str = "info"
+
+    @property
+    def trusted(self) -> frozenset[str]:
+        """The partner projects we expect to share with."""
+        return frozenset(self.trusted_projects.split(",")) if self.trusted_projects \
+            else frozenset()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -254,6 +262,21 @@ def _project_id(raw: Any) -> str:
     return ",".join(values)
 
 
+def _trusted(raw: Any) -> str:
+    """Project IDs: a list, a comma list, or ``@FILE`` with one a line (``#`` comments)."""
+    if isinstance(raw, str) and raw.strip().startswith("@"):
+        path = Path(raw.strip()[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"its file {path} cannot be read ({type(exc).__name__})") from None
+        raw = [line.strip() for line in text.splitlines()
+               if line.strip() and not line.strip().startswith("#")]
+        if not raw:
+            return ""
+    return _project_id(raw)
+
+
 def _flag(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -299,6 +322,13 @@ SPECS: dict[str, Spec] = {
                        "the projects to list (else IAM's projects of the region)"),
     "discover": spec((_flag, "true or false"),
                      "list the images from the API (ListImages) instead of reading --input"),
+    "trusted_projects": spec((_trusted, "project IDs, comma-separated, or @FILE with one a "
+                                        "line"),
+                             "partner projects we expect to share with: their changes are "
+                             "trusted"),
+    "fail_on_untrusted": spec((_flag, "true or false"),
+                              "exit 4 (after publishing) when a share to an untrusted project "
+                              "was added or updated"),
     "output": spec((_path, "a folder path"), "output folder (members/, image_status/, runs/)"),
     "snapshot_date": spec((_date, "a date YYYY-MM-DD"),
                           "partition date; empty = the UTC date the run starts"),
@@ -366,7 +396,7 @@ def _apply(values: dict[str, Any], source: Mapping[str, Any], where: Callable[[s
         try:
             values[name] = spec.parse(raw)
         except (ValueError, TypeError) as exc:
-            shown = proxies.shown(raw) if isinstance(raw, str) and "@" in raw else raw
+            shown = proxies.shown(raw) if isinstance(raw, str) and "://" in raw else raw
             why = f" ({exc})" if isinstance(exc, ValueError) and str(exc).startswith(
                 ("it ", "its ", "a proxy")) else ""
             raise UsageError(f"{where(name)}={shown!r}: must be {spec.allowed}{why}") from None

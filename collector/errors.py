@@ -21,6 +21,8 @@ class ExitCode(IntEnum):
     SOME_FAILED = 1  # finished, but some IDs are `failed`
     USAGE = 2  # usage, configuration, input or output error before any request
     FATAL = 3  # the run stopped: credentials rejected, endpoint wrong, output unwritable
+    UNTRUSTED = 4  # finished and published; --fail-on-untrusted and a share to an untrusted
+    # project was added or updated (wins over 1)
     INTERRUPTED = 130  # SIGINT (Ctrl-C)
     TERMINATED = 143  # SIGTERM
 

@@ -37,6 +37,7 @@ class RunRecord:
     rate: dict[str, float] = field(default_factory=dict)  # configured, lowest, final req/s
     auth: dict[str, object] = field(default_factory=dict)  # method, IAM token requests
     files: list[str] = field(default_factory=list)
+    changes: dict[str, object] = field(default_factory=dict)  # see ``changes.Summary``
 
     @property
     def seconds(self) -> float:
@@ -64,6 +65,7 @@ class RunRecord:
             "auth": self.auth,
             "images_per_second": round(images / self.seconds, 1),
             "settings": self.settings,
+            "changes": self.changes or None,
             "files": self.files,
         }
         text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from typing import TextIO
 
 from collector.auth import AkSkAuth
 from collector.build import Parts
+from collector.changes import line_of
 from collector.collect import GRACE, Collection, Tally
 from collector.conclude import Conclusion, conclude
 from collector.config import Settings
@@ -34,6 +36,7 @@ from collector.intake import Intake, Target
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import OutputLock, check_no_links, check_writable
 from collector.preflight import prepare
+from collector.publish import stage_changes
 from collector.sink import ParquetSink
 
 log = logging.getLogger("collector")
@@ -170,6 +173,11 @@ class Run:
             failed = sum(x.status is not Status.OK for x in self.listings)
             conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
             if conclusion.publishes:
+                summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
+                                                  self.settings.trusted)
+                self.record.changes = summary.to_json()
+                if summary.untrusted_alerts and self.settings.fail_on_untrusted:
+                    conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
                 await self._publish(sink, conclusion)
                 return
             await self._fail(sink, conclusion)
@@ -335,4 +343,5 @@ def summary_line(record: RunRecord) -> str:
             f"({statuses}), {c.get('member_rows', 0):,} member rows, "
             f"{c.get('duplicates', 0):,} duplicates; {record.requests:,} requests, "
             f"{record.retries:,} retries, {record.throttled:,} throttled (429); "
-            f"{rate:,.0f} images/s in {record.seconds:.1f} s; exit {record.exit_code}")
+            f"{rate:,.0f} images/s in {record.seconds:.1f} s; "
+            f"{line_of(record.changes) + '; ' if record.changes else ''}exit {record.exit_code}")

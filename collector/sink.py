@@ -26,8 +26,10 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from collector.changes import CHANGES_SCHEMA, Night
 from collector.errors import Status
 from collector.fetch import ImageResult
 from collector.files import fsync_dir, write_atomically, write_bytes
@@ -90,7 +92,8 @@ LISTING_SCHEMA = pa.schema([
 ])
 # Swapped in this order at publish: image_status last (see README "What a reader sees").
 TABLES = {"images": IMAGES_SCHEMA, "listing_status": LISTING_SCHEMA,
-          "members": MEMBERS_SCHEMA, "image_status": STATUS_SCHEMA}
+          "members": MEMBERS_SCHEMA, "changes": CHANGES_SCHEMA, "image_status": STATUS_SCHEMA}
+OPTIONAL = frozenset({"changes"})  # a first snapshot has no changes: no file, not an empty one
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
 LISTED_FILE = "listed.json"  # in staging once a discovery run's listing is all committed
@@ -265,7 +268,7 @@ class ParquetSink:
         a date is never left without its data (see ``finish_publish``).
         """
         for table, schema in TABLES.items():  # an empty table still gets a file with its schema
-            if not any((self.staging / table).glob("*.parquet")):
+            if table not in OPTIONAL and not any((self.staging / table).glob("*.parquet")):
                 write_parquet(schema.empty_table(),
                               self.staging / table / f"part-{self.run_id}-00000.parquet")
         write_bytes(self.staging / PUBLISHING, self.run_id.encode())  # whose publish it is
@@ -282,6 +285,38 @@ class ParquetSink:
             for path in (self.staging / table).glob(f"part-{self.run_id}-*.parquet"):
                 path.unlink()
         (self.staging / LISTED_FILE).unlink(missing_ok=True)
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def previous_date(self) -> dt.date | None:
+        """The latest published snapshot date before this one (published means finished)."""
+        dates = [d for d in (_staged_date(p) for p in (self.output / "image_status").glob(
+            "snapshot_date=*") if p.is_dir() and not p.is_symlink()) if d is not None]
+        earlier = [d for d in dates if d < self.snapshot_date]
+        return max(earlier) if earlier else None
+
+    def night(self, snapshot_date: dt.date | None = None) -> Night:
+        """This run's staged snapshot, or the published one of ``snapshot_date``."""
+        def folder(table: str) -> Path:
+            return self.staging / table if snapshot_date is None \
+                else partition(self.output, table, snapshot_date)
+
+        def read(table: str, columns: list[str]) -> pa.Table:
+            files = sorted(folder(table).glob("*.parquet"))
+            if not files:
+                return TABLES[table].empty_table().select(columns)
+            return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+
+        listings = read("listing_status", ["project_id", "image_type", "status"])
+        ok = listings.filter(pc.and_(pc.equal(listings["image_type"], "private"),
+                                     pc.equal(listings["status"], Status.OK.value)))
+        listed_ok = frozenset(ok["project_id"].to_pylist()) if len(listings) else None
+        return Night(read("image_status", ["project_id", "image_id", "status"]),
+                     read("members", ["project_id", "image_id", "member_id", "create_time",
+                                      "update_time"]), listed_ok)
+
+    def commit_changes(self, table: pa.Table) -> None:
+        write_parquet(table, self.staging / "changes" / f"part-{self.run_id}-00000.parquet")
 
     # -- discovery ------------------------------------------------------------------------------
 

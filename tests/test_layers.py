@@ -10,13 +10,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
-    {"secrets", "api", "inputs", "progress", "conclude"},  # contracts over values
+    {"secrets", "api", "inputs", "progress", "conclude", "changes"},  # rules over values
     {"proxy", "intake", "manifest"},
     {"config", "client", "feed"},  # settings; the HTTP pool (transport only); the read-ahead
     {"auth", "retry"},  # credentials; the retry policy
     {"fetch"},  # one image
     {"sink"},  # Parquet on disk
-    {"collect", "outdir", "preflight", "build"},  # tasks and queues; the output; the wiring
+    {"collect", "outdir", "preflight", "build", "publish"},  # tasks and queues; the output;
+    # the wiring; what publishing adds
     {"discover"},  # listing the projects and images, region by region
     {"pipeline"},  # the run as steps
     {"demo"},

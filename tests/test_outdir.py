@@ -72,7 +72,7 @@ async def test_another_tools_files_in_the_output_are_never_touched(
     assert {k: v for k, v in after.items() if k in before} == before  # unchanged, every one
     ours = {k for k in after if k not in before}
     assert all(k.startswith(("members/snapshot_date=2026-12-01", "image_status", "images",
-                             "listing_status",
+                             "changes", "listing_status",
                              f"runs/{done.record.run_id}.json", "_staging/snapshot_date=2026-12-01",
                              LOCK_NAME)) for k in ours), ours
     assert tree(elsewhere) == outside

@@ -142,30 +142,9 @@ class Dataset:
         return self._history[key]
 
     def changes(self) -> set[tuple[str, str, str, str]]:
-        """The ground truth of changes from ``day - 1`` to ``day``: (project, image, member,
-        change) for every share added, removed or updated, and every share of a deleted image
-        (``image_gone``)."""
-        truth: set[tuple[str, str, str, str]] = set()
-        if self.day == 0:
-            return truth
-        before = dataclasses.replace(self, day=self.day - 1)
-        for image, project in before._owner.items():
-            if image == DOC_EXAMPLE_IMAGE:
-                continue
-            old = {str(m["member_id"]): m for m in before.members(image)}
-            if image not in self._owner:
-                truth |= {(project, image, m, "image_gone") for m in old}
-                continue
-            new = {str(m["member_id"]): m for m in self.members(image)}
-            truth |= {(project, image, m, "added") for m in new.keys() - old.keys()}
-            truth |= {(project, image, m, "removed") for m in old.keys() - new.keys()}
-            truth |= {(project, image, m, "updated") for m in new.keys() & old.keys()
-                      if new[m]["update_time"] != old[m]["update_time"]}
-        for image, born in self._born.items():
-            if born == self.day and image in self._owner:
-                truth |= {(self._owner[image], image, str(m["member_id"]), "added")
-                          for m in self.members(image)}
-        return truth
+        """The ground truth of changes from ``day - 1`` to ``day`` (see ``day_changes``)."""
+        return day_changes(dataclasses.replace(self, day=self.day - 1), self) \
+            if self.day > 0 else set()
 
     def members(self, image_id: str) -> list[dict[str, object]]:
         """The image's members, as the API shows them; [] for an image shared with nobody."""
@@ -277,3 +256,27 @@ def _stamp(ms: int, shape: int) -> str:
     if shape == 2:
         return when.strftime("%Y-%m-%d %H:%M:%S")  # no zone: UTC
     return str(ms // 1000 * 1000)
+
+
+def day_changes(before: Dataset, after: Dataset) -> set[tuple[str, str, str, str]]:
+    """(project, image, member, change) for every share added, removed or updated from one day
+    to the next, and every share of a deleted image (``image_gone``)."""
+    truth: set[tuple[str, str, str, str]] = set()
+    for image, project in before._owner.items():
+        if image == DOC_EXAMPLE_IMAGE:
+            continue
+        old = {str(m["member_id"]): m for m in before.members(image)}
+        if after.owner(image) is None:
+            truth |= {(project, image, m, "image_gone") for m in old}
+            continue
+        new = {str(m["member_id"]): m for m in after.members(image)}
+        truth |= {(project, image, m, "added") for m in new.keys() - old.keys()}
+        truth |= {(project, image, m, "removed") for m in old.keys() - new.keys()}
+        truth |= {(project, image, m, "updated") for m in new.keys() & old.keys()
+                  if new[m]["update_time"] != old[m]["update_time"]}
+    for image, born in after._born.items():
+        owner = after.owner(image)
+        if born == after.day and owner is not None:
+            truth |= {(owner, image, str(m["member_id"]), "added")
+                      for m in after.members(image)}
+    return truth

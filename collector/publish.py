@@ -1,0 +1,20 @@
+"""What publishing adds to a run's own tables: the change table against the night before.
+
+(Object storage and shards will publish here too.)
+"""
+
+from __future__ import annotations
+
+from collector.changes import Summary, compare
+from collector.sink import ParquetSink
+
+
+def stage_changes(sink: ParquetSink, run_id: str, trusted: frozenset[str]) -> Summary:
+    """Compare the staged snapshot with the latest earlier published one and stage the change
+    table, so that it is swapped in with the rest; a first snapshot has none. Blocking."""
+    previous = sink.previous_date()
+    if previous is None:
+        return Summary(None)
+    table, summary = compare(sink.night(previous), sink.night(), previous, run_id, trusted)
+    sink.commit_changes(table)
+    return summary

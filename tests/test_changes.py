@@ -1,0 +1,119 @@
+"""What changed since last night: the change table against the fake's ground truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from collector.changes import CHANGES_SCHEMA
+from collector.fake import Dataset, FakeCph
+from collector.pipeline import summary_line
+from tests.conftest import Outcome as Run
+
+Collect = Callable[..., Awaitable[Run]]
+Factory = Callable[..., Awaitable[FakeCph]]
+NIGHT1, NIGHT2 = dt.date(2026, 11, 30), dt.date(2026, 12, 1)
+
+
+def changes(out: Run) -> set[tuple[str, str, str, str]]:
+    table = out.table("changes")
+    return {(r["project_id"], r["image_id"], r["member_id"], r["change"])
+            for r in table.to_pylist()}
+
+
+def manifest(out: Run) -> dict[str, object]:
+    return orjson.loads((out.output / "runs" / f"{out.record.run_id}.json").read_bytes())
+
+
+async def two_nights(fake_factory: Factory, collect: Collect, seed: int, *,
+                     script: dict[str, list[str]] | None = None,
+                     **settings: object) -> tuple[Dataset, Run, Run]:
+    """Night one on day 0, night two on day 1 (the input: both days' images)."""
+    before, after = (Dataset(seed=seed, images=300, with_doc_example=False, day=d)
+                     for d in (0, 1))
+    first = await collect(await fake_factory(before), before.image_ids(), snapshot_date=NIGHT1,
+                          **settings)
+    ids = sorted(set(before.image_ids()) | set(after.image_ids()))  # yesterday's too
+    second = await collect(await fake_factory(after, script=script or {}), ids,
+                           snapshot_date=NIGHT2, max_attempts=2, **settings)
+    return after, first, second
+
+
+async def test_two_nights_give_exactly_the_ground_truth_of_changes(
+        fake_factory: Factory, collect: Collect) -> None:
+    after, first, second = await two_nights(fake_factory, collect, 41)
+    assert manifest(first)["changes"] == {"previous_snapshot_date": None,
+                                          "first_snapshot": True}
+    assert not list((first.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    truth = after.changes()
+    assert {c for *_, c in truth} == {"added", "removed", "updated", "image_gone"}
+    assert changes(second) == truth
+    doc = manifest(second)["changes"]
+    assert isinstance(doc, dict)
+    assert doc["previous_snapshot_date"] == "2026-11-30" and doc["uncomparable_images"] == 0
+    assert {k: doc[k] for k in ("added", "removed", "updated", "image_gone")} == {
+        kind: sum(c == kind for *_, c in truth) for kind in ("added", "removed", "updated",
+                                                             "image_gone")}
+    assert "changes since 2026-11-30: " in summary_line(second.record)
+
+
+async def test_an_image_that_failed_tonight_is_not_compared_and_never_looks_revoked(
+        fake_factory: Factory, collect: Collect) -> None:
+    after = Dataset(seed=42, images=300, with_doc_example=False, day=1)
+    victims = [i for i in after.image_ids() if after.members(i)][:5]
+    _, _, second = await two_nights(fake_factory, collect, 42,
+                                    script={v: ["http_503"] * 9 for v in victims})
+    got = changes(second)
+    assert not {i for _, i, _, _ in got} & set(victims)  # no "removed" for a failed image
+    assert got == {c for c in after.changes() if c[1] not in victims}
+    assert manifest(second)["changes"]["uncomparable_images"] == 5  # type: ignore[index]
+    assert second.record.exit_code == 1
+
+
+async def test_fail_on_untrusted_exits_4_after_publishing_unless_every_new_share_is_trusted(
+        fake_factory: Factory, collect: Collect) -> None:
+    after, _, second = await two_nights(fake_factory, collect, 43, fail_on_untrusted=True)
+    assert second.record.exit_code == 4
+    assert second.record.status == "finished" and second.table("changes").num_rows
+    partners = sorted({m for _, _, m, c in after.changes() if c in ("added", "updated")})
+    trusted_night = await collect(await fake_factory(after), after.image_ids(),
+                                  snapshot_date=dt.date(2026, 12, 2), fail_on_untrusted=True,
+                                  trusted_projects=",".join(partners))
+    assert trusted_night.record.exit_code == 0  # nothing changed since, and nothing untrusted
+
+
+async def test_the_change_table_has_its_declared_types_in_duckdb_and_arrow(
+        fake_factory: Factory, collect: Collect) -> None:
+    _, _, second = await two_nights(fake_factory, collect, 44)
+    files = sorted((second.output / "changes").glob("*/*.parquet"))
+    assert files and all(pa.parquet.read_schema(f).remove_metadata() == CHANGES_SCHEMA
+                         for f in files)
+    kinds = duckdb.sql(f"SELECT change, count(*) FROM read_parquet('{second.output}/changes/*/"
+                       "*.parquet', hive_partitioning = true) GROUP BY change").fetchall()
+    assert {k for k, _ in kinds} == {"added", "removed", "updated", "image_gone"}
+    row = second.table("changes").to_pylist()[0]
+    assert isinstance(row["previous_snapshot_date"], dt.date) and isinstance(row["trusted"], bool)
+
+
+async def test_discovery_nights_see_deleted_images_gone_but_not_behind_a_failed_listing(
+        fake_factory: Factory, collect: Collect) -> None:
+    before, after = (Dataset(seed=45, projects=2, images=200, with_doc_example=False,
+                             locked_project=False, day=d) for d in (0, 1))
+    lost = after.project_ids[1]  # its listing fails for good on night two
+    common = {"discover": True, "region": "cn-north-4", "project_id": None}
+    first_fake = await fake_factory(before)
+    await collect(first_fake, snapshot_date=NIGHT1, iam_endpoint=first_fake.url, **common)
+    second_fake = await fake_factory(after, script={f"list:{lost}:private:0": ["http_503"] * 9})
+    second = await collect(second_fake, snapshot_date=NIGHT2, iam_endpoint=second_fake.url,
+                           max_attempts=2, **common)
+    got = changes(second)
+    truth = after.changes()
+    assert got == {c for c in truth if c[0] != lost}  # deleted images of the listed project: gone
+    assert any(c == "image_gone" for *_, c in got)
+    unlisted = len(before.image_ids(lost))
+    assert manifest(second)["changes"]["uncomparable_images"] == unlisted  # type: ignore[index]
+    assert second.record.exit_code == 1
