@@ -1,6 +1,7 @@
 """``cph-collector``: parse options, set up logging, call one function, exit with its code.
 
     cph-collector run --input ids.txt --project-id P --endpoint URL [--output DIR] ...
+    cph-collector diff --output DIR --from D1 --to D2 [--format table|csv|jsonl]
     cph-collector demo
     cph-collector fake-server --port 8080 --images 1000 --ids-file ids.txt
 """
@@ -53,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, default=Path("output"), help="output folder")
     demo.add_argument("--images", type=int, default=20_000, help="images in the fake dataset")
     demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
+
+    diff = commands.add_parser("diff", help="what changed between two finished snapshots "
+                                             "(nothing is collected)")
+    diff.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    diff.add_argument("--from", dest="since", required=True, metavar="DATE",
+                      help="the earlier snapshot date, YYYY-MM-DD")
+    diff.add_argument("--to", dest="until", required=True, metavar="DATE",
+                      help="the later snapshot date, YYYY-MM-DD")
+    diff.add_argument("--format", choices=("table", "csv", "jsonl"), default=None,
+                      help="table (the default on a terminal), csv (the default otherwise), "
+                           "jsonl")
+    diff.add_argument("--trusted-projects", default=None, metavar="IDS",
+                      help="partner projects (comma-separated or @FILE) [CPH_TRUSTED_PROJECTS]")
+    diff.add_argument("--fail-on-untrusted", action="store_true",
+                      help="exit 4 when a share to an untrusted project was added or updated")
 
     fake = commands.add_parser(
         "fake-server", help="serve a fake CPH API on loopback (token: CPH_AUTH_TOKEN, "
@@ -110,6 +126,28 @@ def _run(args: argparse.Namespace) -> int:
     return record.exit_code
 
 
+def _diff(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from collector.diff import changes_between, render
+
+    dates = []
+    for flag, raw in (("--from", args.since), ("--to", args.until)):
+        try:
+            dates.append(dt.date.fromisoformat(raw))
+        except ValueError:
+            raise UsageError(f"{flag}={raw!r}: must be a date YYYY-MM-DD") from None
+    settings = load_settings({"trusted_projects": args.trusted_projects}, os.environ)
+    table, summary = changes_between(args.output, dates[0], dates[1], settings.trusted)
+    fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
+    render(table, fmt, sys.stdout.buffer)
+    sys.stdout.flush()
+    print(summary.line().replace(f"changes since {dates[0]}",
+                                 f"changes from {dates[0]} to {dates[1]}"), file=sys.stderr)
+    return int(ExitCode.UNTRUSTED) if args.fail_on_untrusted and summary.untrusted_alerts \
+        else int(ExitCode.OK)
+
+
 def guard_standard_fds() -> set[int]:
     """Put /dev/null on any of fds 0-2 that was closed (cron's ``<&-``), so that no socket or
     file we open takes that number: a library writing to "stderr" would write into it, and
@@ -136,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "diff":
+            return _diff(args)
         if args.command == "demo":
             from collector.demo import demo
 

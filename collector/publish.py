@@ -11,10 +11,17 @@ from collector.sink import ParquetSink
 
 def stage_changes(sink: ParquetSink, run_id: str, trusted: frozenset[str]) -> Summary:
     """Compare the staged snapshot with the latest earlier published one and stage the change
-    table, so that it is swapped in with the rest; a first snapshot has none. Blocking."""
+    table, so that it is swapped in with the rest; a first snapshot has none. A backfill (a
+    finished later date exists) also restages that date's changes, against this snapshot.
+    Blocking."""
+    tonight = sink.night()
+    later = sink.later_date()
+    if later is not None:
+        table, _ = compare(tonight, sink.night(later), sink.snapshot_date, run_id, trusted)
+        sink.commit_later_changes(later, table)
     previous = sink.previous_date()
     if previous is None:
         return Summary(None)
-    table, summary = compare(sink.night(previous), sink.night(), previous, run_id, trusted)
+    table, summary = compare(sink.night(previous), tonight, previous, run_id, trusted)
     sink.commit_changes(table)
     return summary

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +97,7 @@ OPTIONAL = frozenset({"changes"})  # a first snapshot has no changes: no file, n
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
 LISTED_FILE = "listed.json"  # in staging once a discovery run's listing is all committed
+LATER = "later-changes"  # a later date's change table, recomputed by a backfill
 PUBLISHING = "publishing"  # in staging while its tables are being swapped in
 log = logging.getLogger("collector")
 
@@ -203,6 +204,7 @@ class ParquetSink:
         self.run_id = run_id
         self.staging = output / STAGING / _staging_name(snapshot_date)
         self._sequence = 0
+        self._later: dt.date | None = None  # a later date whose changes this run restaged
         self.files: list[str] = []  # relative to output, as published
 
     def resume(self, fingerprint: str | None) -> Resumed:
@@ -277,6 +279,9 @@ class ParquetSink:
         for table in TABLES:
             final = partition(self.output, table, self.snapshot_date)
             self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
+        if self._later is not None:
+            final = partition(self.output, "changes", self._later)
+            self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
 
     def drop_own_chunks(self) -> None:
         """Remove the chunks this run committed (earlier runs' chunks stay to be resumed), and
@@ -290,30 +295,27 @@ class ParquetSink:
 
     def previous_date(self) -> dt.date | None:
         """The latest published snapshot date before this one (published means finished)."""
-        dates = [d for d in (_staged_date(p) for p in (self.output / "image_status").glob(
-            "snapshot_date=*") if p.is_dir() and not p.is_symlink()) if d is not None]
-        earlier = [d for d in dates if d < self.snapshot_date]
+        earlier = [d for d in published_dates(self.output) if d < self.snapshot_date]
         return max(earlier) if earlier else None
 
     def night(self, snapshot_date: dt.date | None = None) -> Night:
         """This run's staged snapshot, or the published one of ``snapshot_date``."""
-        def folder(table: str) -> Path:
-            return self.staging / table if snapshot_date is None \
-                else partition(self.output, table, snapshot_date)
+        if snapshot_date is None:
+            return read_night(lambda table: self.staging / table)
+        return published_night(self.output, snapshot_date)
 
-        def read(table: str, columns: list[str]) -> pa.Table:
-            files = sorted(folder(table).glob("*.parquet"))
-            if not files:
-                return TABLES[table].empty_table().select(columns)
-            return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    def later_date(self) -> dt.date | None:
+        """The earliest published snapshot date after this one: its changes are against the
+        date this run replaces, so a backfill recomputes them."""
+        later = [d for d in published_dates(self.output) if d > self.snapshot_date]
+        return min(later) if later else None
 
-        listings = read("listing_status", ["project_id", "image_type", "status"])
-        ok = listings.filter(pc.and_(pc.equal(listings["image_type"], "private"),
-                                     pc.equal(listings["status"], Status.OK.value)))
-        listed_ok = frozenset(ok["project_id"].to_pylist()) if len(listings) else None
-        return Night(read("image_status", ["project_id", "image_id", "status"]),
-                     read("members", ["project_id", "image_id", "member_id", "create_time",
-                                      "update_time"]), listed_ok)
+    def commit_later_changes(self, later: dt.date, table: pa.Table) -> None:
+        """Stage ``later``'s recomputed change table; publish swaps it in with the rest."""
+        folder = self.staging / LATER / _staging_name(later)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_parquet(table, folder / f"part-{self.run_id}-00000.parquet")
+        self._later = later
 
     def commit_changes(self, table: pa.Table) -> None:
         write_parquet(table, self.staging / "changes" / f"part-{self.run_id}-00000.parquet")
@@ -361,8 +363,37 @@ class ParquetSink:
         shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def published_dates(output: Path) -> list[dt.date]:
+    """The dates with a published snapshot (an ``image_status`` partition: finished runs)."""
+    folders = (output / "image_status").glob("snapshot_date=*")
+    return sorted(d for d in (_staged_date(p) for p in folders
+                              if p.is_dir() and not p.is_symlink()) if d is not None)
+
+
+def read_night(folder: Callable[[str], Path]) -> Night:
+    """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``."""
+    def read(table: str, columns: list[str]) -> pa.Table:
+        files = sorted(folder(table).glob("*.parquet"))
+        if not files:
+            return TABLES[table].empty_table().select(columns)
+        return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+
+    listings = read("listing_status", ["project_id", "image_type", "status"])
+    ok = listings.filter(pc.and_(pc.equal(listings["image_type"], "private"),
+                                 pc.equal(listings["status"], Status.OK.value)))
+    listed_ok = frozenset(ok["project_id"].to_pylist()) if len(listings) else None
+    return Night(read("image_status", ["project_id", "image_id", "status"]),
+                 read("members", ["project_id", "image_id", "member_id", "create_time",
+                                  "update_time"]), listed_ok)
+
+
+def published_night(output: Path, snapshot_date: dt.date) -> Night:
+    return read_night(lambda table: partition(output, table, snapshot_date))
+
+
 def finish_publish(output: Path, staging: Path, snapshot_date: dt.date) -> None:
-    """Move each staged table into place; safe to repeat after a crash at any step."""
+    """Move each staged table into place, then any later date's recomputed changes; safe to
+    repeat after a crash at any step."""
     for table in TABLES:
         staged, final = staging / table, partition(output, table, snapshot_date)
         if not staged.exists():
@@ -370,6 +401,13 @@ def finish_publish(output: Path, staging: Path, snapshot_date: dt.date) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             os.rename(final, staging / f"replaced-{table}")
+        os.rename(staged, final)
+        fsync_dir(final.parent)
+    later = staging / LATER
+    for staged in sorted(later.glob("snapshot_date=*")) if later.is_dir() else []:
+        final = output / "changes" / staged.name
+        if final.exists():
+            os.rename(final, staging / f"replaced-later-{staged.name}")
         os.rename(staged, final)
         fsync_dir(final.parent)
 

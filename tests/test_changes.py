@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 
 import duckdb
 import orjson
-import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from collector.changes import CHANGES_SCHEMA
 from collector.fake import Dataset, FakeCph
@@ -90,7 +94,7 @@ async def test_the_change_table_has_its_declared_types_in_duckdb_and_arrow(
         fake_factory: Factory, collect: Collect) -> None:
     _, _, second = await two_nights(fake_factory, collect, 44)
     files = sorted((second.output / "changes").glob("*/*.parquet"))
-    assert files and all(pa.parquet.read_schema(f).remove_metadata() == CHANGES_SCHEMA
+    assert files and all(pq.read_schema(f).remove_metadata() == CHANGES_SCHEMA
                          for f in files)
     kinds = duckdb.sql(f"SELECT change, count(*) FROM read_parquet('{second.output}/changes/*/"
                        "*.parquet', hive_partitioning = true) GROUP BY change").fetchall()
@@ -117,3 +121,47 @@ async def test_discovery_nights_see_deleted_images_gone_but_not_behind_a_failed_
     unlisted = len(before.image_ids(lost))
     assert manifest(second)["changes"]["uncomparable_images"] == unlisted  # type: ignore[index]
     assert second.record.exit_code == 1
+
+
+async def test_a_backfill_recomputes_the_next_dates_changes(fake_factory: Factory,
+                                                            collect: Collect) -> None:
+    after, _, second = await two_nights(fake_factory, collect, 46)
+    assert second.table("changes").num_rows
+    # Night one is collected again, from the account as it is on day 1: it now equals night two
+    again = await collect(await fake_factory(after), after.image_ids(), snapshot_date=NIGHT1)
+    assert again.record.exit_code == 0
+    later = pq.read_table(sorted((again.output / "changes" / "snapshot_date=2026-12-01")
+                                         .glob("*.parquet"))[0])
+    assert later.num_rows == 0 and later.schema.remove_metadata() == CHANGES_SCHEMA
+    assert "changes/snapshot_date=2026-12-01/" in " ".join(again.record.files)
+    assert not list((again.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+
+
+async def diff_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``cph-collector diff ARGS`` in a subprocess (off the event loop)."""
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "collector", "diff",
+                                                    *args], capture_output=True, text=True)
+
+
+@pytest.mark.e2e
+async def test_the_diff_command_prints_the_same_changes_in_every_format(
+        fake_factory: Factory, collect: Collect) -> None:
+    after, _, second = await two_nights(fake_factory, collect, 47)
+    base = ["--output", str(second.output), "--from", "2026-11-30", "--to", "2026-12-01"]
+    lines = await diff_cli(*base, "--format", "jsonl")
+    rows = [orjson.loads(line) for line in lines.stdout.splitlines()]
+    assert {(r["project_id"], r["image_id"], r["member_id"], r["change"]) for r in rows} == \
+        after.changes()
+    assert lines.stderr.startswith("changes from 2026-11-30 to 2026-12-01: ")
+    csv = await diff_cli(*base, "--format", "csv")
+    assert len(csv.stdout.splitlines()) == len(rows) + 1 and csv.stdout.startswith(
+        '"previous_snapshot_date","project_id","image_id","member_id","change"')
+    table = await diff_cli(*base, "--format", "table", "--fail-on-untrusted")
+    assert table.returncode == 4
+    first_row = table.stdout.splitlines()[1]
+    assert first_row.startswith("! ")
+    assert first_row.split()[1] in ("added", "updated", "removed", "image_gone")
+    missing = await diff_cli(*base[:-1], "2026-12-09")
+    assert missing.returncode == 2
+    assert missing.stderr == ("cph-collector: error: snapshot 2026-12-09: no finished "
+                              f"snapshot in {second.output}\n")

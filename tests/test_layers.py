@@ -16,8 +16,8 @@ LAYERS = [
     {"auth", "retry"},  # credentials; the retry policy
     {"fetch"},  # one image
     {"sink"},  # Parquet on disk
-    {"collect", "outdir", "preflight", "build", "publish"},  # tasks and queues; the output;
-    # the wiring; what publishing adds
+    {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
+    # output; the wiring; what publishing adds; the diff command
     {"discover"},  # listing the projects and images, region by region
     {"pipeline"},  # the run as steps
     {"demo"},

@@ -1,0 +1,57 @@
+"""``cph-collector diff``: the change table between any two finished snapshots, on stdout.
+
+The same computation as at publish (``changes.compare``), read from the published partitions;
+nothing is collected. ``table`` is for people (newest changes first, untrusted shares marked
+``!``), ``csv`` and ``jsonl`` for programs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from collector.changes import Summary, compare
+from collector.errors import UsageError
+from collector.sink import published_dates, published_night
+
+FORMATS = ("table", "csv", "jsonl")
+
+
+def changes_between(output: Path, since: dt.date, until: dt.date,
+                    trusted: frozenset[str]) -> tuple[pa.Table, Summary]:
+    """The changes from snapshot ``since`` to snapshot ``until``; UsageError naming a date
+    that has no finished snapshot in ``output``."""
+    finished = set(published_dates(output))
+    for day in (since, until):
+        if day not in finished:
+            raise UsageError(f"snapshot {day.isoformat()}: no finished snapshot in {output}")
+    return compare(published_night(output, since), published_night(output, until), since,
+                   "diff", trusted)
+
+
+def render(table: pa.Table, fmt: str, stream: BinaryIO) -> None:
+    """Write the change rows in ``fmt``."""
+    if fmt == "csv":
+        pacsv.write_csv(table.drop_columns(["run_id"]), stream)
+        return
+    rows = table.sort_by([("update_time", "descending"), ("image_id", "ascending")]).to_pylist()
+    if fmt == "jsonl":
+        for row in rows:
+            row.pop("run_id")
+            stream.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        return
+    text = io.StringIO()
+    text.write(f"  {'change':<10} {'when (UTC)':<19}  {'project_id':<32}  {'image_id':<32}  "
+               "member_id\n")
+    for row in rows:
+        mark = " " if row["trusted"] else "!"
+        when = row["update_time"].strftime("%Y-%m-%d %H:%M:%S")
+        text.write(f"{mark} {row['change']:<10} {when:<19}  {row['project_id']:<32}  "
+                   f"{row['image_id']:<32}  {row['member_id']}\n")
+    stream.write(text.getvalue().encode())
