@@ -90,6 +90,52 @@ def line_of(doc: dict[str, object]) -> str:
             f"{doc['uncomparable_images']:,} images not comparable")
 
 
+def _values(column: pa.ChunkedArray) -> list[pa.Array]:
+    """The distinct values a column may hold: its (unified) dictionary, or its strings."""
+    if pa.types.is_dictionary(column.type):
+        return [column.chunks[0].dictionary] if column.num_chunks else []
+    return list(column.chunks)
+
+
+def _code(column: pa.ChunkedArray, dictionary: pa.Array) -> pa.ChunkedArray:
+    """int32 codes of ``column`` into ``dictionary``; a dictionary column (its chunks share one,
+    see ``sink.read_night``) is re-coded through it, never expanded to strings."""
+    if not pa.types.is_dictionary(column.type):
+        return pa.chunked_array([pc.index_in(chunk, value_set=dictionary)
+                                 for chunk in column.chunks], pa.int32())
+    if not column.num_chunks:
+        return pa.chunked_array([], pa.int32())
+    mapping = pc.index_in(column.chunks[0].dictionary, value_set=dictionary)
+    return pa.chunked_array([mapping.take(chunk.indices) for chunk in column.chunks],
+                            pa.int32())
+
+
+def _encoded(before: Night, after: Night) -> tuple[Night, Night, dict[str, pa.Array]]:
+    """Both nights with their ID columns as int32 codes into one dictionary per column, and
+    the dictionaries: joins on integers take a fraction of the memory joins on strings do."""
+    tables = (before.status, after.status, before.members, after.members)
+    dictionaries = {}
+    for name in SHARE:
+        values = [v.cast(pa.string()) for table in tables if name in table.column_names
+                  for v in _values(table[name])]
+        dictionaries[name] = pc.unique(pa.chunked_array(values, pa.string()))
+
+    def codes(table: pa.Table) -> pa.Table:
+        for name in SHARE:
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name,
+                                         _code(table[name], dictionaries[name]))
+        return table
+
+    def night(data: Night) -> Night:
+        listed = None if data.listed_ok is None else frozenset(
+            pc.drop_null(pc.index_in(pa.array(sorted(data.listed_ok), pa.string()),
+                                     value_set=dictionaries["project_id"])).to_pylist())
+        return Night(codes(data.status), codes(data.members), listed)
+
+    return night(before), night(after), dictionaries
+
+
 def _statuses(before: Night, after: Night) -> pa.Table:
     """Every (project, image) of either night, with ``p`` and ``d`` statuses (null: absent)."""
     p = before.status.select([*KEY, "status"]).rename_columns([*KEY, "p"])
@@ -109,7 +155,7 @@ def _fates(both: pa.Table, listed_ok: frozenset[str] | None) -> tuple[pa.Table, 
         unlisted = pc.is_null(d)  # absent from D's input: not comparable, not gone
         delisted = pc.and_kleene(unlisted, pa.scalar(False))
     else:
-        in_ok_listing = pc.is_in(both["project_id"], pa.array(sorted(listed_ok), pa.string()))
+        in_ok_listing = pc.is_in(both["project_id"], pa.array(sorted(listed_ok), pa.int32()))
         delisted = pc.and_kleene(pc.is_null(d), in_ok_listing)
     compared = pc.and_kleene(p_ok, d_ok)
     gone = pc.and_kleene(p_ok, pc.or_kleene(pc.equal(d, missing), delisted))
@@ -138,6 +184,7 @@ def _rows(table: pa.Table, change: str, previous: pa.Array | None = None) -> pa.
 def compare(before: Night, after: Night, previous: dt.date, run_id: str,
             trusted: frozenset[str]) -> tuple[pa.Table, Summary]:
     """The change rows (``CHANGES_SCHEMA``) from ``before`` (date ``previous``) to ``after``."""
+    before, after, dictionaries = _encoded(before, after)
     compared, gone, new, uncomparable = _fates(_statuses(before, after), after.listed_ok)
     columns = [*SHARE, "create_time", "update_time"]
     old = _shares_of(before.members, compared).select(columns).rename_columns(
@@ -158,6 +205,9 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
         _rows(_shares_of(before.members, gone).select(columns), "image_gone"),
     ]
     rows = pa.concat_tables(parts)
+    for name in SHARE:  # back to the IDs themselves
+        rows = rows.set_column(rows.column_names.index(name), name,
+                               dictionaries[name].take(rows[name]))
     is_trusted = pc.is_in(rows["member_id"], pa.array(sorted(trusted), pa.string()))
     n = len(rows)
     table = pa.table({
