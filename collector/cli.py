@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
     demo.add_argument("--output", type=Path, default=Path("output"), help="output folder")
-    demo.add_argument("--images", type=int, default=20_000, help="images in the fake dataset")
+    demo.add_argument("--images", type=int, default=20_000,
+                      help="images in the fake account, over the two nights")
     demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
 
     diff = commands.add_parser("diff", help="what changed between two finished snapshots "

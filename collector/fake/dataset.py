@@ -131,7 +131,9 @@ class Dataset:
             stamp = T1_MS + day * 86_400_000 + rng.randrange(86_400_000)
             taken = {m["member_id"] for m in shares}
             if kind == "add" and len(shares) < self.max_members:
-                member = rng.choice([p for p in self._pool[:64] if p not in taken])
+                # mostly an account we already share with; now and then one never seen before
+                member = hex_id(rng) if rng.random() < 0.1 else rng.choice(
+                    [p for p in self._pool[:64] if p not in taken])
                 shares.append({"image_id": image_id, "member_id": member,
                                "create_time": stamp, "update_time": stamp})
             elif kind == "revoke" and shares:
