@@ -377,9 +377,11 @@ def read_night(folder: Callable[[str], Path]) -> Night:
         if not files:
             return TABLES[table].empty_table().select(columns)
         ids = [c for c in columns if c in ("project_id", "image_id", "member_id")]
-        # IDs as dictionaries, one per column: a fraction of the memory of the strings
-        return pa.concat_tables(pq.read_table(f, columns=columns, read_dictionary=ids)
-                                for f in files).unify_dictionaries()
+        parts = []
+        for path in files:  # IDs as dictionaries: a fraction of the memory of the strings
+            parts.append(pq.read_table(path, columns=columns, read_dictionary=ids))
+            pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
+        return pa.concat_tables(parts).unify_dictionaries()
 
     listings = read("listing_status", ["project_id", "image_type", "status"])
     ok = listings.filter(pc.and_(pc.equal(listings["image_type"], "private"),

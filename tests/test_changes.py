@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import duckdb
 import orjson
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -101,6 +102,9 @@ async def test_the_change_table_has_its_declared_types_in_duckdb_and_arrow(
     assert {k for k, _ in kinds} == {"added", "removed", "updated", "image_gone"}
     row = second.table("changes").to_pylist()[0]
     assert isinstance(row["previous_snapshot_date"], dt.date) and isinstance(row["trusted"], bool)
+    frame = pd.read_parquet(second.output / "changes")
+    assert str(frame["create_time"].dtype) == "datetime64[ms, UTC]"
+    assert frame["trusted"].dtype == bool and frame["change"].notna().all()
 
 
 async def test_discovery_nights_see_deleted_images_gone_but_not_behind_a_failed_listing(
