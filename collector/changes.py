@@ -77,6 +77,12 @@ class Summary:
                 "uncomparable_images": self.uncomparable_images}
 
 
+def text(value: str) -> pa.Scalar:
+    """A typed string scalar: a bare Python str in a compute call makes pyarrow look for
+    pandas (49 MB) to convert it (see ``sink.skip_pandas_lookup``)."""
+    return pa.scalar(value, pa.string())
+
+
 def line_of(doc: dict[str, object]) -> str:
     """The summary line's clause for a manifest's ``changes``: ``changes since D: 3 added (1 to
     an untrusted project), 2 removed, 0 updated, 0 image_gone; 4 images not comparable``."""
@@ -146,14 +152,14 @@ def _statuses(before: Night, after: Night) -> pa.Table:
 def _fates(both: pa.Table, listed_ok: frozenset[str] | None) -> tuple[pa.Table, pa.Table,
                                                                           pa.Table, int]:
     """(compared, gone, new) image keys, and how many images are not comparable."""
-    ok, missing = Status.OK.value, Status.NOT_FOUND.value
+    ok, missing = text(Status.OK.value), text(Status.NOT_FOUND.value)
     p, d = both["p"], both["d"]
     p_ok, d_ok = pc.equal(p, ok), pc.equal(d, ok)
     p_none = pc.or_kleene(pc.is_null(p), pc.equal(p, missing))
     d_none = pc.or_kleene(pc.is_null(d), pc.equal(d, missing))
     if listed_ok is None:
         unlisted = pc.is_null(d)  # absent from D's input: not comparable, not gone
-        delisted = pc.and_kleene(unlisted, pa.scalar(False))
+        delisted = pc.and_kleene(unlisted, pa.scalar(False, pa.bool_()))
     else:
         in_ok_listing = pc.is_in(both["project_id"], pa.array(sorted(listed_ok), pa.int32()))
         delisted = pc.and_kleene(pc.is_null(d), in_ok_listing)
@@ -219,7 +225,7 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
                            ("image_id", "ascending"), ("member_id", "ascending")])
     summary = Summary(previous, uncomparable_images=uncomparable)
     for kind in CHANGE_KINDS:
-        of_kind = pc.equal(table["change"], kind)
+        of_kind = pc.equal(table["change"], text(kind))
         summary.counts[kind] = pc.sum(of_kind.cast(pa.int64())).as_py() or 0
         untrusted = pc.and_(of_kind, pc.invert(table["trusted"]))
         summary.untrusted[kind] = pc.sum(untrusted.cast(pa.int64())).as_py() or 0

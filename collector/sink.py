@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from collector.changes import CHANGES_SCHEMA, Night
+from collector.changes import CHANGES_SCHEMA, Night, text
 from collector.errors import Status
 from collector.fetch import ImageResult
 from collector.files import fsync_dir, write_atomically, write_bytes
@@ -237,8 +237,8 @@ class ParquetSink:
             if orphan.name not in committed:
                 orphan.unlink()
         for name in sorted(committed):
-            table = pq.read_table(self.staging / "image_status" / name,
-                                  columns=["project_id", "image_id", "status", "member_count"])
+            table = pq.ParquetFile(self.staging / "image_status" / name).read(
+                columns=["project_id", "image_id", "status", "member_count"])
             columns = table.to_pydict()
             for project, image, status, count in zip(columns["project_id"], columns["image_id"],
                                                      columns["status"], columns["member_count"],
@@ -344,7 +344,7 @@ class ParquetSink:
     def listings(self) -> list[dict[str, object]]:
         """The committed listing ledger's rows."""
         return [row for path in sorted((self.staging / "listing_status").glob("*.parquet"))
-                for row in pq.read_table(path).to_pylist()]
+                for row in pq.ParquetFile(path).read().to_pylist()]
 
     def private_images(self) -> Iterator[tuple[str, str]]:
         """(project_id, image_id) of every listed private image, in listing order, read in
@@ -379,13 +379,14 @@ def read_night(folder: Callable[[str], Path]) -> Night:
         ids = [c for c in columns if c in ("project_id", "image_id", "member_id")]
         parts = []
         for path in files:  # IDs as dictionaries: a fraction of the memory of the strings
-            parts.append(pq.read_table(path, columns=columns, read_dictionary=ids))
+            # ParquetFile, not read_table: that one imports pyarrow.dataset, and pandas with it
+            parts.append(pq.ParquetFile(path, read_dictionary=ids).read(columns=columns))
             pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
         return pa.concat_tables(parts).unify_dictionaries()
 
     listings = read("listing_status", ["project_id", "image_type", "status"])
-    ok = listings.filter(pc.and_(pc.equal(listings["image_type"], "private"),
-                                 pc.equal(listings["status"], Status.OK.value)))
+    ok = listings.filter(pc.and_(pc.equal(listings["image_type"], text("private")),
+                                 pc.equal(listings["status"], text(Status.OK.value))))
     listed_ok = frozenset(ok["project_id"].to_pylist()) if len(listings) else None
     return Night(read("image_status", ["project_id", "image_id", "status"]),
                  read("members", ["project_id", "image_id", "member_id", "create_time",
@@ -493,7 +494,7 @@ def read_published(output: Path, snapshot_date: dt.date) -> Published:
             if table == "members":
                 members += pq.ParquetFile(path).metadata.num_rows
             elif table == "image_status":
-                for status in pq.read_table(path, columns=["status"]).column(0).to_pylist():
+                for status in pq.ParquetFile(path).read(columns=["status"]).column(0).to_pylist():
                     counts[status] = counts.get(status, 0) + 1
     invalid = counts.pop(Status.INVALID_ID.value, 0)
     return Published({**counts, "invalid": invalid, "member_rows": members,
