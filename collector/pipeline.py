@@ -173,11 +173,6 @@ class Run:
             failed = sum(x.status is not Status.OK for x in self.listings)
             conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
             if conclusion.publishes:
-                summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
-                                                  self.settings.trusted)
-                self.record.changes = summary.to_json()
-                if summary.untrusted_alerts and self.settings.fail_on_untrusted:
-                    conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
                 await self._publish(sink, conclusion)
                 return
             await self._fail(sink, conclusion)
@@ -216,8 +211,14 @@ class Run:
 
     async def _publish(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """Publish, then say so in the manifest; a stop between the two is mended by the next
-        run (``preflight.recover``), so the manifest never says less than readers can see."""
+        run (``preflight.recover``), so the manifest never says less than readers can see.
+        The change table is staged first and swapped in with the rest."""
         try:
+            summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
+                                              self.settings.trusted)
+            self.record.changes = summary.to_json()
+            if summary.untrusted_alerts and self.settings.fail_on_untrusted:
+                conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
             await asyncio.to_thread(sink.publish)
         except OSError as exc:
             error = (f"output {sink.output}: publish failed ({exc.strerror or type(exc).__name__})"
