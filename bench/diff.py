@@ -96,7 +96,8 @@ def main() -> None:
             continue  # revoked
         after.append((*row[:4], row[4] + 1000) if draw < 0.03 else row)  # updated
         if draw > 0.98:
-            after.append((project, row[1], rng.choice(pool), row[3], row[3]))  # added
+            after.append((project, row[1], f"{rng.getrandbits(128):032x}", row[3],
+                          row[3]))  # added, to an account the image had not before
     after += [(project, image, rng.choice(pool), 1_761_000_000_000, 1_761_000_000_000)
               for image in born]
     work = Path(tempfile.mkdtemp(prefix="cph-diff-"))

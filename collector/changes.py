@@ -174,8 +174,45 @@ def _fates(both: pa.Table, listed_ok: frozenset[str] | None) -> tuple[pa.Table, 
             keys.filter(pc.fill_null(new, False)), int(uncomparable))
 
 
-def _shares_of(members: pa.Table, keys: pa.Table) -> pa.Table:
-    return members.join(keys, keys=KEY, join_type="inner")
+def _key(table: pa.Table, names: list[str], sizes: list[int]) -> pa.Array:
+    """One int64 per row from the int32 codes of ``names`` (a mixed radix of ``sizes``)."""
+    key = pc.cast(table[names[0]], pa.int64())
+    for name, size in zip(names[1:], sizes[1:], strict=True):
+        key = pc.add(pc.multiply(key, pa.scalar(size, pa.int64())),
+                     pc.cast(table[name], pa.int64()))
+    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+
+
+def _shares_of(members: pa.Table, keys: pa.Table, sizes: list[int]) -> pa.Table:
+    """The member rows of the images in ``keys`` (a set lookup on one int64, not a join)."""
+    wanted = _key(keys, KEY, sizes[:2])
+    return members.filter(pc.is_in(_key(members, KEY, sizes[:2]), value_set=wanted))
+
+
+def _matched(old: pa.Table, cur: pa.Table,
+             sizes: list[int]) -> tuple[pa.Table, pa.Table, pa.Table, pa.Array]:
+    """(added, removed, updated, previous update times) of the shares of compared images:
+    set lookups on one int64 key per share, and the kept shares lined up by sorting; no
+    hash join of a million rows."""
+    old_key, cur_key = _key(old, SHARE, sizes), _key(cur, SHARE, sizes)
+    in_cur = pc.is_in(old_key, value_set=cur_key)
+    in_old = pc.is_in(cur_key, value_set=old_key)
+    removed, added = old.filter(pc.invert(in_cur)), cur.filter(pc.invert(in_old))
+    kept_old = old.filter(in_cur).take(pc.sort_indices(old_key.filter(in_cur)))
+    kept_cur = cur.filter(in_old).take(pc.sort_indices(cur_key.filter(in_old)))
+    if len(kept_old) != len(kept_cur):  # a share listed twice on a night: line up by a join
+        return added, removed, *_joined_updates(kept_old, kept_cur)
+    changed = pc.not_equal(kept_old["update_time"], kept_cur["update_time"])
+    return added, removed, kept_cur.filter(changed), kept_old["update_time"].filter(changed)
+
+
+def _joined_updates(old: pa.Table, cur: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """The updated shares by a join, for nights where a share appears more than once."""
+    columns = [*SHARE, "create_time", "update_time"]
+    both = old.rename_columns([*SHARE, "p_create", "p_update"]).join(
+        cur.select(columns), keys=SHARE, join_type="inner")
+    updated = both.filter(pc.not_equal(both["p_update"], both["update_time"]))
+    return updated.select(columns), updated["p_update"]
 
 
 def _rows(table: pa.Table, change: str, previous: pa.Array | None = None) -> pa.Table:
@@ -193,22 +230,16 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
     before, after, dictionaries = _encoded(before, after)
     compared, gone, new, uncomparable = _fates(_statuses(before, after), after.listed_ok)
     columns = [*SHARE, "create_time", "update_time"]
-    old = _shares_of(before.members, compared).select(columns).rename_columns(
-        [*SHARE, "p_create", "p_update"])
-    cur = _shares_of(after.members, compared).select(columns)
-    both = old.join(cur, keys=SHARE, join_type="full outer")
-    added = both.filter(pc.is_null(both["p_update"]))
-    removed = both.filter(pc.is_null(both["update_time"]))
-    kept = both.filter(pc.and_(pc.is_valid(both["p_update"]), pc.is_valid(both["update_time"])))
-    updated = kept.filter(pc.not_equal(kept["p_update"], kept["update_time"]))
-    removed = removed.select([*SHARE, "p_create", "p_update"]).rename_columns(columns)
+    sizes = [len(dictionaries[name]) for name in SHARE]
+    old = _shares_of(before.members, compared, sizes).select(columns)
+    cur = _shares_of(after.members, compared, sizes).select(columns)
+    added, removed, updated, previous_updates = _matched(old, cur, sizes)
     parts = [
-        _rows(added.select([*SHARE, "create_time", "update_time"]), "added"),
-        _rows(_shares_of(after.members, new).select(columns), "added"),
+        _rows(added, "added"),
+        _rows(_shares_of(after.members, new, sizes).select(columns), "added"),
         _rows(removed, "removed"),
-        _rows(updated.select([*SHARE, "create_time", "update_time"]), "updated",
-              updated["p_update"].cast(TS)),
-        _rows(_shares_of(before.members, gone).select(columns), "image_gone"),
+        _rows(updated, "updated", previous_updates.cast(TS)),
+        _rows(_shares_of(before.members, gone, sizes).select(columns), "image_gone"),
     ]
     rows = pa.concat_tables(parts)
     for name in SHARE:  # back to the IDs themselves

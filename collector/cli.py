@@ -130,7 +130,9 @@ def _run(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from collector.diff import changes_between, render
+    from collector.diff import changes_between, lean_memory, render
+
+    lean_memory()
 
     dates = []
     for flag, raw in (("--from", args.since), ("--to", args.until)):
