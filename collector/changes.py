@@ -189,30 +189,30 @@ def _shares_of(members: pa.Table, keys: pa.Table, sizes: list[int]) -> pa.Table:
     return members.filter(pc.is_in(_key(members, KEY, sizes[:2]), value_set=wanted))
 
 
+def _unique(table: pa.Table, key: pa.Array) -> tuple[pa.Table, pa.Array]:
+    """The rows sorted by ``key``, each key once (a share the API listed twice counts once)."""
+    order = pc.sort_indices(key)
+    key, table = key.take(order), table.take(order)
+    if len(key) < 2:
+        return table, key
+    first = pa.concat_arrays([pa.array([True], pa.bool_()),
+                              pc.not_equal(key.slice(1), key.slice(0, len(key) - 1))])
+    return table.filter(first), key.filter(first)
+
+
 def _matched(old: pa.Table, cur: pa.Table,
              sizes: list[int]) -> tuple[pa.Table, pa.Table, pa.Table, pa.Array]:
     """(added, removed, updated, previous update times) of the shares of compared images:
-    set lookups on one int64 key per share, and the kept shares lined up by sorting; no
-    hash join of a million rows."""
-    old_key, cur_key = _key(old, SHARE, sizes), _key(cur, SHARE, sizes)
+    one int64 key per share, set lookups, and the kept shares lined up by sorting; no hash
+    join of a million rows."""
+    old, old_key = _unique(old, _key(old, SHARE, sizes))
+    cur, cur_key = _unique(cur, _key(cur, SHARE, sizes))
     in_cur = pc.is_in(old_key, value_set=cur_key)
     in_old = pc.is_in(cur_key, value_set=old_key)
-    removed, added = old.filter(pc.invert(in_cur)), cur.filter(pc.invert(in_old))
-    kept_old = old.filter(in_cur).take(pc.sort_indices(old_key.filter(in_cur)))
-    kept_cur = cur.filter(in_old).take(pc.sort_indices(cur_key.filter(in_old)))
-    if len(kept_old) != len(kept_cur):  # a share listed twice on a night: line up by a join
-        return added, removed, *_joined_updates(kept_old, kept_cur)
+    kept_old, kept_cur = old.filter(in_cur), cur.filter(in_old)  # both in key order
     changed = pc.not_equal(kept_old["update_time"], kept_cur["update_time"])
-    return added, removed, kept_cur.filter(changed), kept_old["update_time"].filter(changed)
-
-
-def _joined_updates(old: pa.Table, cur: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """The updated shares by a join, for nights where a share appears more than once."""
-    columns = [*SHARE, "create_time", "update_time"]
-    both = old.rename_columns([*SHARE, "p_create", "p_update"]).join(
-        cur.select(columns), keys=SHARE, join_type="inner")
-    updated = both.filter(pc.not_equal(both["p_update"], both["update_time"]))
-    return updated.select(columns), updated["p_update"]
+    return (cur.filter(pc.invert(in_old)), old.filter(pc.invert(in_cur)),
+            kept_cur.filter(changed), kept_old["update_time"].filter(changed))
 
 
 def _rows(table: pa.Table, change: str, previous: pa.Array | None = None) -> pa.Table:

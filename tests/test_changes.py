@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import duckdb
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -169,3 +170,26 @@ async def test_the_diff_command_prints_the_same_changes_in_every_format(
     assert missing.returncode == 2
     assert missing.stderr == ("cph-collector: error: snapshot 2026-12-09: no finished "
                               f"snapshot in {second.output}\n")
+
+
+def test_a_share_listed_twice_on_a_night_is_still_compared_right() -> None:
+    from collector.changes import Night, compare
+
+    ts = pa.timestamp("ms", tz="UTC")
+
+    def night(rows: list[tuple[str, str, int]]) -> Night:
+        status = pa.table({"project_id": ["p"] * 2, "image_id": ["i1", "i2"],
+                           "status": ["ok", "ok"]})
+        members = pa.table({"project_id": ["p"] * len(rows), "image_id": [r[0] for r in rows],
+                            "member_id": [r[1] for r in rows],
+                            "create_time": pa.array([1] * len(rows), ts),
+                            "update_time": pa.array([r[2] for r in rows], ts)})
+        return Night(status, members)
+
+    before = night([("i1", "m1", 1), ("i1", "m2", 1), ("i2", "m3", 1)])
+    after = night([("i1", "m1", 5), ("i1", "m1", 5), ("i2", "m3", 1), ("i2", "m4", 2)])
+    table, summary = compare(before, after, NIGHT1, "r", frozenset({"m4"}))
+    got = {(r["image_id"], r["member_id"], r["change"], r["trusted"]) for r in table.to_pylist()}
+    assert got == {("i1", "m1", "updated", False), ("i1", "m2", "removed", False),
+                   ("i2", "m4", "added", True)}
+    assert summary.untrusted_alerts == 1
