@@ -183,36 +183,40 @@ def _key(table: pa.Table, names: list[str], sizes: list[int]) -> pa.Array:
     return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
 
 
-def _shares_of(members: pa.Table, keys: pa.Table, sizes: list[int]) -> pa.Table:
-    """The member rows of the images in ``keys`` (a set lookup on one int64, not a join)."""
+def _rows_of(members: pa.Table, image_key: pa.Array, keys: pa.Table,
+             sizes: list[int]) -> pa.Array:
+    """Indices of the member rows of the images in ``keys`` (a set lookup, not a join)."""
     wanted = _key(keys, KEY, sizes[:2])
-    return members.filter(pc.is_in(_key(members, KEY, sizes[:2]), value_set=wanted))
+    return pc.indices_nonzero(pc.is_in(image_key, value_set=wanted))
 
 
-def _unique(table: pa.Table, key: pa.Array) -> tuple[pa.Table, pa.Array]:
-    """The rows sorted by ``key``, each key once (a share the API listed twice counts once)."""
-    order = pc.sort_indices(key)
-    key, table = key.take(order), table.take(order)
-    if len(key) < 2:
-        return table, key
+def _unique_rows(key: pa.Array, rows: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``rows`` (indices) sorted by their ``key``, each key once (a share the API listed twice
+    counts once), and those keys."""
+    keys = key.take(rows)
+    order = pc.sort_indices(keys)
+    keys, rows = keys.take(order), rows.take(order)
+    if len(keys) < 2:
+        return rows, keys
     first = pa.concat_arrays([pa.array([True], pa.bool_()),
-                              pc.not_equal(key.slice(1), key.slice(0, len(key) - 1))])
-    return table.filter(first), key.filter(first)
+                              pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))])
+    return rows.filter(first), keys.filter(first)
 
 
-def _matched(old: pa.Table, cur: pa.Table,
-             sizes: list[int]) -> tuple[pa.Table, pa.Table, pa.Table, pa.Array]:
-    """(added, removed, updated, previous update times) of the shares of compared images:
-    one int64 key per share, set lookups, and the kept shares lined up by sorting; no hash
-    join of a million rows."""
-    old, old_key = _unique(old, _key(old, SHARE, sizes))
-    cur, cur_key = _unique(cur, _key(cur, SHARE, sizes))
-    in_cur = pc.is_in(old_key, value_set=cur_key)
-    in_old = pc.is_in(cur_key, value_set=old_key)
-    kept_old, kept_cur = old.filter(in_cur), cur.filter(in_old)  # both in key order
-    changed = pc.not_equal(kept_old["update_time"], kept_cur["update_time"])
-    return (cur.filter(pc.invert(in_old)), old.filter(pc.invert(in_cur)),
-            kept_cur.filter(changed), kept_old["update_time"].filter(changed))
+def _matched(old: pa.Table, old_rows: pa.Array, cur: pa.Table, cur_rows: pa.Array,
+             sizes: list[int]) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """Row indices of the added (into ``cur``), removed (into ``old``) and updated shares (into
+    ``cur``, and the matching ``old`` rows) among the shares of compared images: one int64 key
+    per share, set lookups, and the kept shares lined up by sorting. Only index arrays and
+    keys are built here: no copy of a million-row table, no hash join."""
+    old_rows, old_keys = _unique_rows(_key(old, SHARE, sizes), old_rows)
+    cur_rows, cur_keys = _unique_rows(_key(cur, SHARE, sizes), cur_rows)
+    in_cur = pc.is_in(old_keys, value_set=cur_keys)
+    in_old = pc.is_in(cur_keys, value_set=old_keys)
+    kept_old, kept_cur = old_rows.filter(in_cur), cur_rows.filter(in_old)  # both in key order
+    changed = pc.not_equal(old["update_time"].take(kept_old), cur["update_time"].take(kept_cur))
+    return (cur_rows.filter(pc.invert(in_old)), old_rows.filter(pc.invert(in_cur)),
+            kept_cur.filter(changed), kept_old.filter(changed))
 
 
 def _rows(table: pa.Table, change: str, previous: pa.Array | None = None) -> pa.Table:
@@ -231,15 +235,17 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
     compared, gone, new, uncomparable = _fates(_statuses(before, after), after.listed_ok)
     columns = [*SHARE, "create_time", "update_time"]
     sizes = [len(dictionaries[name]) for name in SHARE]
-    old = _shares_of(before.members, compared, sizes).select(columns)
-    cur = _shares_of(after.members, compared, sizes).select(columns)
-    added, removed, updated, previous_updates = _matched(old, cur, sizes)
+    old, cur = before.members.select(columns), after.members.select(columns)
+    old_images, cur_images = _key(old, KEY, sizes[:2]), _key(cur, KEY, sizes[:2])
+    added, removed, updated, was = _matched(
+        old, _rows_of(old, old_images, compared, sizes),
+        cur, _rows_of(cur, cur_images, compared, sizes), sizes)
     parts = [
-        _rows(added, "added"),
-        _rows(_shares_of(after.members, new, sizes).select(columns), "added"),
-        _rows(removed, "removed"),
-        _rows(updated, "updated", previous_updates.cast(TS)),
-        _rows(_shares_of(before.members, gone, sizes).select(columns), "image_gone"),
+        _rows(cur.take(added), "added"),
+        _rows(cur.take(_rows_of(cur, cur_images, new, sizes)), "added"),
+        _rows(old.take(removed), "removed"),
+        _rows(cur.take(updated), "updated", old["update_time"].take(was).cast(TS)),
+        _rows(old.take(_rows_of(old, old_images, gone, sizes)), "image_gone"),
     ]
     rows = pa.concat_tables(parts)
     for name in SHARE:  # back to the IDs themselves

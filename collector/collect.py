@@ -22,10 +22,10 @@ from typing import Any, TextIO
 from collector.clock import Clock
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
-from collector.fetch import ImageResult
 from collector.inputs import Line
 from collector.intake import Intake, Rejected, Target
 from collector.progress import Snapshot, report
+from collector.results import ImageResult
 from collector.sink import Chunk, ParquetSink
 
 log = logging.getLogger("collector")

@@ -11,11 +11,11 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, TypeVar
 
-from collector.api import ApiError, BodyError, Member, members_url, parse_error, parse_members
+from collector.api import ApiError, BodyError, members_url, parse_error, parse_members
 from collector.auth import Auth
 from collector.client import (
     BodyTooLarge,
@@ -30,6 +30,7 @@ from collector.endpoint import EndpointCheck, Sign, describe, sign_of
 from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.intake import Target
 from collector.limiter import RateLimiter
+from collector.results import ImageResult
 from collector.retry import (
     Action,
     Backoff,
@@ -53,21 +54,6 @@ class Row(Protocol):
     error_code: str | None
     error_msg: str | None
     request_id: str | None
-
-
-@dataclass(slots=True)
-class ImageResult:
-    """One image's outcome: its status row's fields and, when ok, its members."""
-    project_id: str
-    image_id: str
-    status: Status
-    attempts: int = 0
-    http_status: int | None = None
-    error_code: str | None = None
-    error_msg: str | None = None
-    request_id: str | None = None
-    members: list[Member] = field(default_factory=list)
-    collected_at_ms: int = 0
 
 
 @dataclass(slots=True)

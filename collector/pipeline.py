@@ -30,13 +30,14 @@ from collector.config import Settings
 from collector.discover import Listing, discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
-from collector.fetch import Fetcher, ImageResult
+from collector.fetch import Fetcher
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import OutputLock, check_no_links, check_writable
 from collector.preflight import prepare
 from collector.publish import stage_changes
+from collector.results import ImageResult
 from collector.sink import ParquetSink
 
 log = logging.getLogger("collector")

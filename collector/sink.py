@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from collector.changes import CHANGES_SCHEMA, Night, text
 from collector.errors import Status
-from collector.fetch import ImageResult
 from collector.files import fsync_dir, write_atomically, write_bytes
 from collector.intake import REJECTED, IdSet, Rejected
+from collector.results import ImageResult
 from collector.secrets import redact
 
 TS = pa.timestamp("ms", tz="UTC")

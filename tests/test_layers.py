@@ -11,11 +11,11 @@ LAYERS = [
     # values, clock and rules with no collector imports
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
     {"secrets", "api", "inputs", "progress", "conclude", "changes"},  # rules over values
-    {"proxy", "intake", "manifest"},
+    {"proxy", "intake", "manifest", "results"},
     {"config", "client", "feed"},  # settings; the HTTP pool (transport only); the read-ahead
     {"auth", "retry"},  # credentials; the retry policy
     {"fetch"},  # one image
-    {"sink"},  # Parquet on disk
+    {"sink"},  # Parquet on disk (below fetch in truth: it needs only results)
     {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
     # output; the wiring; what publishing adds; the diff command
     {"discover"},  # listing the projects and images, region by region
