@@ -11,8 +11,9 @@ For each (project, image), by its status on the earlier date P and on date D:
       or from a listing of D that failed   not compared: counted, never "removed" or "added"
 
 so an image that failed tonight never looks as if its shares were revoked. ``trusted`` is true
-for the partner projects we expect to share with. No Python loop over rows: joins and compute
-kernels, so a million member rows a night take seconds.
+for the partner projects we expect to share with. No Python loop over rows: IDs become int32
+codes into one dictionary per column, shares one int64 key each, and set lookups, sorting and
+compute kernels over row indices do the rest, so a million member rows a night take seconds.
 """
 
 from __future__ import annotations
