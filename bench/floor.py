@@ -49,15 +49,16 @@ async def bare(urls: list[str], timers: aiohttp.ClientTimeout) -> None:
 
 
 async def ours(urls: list[str], project: str) -> None:
-    async with AiohttpClient(concurrency=64, timeouts=Timeouts(), max_body_bytes=1 << 20,
-                             env={}) as client:
+    auth = TokenAuth(Secret(TOKEN))
+    client = AiohttpClient(concurrency=64, timeouts=Timeouts(), max_body_bytes=1 << 20, env={})
+    client.add_static_headers(auth.static_headers())
+    async with client:
         feed = iter(urls)
-        auth = TokenAuth(Secret(TOKEN))
 
         async def worker() -> None:
             for url in feed:
                 headers, _ = await auth.headers("GET", url, project)
-                await client.get(url, headers)
+                await client.get(url, headers or None)
 
         await asyncio.gather(*(worker() for _ in range(64)))
 

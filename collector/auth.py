@@ -33,7 +33,7 @@ from collector.api import parse_error
 from collector.client import BodyTooLarge
 from collector.config import Settings
 from collector.errors import FatalRunError, UsageError
-from collector.secrets import Secret, token_from
+from collector.secrets import Secret, check_credential, token_from
 
 # POST (url, body, headers) -> (status, headers, body): ``client.AiohttpClient.post``
 Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, Mapping[str, str], bytes]]]
@@ -43,6 +43,8 @@ class Auth(Protocol):
     """What the fetcher needs of credentials, whichever kind; only this module holds secrets."""
 
     name: str
+
+    def static_headers(self) -> dict[str, str]: ...
 
     async def headers(self, method: str, url: str,
                       project_id: str) -> tuple[dict[str, str], int]: ...
@@ -60,13 +62,13 @@ class TokenAuth:
 
     token: Secret
     name: str = "X-Auth-Token from CPH_AUTH_TOKEN or token_file"
-    _header: dict[str, str] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._header = {"X-Auth-Token": self.token.reveal()}
+    def static_headers(self) -> dict[str, str]:
+        """The same on every request: the pool sends it, nothing is merged per request."""
+        return {"X-Auth-Token": self.token.reveal()}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
-        return self._header, 0
+        return {}, 0
 
     def accepted(self, project_id: str, generation: int) -> None:
         pass
@@ -87,6 +89,9 @@ class AkSkAuth:
     security_token: Secret | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     name: str = "AK/SK signature (HUAWEICLOUD_SDK_AK/SK)"
+
+    def static_headers(self) -> dict[str, str]:
+        return {}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return self.sign(method, URL(url, encoded=True), project_id), 0
@@ -157,6 +162,9 @@ class IamTokenAuth:
     requests: int = 0  # token requests made, for the manifest
     _tokens: dict[str, _Token] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def static_headers(self) -> dict[str, str]:
+        return {}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         token = self._tokens.get(project_id)
@@ -251,17 +259,6 @@ def _lifetime(payload: bytes) -> float:
         return 23 * 3600.0
 
 
-def _check_credential(name: str, value: str) -> None:
-    """A credential holds no control character: a line break in a header would smuggle a
-    second request. Said by name only; the value is never shown."""
-    value = value.strip()
-    if any(not ch.isprintable() for ch in value):
-        raise UsageError(f"{name}: contains a line break or another control character; check "
-                         "how it is set (e.g. a file with Windows line endings)")
-    if name != "CPH_IAM_PASSWORD" and any(ch.isspace() for ch in value):
-        raise UsageError(f"{name}: contains a space; a key or token has none")
-
-
 SECRET_VARIABLES = ("CPH_AUTH_TOKEN", "CPH_IAM_PASSWORD", "HUAWEICLOUD_SDK_SK",
                     "HUAWEICLOUD_SDK_SECURITY_TOKEN")
 
@@ -274,7 +271,7 @@ def build_auth(settings: Settings, env: Mapping[str, str], post: Post) -> Auth:
     token when CPH_IAM_PASSWORD is, else the X-Auth-Token of CPH_AUTH_TOKEN or ``token_file``.
     """
     for name in (*SECRET_VARIABLES, "HUAWEICLOUD_SDK_AK"):
-        _check_credential(name, env.get(name, ""))
+        check_credential(name, env.get(name, ""), spaces=name == "CPH_IAM_PASSWORD")
     method = settings.auth
     if method == "auto":
         if env.get("HUAWEICLOUD_SDK_AK") and env.get("HUAWEICLOUD_SDK_SK"):

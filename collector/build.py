@@ -82,6 +82,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                            max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle,
                            proxy=s.proxy, env=env, clock=clock.now)
     credentials = auth(client.post) if auth is not None else build_auth(s, env, client.post)
+    client.add_static_headers(credentials.static_headers())
     limiter = RateLimiter(s.rate_limit, clock=clock.now)
 
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:

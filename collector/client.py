@@ -148,6 +148,12 @@ class AiohttpClient:
         self._expired: set[asyncio.Task[object]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
+    def add_static_headers(self, headers: Mapping[str, str]) -> None:
+        """Headers the same on every request (a fixed token): sent as the pool's defaults, so
+        nothing is merged or checked per request. Only before the pool opens."""
+        assert self._session is None, "static headers are set before the pool opens"
+        self._static.update(headers)
+
     async def __aenter__(self) -> AiohttpClient:
         static = {"User-Agent": USER_AGENT, "Accept": "application/json", **self._static}
         check_header_values(static)

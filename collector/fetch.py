@@ -197,7 +197,7 @@ class Fetcher:
             self.counters.requests += 1
             try:  # signed after the limiter's wait, so the signature's date is fresh
                 headers, generation = await self._auth.headers("GET", url, project_id)
-                reply = await self._client.get(url, headers)
+                reply = await self._client.get(url, headers or None)
             except UnsafeHeader as exc:  # credentials that became unusable: the user's to fix
                 raise UsageError(str(exc)) from None
             except ProxyRefused as exc:  # no retry will change the proxy's mind

@@ -84,6 +84,17 @@ def token_from(env: Mapping[str, str], token_file: Path | None) -> Secret | None
                              f"({type(exc).__name__})") from None
     if not value:
         return None
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise UsageError("CPH_AUTH_TOKEN: contains whitespace or control characters")
+    check_credential("CPH_AUTH_TOKEN" if env.get("CPH_AUTH_TOKEN", "").strip()
+                     else f"token_file {token_file}", value)
     return Secret(value)
+
+
+def check_credential(name: str, value: str, spaces: bool = False) -> None:
+    """A credential holds no control character (a line break in a header would smuggle a
+    second request), nor a space unless ``spaces``. Said by name only; never the value."""
+    value = value.strip()
+    if any(not ch.isprintable() for ch in value):
+        raise UsageError(f"{name}: contains a line break or another control character; check "
+                         "how it is set (e.g. a file with Windows line endings)")
+    if not spaces and any(ch.isspace() for ch in value):
+        raise UsageError(f"{name}: contains a space; a key or token has none")

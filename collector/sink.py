@@ -431,32 +431,30 @@ def clean_stale_staging(output: Path, keep: str) -> list[str]:
     them (``snapshot_date=YYYY-MM-DD``) are touched; a link is skipped with a warning, and
     anything else under ``_staging`` is not ours and stays."""
     removed = []
-    root = output / STAGING
-    if root.is_dir() and not root.is_symlink():
-        for child in sorted(root.iterdir()):
-            date = _staged_date(child)
-            if child.name == keep or date is None or child.name != _staging_name(date):
-                continue
-            if child.is_symlink() or not child.is_dir():
-                log.warning("left %s alone: not a folder the tool made", child)
-                continue
-            shutil.rmtree(child)
-            removed.append(child.name)
+    for child, _ in _dated_staging(output):
+        if child.name == keep:
+            continue
+        if child.is_symlink() or not child.is_dir():
+            log.warning("left %s alone: not a folder the tool made", child)
+            continue
+        shutil.rmtree(child)
+        removed.append(child.name)
     return removed
+
+
+def _dated_staging(output: Path) -> list[tuple[Path, dt.date]]:
+    """What under ``_staging`` bears a name the tool gives (``snapshot_date=YYYY-MM-DD``)."""
+    root = output / STAGING
+    if not root.is_dir() or root.is_symlink():
+        return []
+    return [(child, date) for child in sorted(root.iterdir())
+            if (date := _staged_date(child)) is not None and child.name == _staging_name(date)]
 
 
 def _own_staging(output: Path) -> list[tuple[Path, dt.date]]:
     """The staging folders of dates, as the tool names them, that are real folders."""
-    root = output / STAGING
-    if not root.is_dir() or root.is_symlink():
-        return []
-    found = []
-    for child in sorted(root.iterdir()):
-        date = _staged_date(child)
-        if date is not None and child.name == _staging_name(date) and child.is_dir() \
-                and not child.is_symlink():
-            found.append((child, date))
-    return found
+    return [(child, date) for child, date in _dated_staging(output)
+            if child.is_dir() and not child.is_symlink()]
 
 
 def finish_interrupted(output: Path) -> dict[str, dt.date]:

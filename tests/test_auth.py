@@ -266,6 +266,9 @@ class _HeaderInjection:
 
     name = "test credentials"
 
+    def static_headers(self) -> dict[str, str]:
+        return {}
+
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
         return {"X-Auth-Token": "tok\r\nX-Evil: 1"}, 0
 

@@ -29,8 +29,11 @@ def error(code: str, msg: str = "m") -> bytes:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[Fetcher]:
-    async with AiohttpClient(concurrency=4, timeouts=Timeouts(), max_body_bytes=10_000) as client:
-        yield Fetcher(client, TokenAuth(Secret("tok-123456")), RateLimiter(10_000),
+    auth = TokenAuth(Secret("tok-123456"))
+    client = AiohttpClient(concurrency=4, timeouts=Timeouts(), max_body_bytes=10_000)
+    client.add_static_headers(auth.static_headers())
+    async with client:
+        yield Fetcher(client, auth, RateLimiter(10_000),
                       endpoint="https://cph.test", max_attempts=3,
                       backoff=Backoff(), budget=RetryBudget(), fail_fast_after=50,
                       sleep=no_sleep, rng=random.Random(0))

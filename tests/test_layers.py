@@ -12,10 +12,10 @@ LAYERS = [
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
     {"secrets", "api", "inputs", "progress", "conclude", "changes"},  # rules over values
     {"proxy", "intake", "manifest", "results"},
-    {"config", "client", "feed"},  # settings; the HTTP pool (transport only); the read-ahead
+    {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
+    # read-ahead; Parquet on disk
     {"auth", "retry"},  # credentials; the retry policy
     {"fetch"},  # one image
-    {"sink"},  # Parquet on disk (below fetch in truth: it needs only results)
     {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
     # output; the wiring; what publishing adds; the diff command
     {"discover"},  # listing the projects and images, region by region
