@@ -92,7 +92,7 @@ async def test_fail_on_untrusted_exits_4_after_publishing_unless_every_new_share
     assert trusted_night.record.exit_code == 0  # nothing changed since, and nothing untrusted
 
 
-async def test_the_change_table_has_its_declared_types_in_duckdb_and_arrow(
+async def test_the_change_table_has_its_declared_types_in_duckdb_arrow_and_pandas(
         fake_factory: Factory, collect: Collect) -> None:
     _, _, second = await two_nights(fake_factory, collect, 44)
     files = sorted((second.output / "changes").glob("*/*.parquet"))
