@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from collector.changes import CHANGES_SCHEMA, Night, text
+from collector.changes import CHANGES_SCHEMA, SHARE, Night, share_dictionaries, text
 from collector.errors import Status
 from collector.files import fsync_dir, write_atomically, write_bytes
 from collector.intake import REJECTED, IdSet, Rejected
@@ -371,26 +371,30 @@ def published_dates(output: Path) -> list[dt.date]:
 
 
 def read_night(folder: Callable[[str], Path]) -> Night:
-    """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``."""
+    """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``, with
+    the ID columns as dictionaries status and members share (``changes.share_dictionaries``):
+    a fraction of the memory of the strings, and coded for the comparison as they are."""
     def read(table: str, columns: list[str]) -> pa.Table:
         files = sorted(folder(table).glob("*.parquet"))
         if not files:
             return TABLES[table].empty_table().select(columns)
-        ids = [c for c in columns if c in ("project_id", "image_id", "member_id")]
+        ids = [c for c in columns if c in SHARE]
         parts = []
-        for path in files:  # IDs as dictionaries: a fraction of the memory of the strings
+        for path in files:
             # ParquetFile, not read_table: that one imports pyarrow.dataset, and pandas with it
             parts.append(pq.ParquetFile(path, read_dictionary=ids).read(columns=columns))
             pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
-        return pa.concat_tables(parts).unify_dictionaries()
+        return pa.concat_tables(parts)
 
     listings = read("listing_status", ["project_id", "image_type", "status"])
     ok = listings.filter(pc.and_(pc.equal(listings["image_type"], text("private")),
                                  pc.equal(listings["status"], text(Status.OK.value))))
     listed_ok = frozenset(ok["project_id"].to_pylist()) if len(listings) else None
-    return Night(read("image_status", ["project_id", "image_id", "status"]),
-                 read("members", ["project_id", "image_id", "member_id", "create_time",
-                                  "update_time"]), listed_ok)
+    status, members = share_dictionaries(
+        [read("image_status", ["project_id", "image_id", "status"]),
+         read("members", ["project_id", "image_id", "member_id", "create_time",
+                          "update_time"])], SHARE)
+    return Night(status, members, listed_ok)
 
 
 def published_night(output: Path, snapshot_date: dt.date) -> Night:

@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.changes import CHANGES_SCHEMA
 from collector.fake import Dataset, FakeCph
@@ -128,6 +130,19 @@ async def test_discovery_nights_see_deleted_images_gone_but_not_behind_a_failed_
     assert second.record.exit_code == 1
 
 
+async def test_two_nights_of_an_account_with_no_images_publish_no_changes(
+        fake_factory: Factory, collect: Collect) -> None:
+    """The change step used to crash (``int - None``) when neither night had an image."""
+    empty = Dataset(seed=46, projects=1, images=0, with_doc_example=False, locked_project=False)
+    common = {"discover": True, "region": "cn-north-4", "project_id": None}
+    fake = await fake_factory(empty)
+    await collect(fake, snapshot_date=NIGHT1, iam_endpoint=fake.url, **common)
+    second = await collect(fake, snapshot_date=NIGHT2, iam_endpoint=fake.url, **common)
+    assert second.record.exit_code == 0
+    assert "changes since 2026-11-30: 0 added" in summary_line(second.record)
+    assert manifest(second)["changes"]["uncomparable_images"] == 0  # type: ignore[index]
+
+
 async def test_a_backfill_recomputes_the_next_dates_changes(fake_factory: Factory,
                                                             collect: Collect) -> None:
     after, _, second = await two_nights(fake_factory, collect, 46)
@@ -193,3 +208,88 @@ def test_a_share_listed_twice_on_a_night_is_still_compared_right() -> None:
     assert got == {("i1", "m1", "updated", False), ("i1", "m2", "removed", False),
                    ("i2", "m4", "added", True)}
     assert summary.untrusted_alerts == 1
+
+
+def _reference(before: tuple[dict[str, str], dict[tuple[str, str], int]],
+               after: tuple[dict[str, str], dict[tuple[str, str], int]]) -> set[tuple[str, ...]]:
+    """The change rules of the README, row by row in Python (input mode: no listings)."""
+    (p_status, p_shares), (d_status, d_shares) = before, after
+    out = set()
+    for image in set(p_status) | set(d_status):
+        p, d = p_status.get(image), d_status.get(image)
+        old = {m: t for (i, m), t in p_shares.items() if i == image}
+        new = {m: t for (i, m), t in d_shares.items() if i == image}
+        if p == d == "ok":
+            out |= {(image, m, "added") for m in new.keys() - old.keys()}
+            out |= {(image, m, "removed") for m in old.keys() - new.keys()}
+            out |= {(image, m, "updated") for m in old.keys() & new.keys() if old[m] != new[m]}
+        elif p == "ok" and d == "not_found":
+            out |= {(image, m, "image_gone") for m in old}
+        elif p in (None, "not_found") and d == "ok":
+            out |= {(image, m, "added") for m in new}
+    return out
+
+
+def _night_table(status: dict[str, str], shares: dict[tuple[str, str], int],
+                 form: str, chunk: int) -> tuple[pa.Table, pa.Table]:
+    ts = pa.timestamp("ms", tz="UTC")
+    images = sorted(status)
+    rows = sorted(shares.items())
+    text = pa.string()
+    status_table = pa.table({"project_id": pa.array(["p"] * len(images), text),
+                             "image_id": pa.array(images, text),
+                             "status": pa.array([status[i] for i in images], text)})
+    members = pa.table({"project_id": pa.array(["p"] * len(rows), text),
+                        "image_id": pa.array([r[0][0] for r in rows], text),
+                        "member_id": pa.array([r[0][1] for r in rows], text),
+                        "create_time": pa.array([1] * len(rows), ts),
+                        "update_time": pa.array([r[1] for r in rows], ts)})
+    if form == "strings":
+        return status_table, members
+    ids = ["project_id", "image_id", "member_id"]
+
+    def per_file(table: pa.Table) -> pa.Table:  # as Parquet files read one by one give them
+        slices = [table.slice(s, chunk) for s in range(0, len(table), chunk)] or [table]
+        for name in ids:
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, pa.chunked_array(
+                    [piece[name].combine_chunks().dictionary_encode() for piece in slices],
+                    pa.dictionary(pa.int32(), pa.string())))
+        return table
+
+    status_table, members = per_file(status_table), per_file(members)
+    if form == "shared":
+        from collector.changes import share_dictionaries
+        status_table, members = share_dictionaries([status_table, members], ids)
+    return status_table, members
+
+
+NIGHTS_OF_IMAGES = st.tuples(
+    st.dictionaries(st.sampled_from([f"i{n}" for n in range(6)]),
+                    st.sampled_from(["ok", "ok", "not_found", "failed"])),
+    st.dictionaries(st.tuples(st.sampled_from([f"i{n}" for n in range(6)]),
+                              st.sampled_from([f"m{n}" for n in range(5)])),
+                    st.integers(1, 3)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(NIGHTS_OF_IMAGES, NIGHTS_OF_IMAGES, st.sampled_from(["strings", "files", "shared"]),
+       st.sampled_from(["strings", "files", "shared"]), st.integers(1, 4))
+def test_the_changes_are_the_rules_whatever_form_each_night_is_read_in(
+        before: tuple[dict[str, str], dict[tuple[str, str], int]],
+        after: tuple[dict[str, str], dict[tuple[str, str], int]],
+        form_before: str, form_after: str, chunk: int) -> None:
+    """Strings, a dictionary a file, or dictionaries the night shares: the same changes."""
+    from collector.changes import Night, compare
+
+    def shares_of(night: tuple[dict[str, str], dict[tuple[str, str], int]]
+                  ) -> tuple[dict[str, str], dict[tuple[str, str], int]]:
+        status, shares = night  # an image's shares are collected only when it answered ok
+        return status, {k: v for k, v in shares.items() if status.get(k[0]) == "ok"}
+
+    before, after = shares_of(before), shares_of(after)
+    table, _ = compare(Night(*_night_table(*before, form_before, chunk)),
+                       Night(*_night_table(*after, form_after, chunk)), NIGHT1, "r", frozenset())
+    got = {(r["image_id"], r["member_id"], r["change"]) for r in table.to_pylist()}
+    assert got == _reference(before, after)
+    assert len(table) == len(got)
