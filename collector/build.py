@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from collector import proxy as proxies
 from collector.auth import Auth, Post, build_auth
 from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.clock import SYSTEM, Clock, Sleep
@@ -22,6 +24,15 @@ from collector.errors import UsageError
 from collector.fetch import Fetcher
 from collector.limiter import RateLimiter
 from collector.retry import Backoff, RetryBudget
+from collector.secrets import Secret, check_credential
+from collector.store import (
+    BucketUrl,
+    Credentials,
+    LocalStore,
+    Store,
+    obs_endpoint,
+    open_bucket,
+)
 
 RETRY_BUDGET_START = 100.0  # retries any run may spend before it has earned any
 IAM_RATE = 10.0  # requests per second to IAM: a few project listings a run
@@ -48,6 +59,7 @@ class Parts:
     limiter: RateLimiter
     clock: Clock
     regions: list[Region]
+    store: Store  # the output: a folder or a bucket prefix
 
     @property
     def endpoint(self) -> str:
@@ -101,4 +113,45 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
                               fetcher(iam_url, RateLimiter(min(s.rate_limit, IAM_RATE),
                                                            clock=clock.now))))
-    return Parts(client, credentials, limiter, clock, regions)
+    return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env))
+
+
+def open_store(settings: Settings, where: Path | BucketUrl,
+               env: Mapping[str, str] | None = None) -> Store:
+    """The output (or an input's folder) ``where``: a folder, or a bucket through
+    ``pyarrow.fs.S3FileSystem`` with the storage settings and the scheme's credentials."""
+    if isinstance(where, Path):
+        return LocalStore(where)
+    env = os.environ if env is None else env
+    s = settings
+    region = (s.regions[0] if s.regions else "") if where.scheme == "obs" else (
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1")
+    endpoint = s.storage_endpoint or (obs_endpoint(region) if where.scheme == "obs" else None)
+    proxy = proxies.choose(endpoint or f"https://s3.{region}.amazonaws.com", s.proxy, env)
+    return open_bucket(where, endpoint=endpoint, region=region,
+                       addressing=s.storage_addressing,
+                       credentials=storage_credentials(where, env), ca_file=s.ca_bundle,
+                       proxy=proxy, connect_timeout=s.connect_timeout,
+                       max_attempts=s.max_attempts)
+
+
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+HUAWEI_VARIABLES = ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
+
+
+def storage_credentials(url: BucketUrl, env: Mapping[str, str]) -> Credentials | None:
+    """``s3://``: the AWS variables (else None: the AWS SDK's own chain, its config files
+    included). ``obs://``: the AWS variables when set, else the AK/SK that sign the API calls;
+    UsageError when neither is set. Each is checked by name and registered as a secret."""
+    for name in (*AWS_VARIABLES, *HUAWEI_VARIABLES):
+        check_credential(name, env.get(name, ""))
+    for key, secret, token in (AWS_VARIABLES, HUAWEI_VARIABLES):
+        if env.get(key, "").strip() and env.get(secret, "").strip():
+            found = Credentials(env[key].strip(), Secret(env[secret].strip()).reveal(),
+                                Secret(env[token].strip()).reveal()
+                                if env.get(token, "").strip() else None)
+            return found
+        if url.scheme == "s3":
+            return None
+    raise UsageError(f"output {url}: OBS needs credentials: set HUAWEICLOUD_SDK_AK and "
+                     "HUAWEICLOUD_SDK_SK (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")

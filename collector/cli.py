@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     diff = commands.add_parser("diff", help="what changed between two finished snapshots "
                                              "(nothing is collected)")
-    diff.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    diff.add_argument("--output", default="output",
+                      help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
+    for name in ("storage_endpoint", "storage_addressing", "region"):
+        diff.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                          help=f"{SPECS[name].help} [{env_name(name)}]")
     diff.add_argument("--from", dest="since", required=True, metavar="DATE",
                       help="the earlier snapshot date, YYYY-MM-DD")
     diff.add_argument("--to", dest="until", required=True, metavar="DATE",
@@ -130,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
 def _diff(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from collector.build import open_store
     from collector.diff import changes_between, lean_memory, render
 
     lean_memory()
@@ -140,8 +145,11 @@ def _diff(args: argparse.Namespace) -> int:
             dates.append(dt.date.fromisoformat(raw))
         except ValueError:
             raise UsageError(f"{flag}={raw!r}: must be a date YYYY-MM-DD") from None
-    settings = load_settings({"trusted_projects": args.trusted_projects}, os.environ)
-    table, summary = changes_between(args.output, dates[0], dates[1], settings.trusted)
+    settings = load_settings({name: getattr(args, name) for name in (
+        "output", "trusted_projects", "storage_endpoint", "storage_addressing", "region")},
+        os.environ)
+    store = open_store(settings, settings.output)
+    table, summary = changes_between(store, dates[0], dates[1], settings.trusted)
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     render(table, fmt, sys.stdout.buffer)
     sys.stdout.flush()

@@ -27,6 +27,7 @@ from collector.intake import Intake, Rejected, Target
 from collector.progress import Snapshot, report
 from collector.results import ImageResult
 from collector.sink import Chunk, ParquetSink
+from collector.store import reason
 
 log = logging.getLogger("collector")
 GRACE = 5.0  # seconds in-flight images get after SIGINT/SIGTERM
@@ -153,8 +154,8 @@ class Collection:
                 await committing
             await self._commit(chunk)
         except OSError as exc:
-            raise FatalRunError(f"output {self.sink.output}: write failed "
-                                f"({exc.strerror or type(exc).__name__})") from None
+            raise FatalRunError(f"output {self.sink.store.url}: write failed "
+                                f"({reason(exc)})") from None
 
     async def _commit(self, chunk: Chunk) -> None:
         await asyncio.to_thread(self.sink.commit, chunk)

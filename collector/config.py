@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from collector import proxy as proxies
 from collector.errors import UsageError
 from collector.ids import is_valid_id
+from collector.store import ADDRESSING, BucketUrl, parse_bucket_url
 
 INPUT_FORMATS = ("auto", "text", "csv", "jsonl", "parquet")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -41,7 +42,9 @@ class Settings:
     discover: bool = False
     trusted_projects: str | None = None  # comma-separated project IDs (see ``trusted``)
     fail_on_untrusted: bool = False
-    output: Path = Path("output")
+    output: Path | BucketUrl = Path("output")
+    storage_endpoint: str | None = None
+    storage_addressing: str = "auto"
     snapshot_date: dt.date | None = None
     input_format: str = "auto"
     rate_limit: float = 100.0
@@ -116,7 +119,8 @@ class Settings:
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            out[field.name] = str(value) if isinstance(value, Path | dt.date) else value
+            out[field.name] = str(value) if isinstance(value, Path | dt.date | BucketUrl) \
+                else value
         if self.proxy is not None:
             out["proxy"] = proxies.shown(self.proxy)
         return out
@@ -301,6 +305,14 @@ def _date(raw: Any) -> dt.date:
     return dt.date.fromisoformat(str(raw).strip())
 
 
+def _output(raw: Any) -> Path | BucketUrl:
+    """A folder, or ``s3://bucket/prefix`` / ``obs://bucket/prefix``."""
+    if isinstance(raw, BucketUrl):
+        return raw
+    url = parse_bucket_url(str(raw).strip())
+    return url if url is not None else _path(raw)
+
+
 def _path(raw: Any) -> Path:
     value = str(raw)
     if not value.strip() or "\x00" in value:
@@ -329,7 +341,13 @@ SPECS: dict[str, Spec] = {
     "fail_on_untrusted": spec((_flag, "true or false"),
                               "exit 4 (after publishing) when a share to an untrusted project "
                               "was added or updated"),
-    "output": spec((_path, "a folder path"), "output folder (members/, image_status/, runs/)"),
+    "output": spec((_output, "a folder path, s3://bucket/prefix or obs://bucket/prefix"),
+                   "output folder or bucket prefix (members/, image_status/, runs/)"),
+    "storage_endpoint": spec(ENDPOINT, "object storage endpoint; obs:// defaults to "
+                                       "https://obs.{region}.myhuaweicloud.com, s3:// to AWS"),
+    "storage_addressing": spec(choice(ADDRESSING), "bucket addressing: virtual (bucket.host; "
+                                                   "OBS needs it), path (host/bucket); auto = "
+                                                   "virtual for obs://, path for s3://"),
     "snapshot_date": spec((_date, "a date YYYY-MM-DD"),
                           "partition date; empty = the UTC date the run starts"),
     "input_format": spec(choice(INPUT_FORMATS), "input format; auto = from the file extension"),
@@ -462,6 +480,11 @@ def check_together(settings: Settings) -> None:
             if value is not None and "{region}" not in value:
                 raise UsageError(f"{name}={value}: with several regions it must contain "
                                  "{region}, e.g. https://cph.{region}.example.com")
+    output = settings.output
+    if isinstance(output, BucketUrl) and output.scheme == "obs" and not (
+            settings.storage_endpoint or settings.regions):
+        raise UsageError(f"output={output}: OBS's endpoint comes from region; give --region "
+                         "or --storage-endpoint")
     if settings.backoff_cap < settings.backoff_base:
         raise UsageError(f"backoff_cap={settings.backoff_cap:g}: must be >= backoff_base "
                          f"({settings.backoff_base:g})")

@@ -31,6 +31,7 @@ from collector.manifest import RunRecord
 from collector.pipeline import Run, summary_line
 from collector.secrets import Secret
 from collector.sink import TABLES
+from collector.store import LocalStore
 
 DIFF_LINES = 12  # rows of the diff the demo prints
 FAULTS = {"http_500": 0.005, "http_503": 0.005, "reset_before_headers": 0.003,
@@ -93,7 +94,7 @@ async def _demo(output: Path, images: int, seed: int) -> int:
     print("demo: the images shared with the most projects:")
     for name, image, count in top_shared(output, date):
         print(f"  {name}  ({image})  {count} projects")
-    table, summary = changes_between(output, nights[0], nights[1], partners)
+    table, summary = changes_between(LocalStore(output), nights[0], nights[1], partners)
     print(f"demo: cph-collector diff --output {output} --from {nights[0]} --to {nights[1]} "
           "(newest first, ! = not a partner):")
     text = io.BytesIO()

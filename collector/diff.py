@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from pathlib import Path
 from typing import BinaryIO
 
 import orjson
@@ -19,6 +18,7 @@ import pyarrow.csv as pacsv
 from collector.changes import Summary, compare
 from collector.errors import UsageError
 from collector.sink import published_dates, published_night
+from collector.store import Store, reason
 
 FORMATS = ("table", "csv", "jsonl")
 
@@ -34,15 +34,18 @@ def lean_memory() -> None:
         pass
 
 
-def changes_between(output: Path, since: dt.date, until: dt.date,
+def changes_between(store: Store, since: dt.date, until: dt.date,
                     trusted: frozenset[str]) -> tuple[pa.Table, Summary]:
     """The changes from snapshot ``since`` to snapshot ``until``; UsageError naming a date
-    that has no finished snapshot in ``output``."""
-    finished = set(published_dates(output))
+    that has no finished snapshot in the output."""
+    try:
+        finished = set(published_dates(store))
+    except OSError as exc:
+        raise UsageError(f"output {store.url}: cannot be read ({reason(exc)})") from None
     for day in (since, until):
         if day not in finished:
-            raise UsageError(f"snapshot {day.isoformat()}: no finished snapshot in {output}")
-    return compare(published_night(output, since), published_night(output, until), since,
+            raise UsageError(f"snapshot {day.isoformat()}: no finished snapshot in {store.url}")
+    return compare(published_night(store, since), published_night(store, until), since,
                    "diff", trusted)
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from collector.errors import RunStatus
-from collector.files import write_bytes
 from collector.secrets import redact
+from collector.store import Store
 
 
 @dataclass(slots=True)
@@ -72,62 +71,65 @@ class RunRecord:
         return redact(text.decode()).encode()
 
 
-def write_manifest(output: Path, record: RunRecord) -> Path:
-    """Atomically (tmp, fsync, rename) write the manifest; returns its path."""
-    runs = output / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    target = runs / f"{record.run_id}.json"
-    write_bytes(target, record.to_json(), runs / f".{record.run_id}.json.tmp")
-    return target
+def write_manifest(store: Store, record: RunRecord) -> str:
+    """Write the manifest so that it exists only complete; returns its key."""
+    key = f"runs/{record.run_id}.json"
+    store.write(key, record.to_json())
+    return key
 
 
 OWN_FIELDS = frozenset({"run_id", "status", "snapshot_date", "started_at", "settings",
                         "counts", "files"})
 
 
-def is_ours(path: Path, doc: object) -> bool:
+def is_ours(name: str, doc: object) -> bool:
     """A manifest this tool wrote: its own fields, and named after its run id."""
     return (isinstance(doc, dict) and doc.keys() >= OWN_FIELDS
-            and path.name == f"{doc['run_id']}.json")
+            and name == f"{doc['run_id']}.json")
 
 
-def record_published(output: Path, run_id: str, counts: dict[str, int], files: list[str],
+def _read(store: Store, name: str) -> dict[str, Any] | None:
+    """One of ours from ``runs/``, or None (unreadable, not JSON, not ours)."""
+    try:
+        doc = orjson.loads(store.read(f"runs/{name}"))
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return doc if is_ours(name, doc) else None
+
+
+def _rewrite(store: Store, doc: dict[str, Any]) -> None:
+    store.write(f"runs/{doc['run_id']}.json",
+                orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+def record_published(store: Store, run_id: str, counts: dict[str, int], files: list[str],
                      by: str) -> bool:
     """A run stopped after its data became visible, before its manifest said so: say it now
     (``finished``, with the counts and files read back from what readers see)."""
-    path = output / "runs" / f"{run_id}.json"
-    if not path.is_file() or path.is_symlink():
+    name = f"{run_id}.json"
+    if name not in store.files("runs"):  # links are never listed
         return False
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return False
-    if not is_ours(path, doc) or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
+    doc = _read(store, name)
+    if doc is None or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
         return False  # fatal: its publish failed part-way, and was finished since
     failed = counts.get("failed", 0) + counts.get("forbidden", 0)
     doc.update(status=RunStatus.FINISHED.value, exit_code=1 if failed else 0, error=None,
                files=files, counts={**doc.get("counts", {}), **counts}, recorded_by=by)
-    write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE),
-                path.with_name(f".{path.name}.tmp"))
+    _rewrite(store, doc)
     return True
 
 
-def mark_crashed(output: Path) -> list[str]:
+def mark_crashed(store: Store) -> list[str]:
     """Manifests still ``running`` belong to dead runs (the caller holds the output lock).
     Files in ``runs/`` that this tool did not write, and links, are left as they are."""
     found = []
-    for path in sorted((output / "runs").glob("*.json")):
-        if path.is_symlink():
+    for name in store.files("runs"):
+        if not name.endswith(".json"):
             continue
-        try:
-            doc = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        if is_ours(path, doc) and doc.get("status") == RunStatus.RUNNING:
+        doc = _read(store, name)
+        if doc is not None and doc.get("status") == RunStatus.RUNNING:
             doc["status"] = RunStatus.CRASHED.value
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
-            write_bytes(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2 |
-                                           orjson.OPT_APPEND_NEWLINE),
-                        path.with_name(f".{path.name}.tmp"))
+            _rewrite(store, doc)
             found.append(str(doc.get("run_id")))
     return found

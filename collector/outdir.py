@@ -8,15 +8,25 @@ output folder itself may be a link.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
 import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import orjson
 
 from collector.errors import UsageError
 from collector.sink import STAGING, TABLES, partition
+from collector.store import LocalStore, Store, reason
 
 LOCK_NAME = ".cph-collector.lock"
 
@@ -34,18 +44,36 @@ def check_no_links(output: Path, snapshot_date: dt.date) -> None:
                              "link, or use another --output)")
 
 
-def check_writable(output: Path) -> None:
-    """Create, write, rename and delete a probe, as the run will; UsageError if any step fails."""
+def check_writable(store: Store) -> None:
+    """Write, read back and delete a probe, as the run will (on disk: rename it too);
+    UsageError if any step fails: a missing bucket or refused credentials are found here,
+    before any request to the API."""
+    probe = f"{STAGING}/.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        (output / STAGING).mkdir(parents=True, exist_ok=True)
-        probe = output / STAGING / f".probe-{os.getpid()}"
-        probe.write_bytes(b"probe")
-        moved = probe.with_name(probe.name + ".renamed")
-        os.replace(probe, moved)
-        moved.unlink()
+        if isinstance(store, LocalStore):
+            store.make_folder(STAGING)
+            path = store.path(probe)
+            path.write_bytes(b"probe")
+            moved = path.with_name(path.name + ".renamed")
+            os.replace(path, moved)
+            moved.unlink()
+            return
+        store.write(probe, b"probe")
+        back = store.read(probe)
+        store.delete(probe)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise UsageError(f"output {output}: not writable ({reason})") from None
+        raise UsageError(f"output {store.url}: not writable ({reason(exc)})") from None
+    if back != b"probe":
+        raise UsageError(f"output {store.url}: not writable (a probe read back is not what "
+                         "was written)")
+
+
+def lock(store: Store, run_id: str, clock: Callable[[], float] = time.time
+         ) -> contextlib.AbstractContextManager[object]:
+    """The output's one-writer lock: an flock on disk, a lease object in a bucket."""
+    if isinstance(store, LocalStore):
+        return OutputLock(store.root)
+    return BucketLock(store, run_id, clock)
 
 
 class OutputLock:
@@ -81,3 +109,85 @@ class OutputLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+LEASE_SECONDS = 120.0  # a bucket lock not renewed for this long belongs to a dead run
+RENEW_SECONDS = 30.0
+
+
+class BucketLock:
+    """A lease: ``.cph-collector.lock`` holds the run's id, host, pid and when it was last
+    renewed (every 30 s, by a thread). A run finding a lease renewed less than 120 s ago, by
+    a live run, refuses (exit 2); a lease of a process that is gone from this host, or an
+    expired one, is taken over. pyarrow cannot send a conditional write (``If-None-Match``),
+    so two runs that start within the same moment are not told apart: each writes its lease
+    and reads it back, and the one that reads the other's refuses; one that does not is not
+    caught."""
+
+    def __init__(self, store: Store, run_id: str, clock: Callable[[], float]) -> None:
+        self.store, self.run_id, self.clock = store, run_id, clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _lease(self) -> bytes:
+        return orjson.dumps({"run_id": self.run_id, "host": socket.gethostname(),
+                             "pid": os.getpid(), "renewed": self.clock()})
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            doc = orjson.loads(self.store.read(LOCK_NAME))
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            return None  # not a lease of ours: taken over
+        return doc if isinstance(doc, dict) else None
+
+    def _refuse_if_held(self) -> None:
+        holder = self._holder()
+        if holder is None or holder.get("run_id") == self.run_id:
+            return
+        age = self.clock() - float(holder.get("renewed", 0))
+        gone = holder.get("host") == socket.gethostname() and not _alive(holder.get("pid"))
+        if age < LEASE_SECONDS and not gone:
+            raise UsageError(f"output {self.store.url}: another cph-collector run "
+                             f"({holder.get('run_id')} on {holder.get('host')}, pid "
+                             f"{holder.get('pid')}, seen {max(age, 0):.0f} s ago) is writing "
+                             f"to it; wait for it or use another --output")
+
+    def __enter__(self) -> BucketLock:
+        try:
+            self._refuse_if_held()
+            self.store.write(LOCK_NAME, self._lease())
+            self._refuse_if_held()  # another run wrote its lease over ours meanwhile
+        except OSError as exc:
+            raise UsageError(f"output {self.store.url}: cannot take the lock {LOCK_NAME} "
+                             f"({reason(exc)})") from None
+        self._thread = threading.Thread(target=self._renew, name="bucket-lock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            with contextlib.suppress(OSError):
+                self.store.write(LOCK_NAME, self._lease())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            holder = self._holder()
+            if holder is not None and holder.get("run_id") == self.run_id:
+                self.store.delete(LOCK_NAME)
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -34,11 +34,12 @@ from collector.fetch import Fetcher
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.manifest import RunRecord, write_manifest
-from collector.outdir import OutputLock, check_no_links, check_writable
+from collector.outdir import check_no_links, check_writable, lock
 from collector.preflight import prepare
 from collector.publish import stage_changes
 from collector.results import ImageResult
 from collector.sink import ParquetSink
+from collector.store import LocalStore, reason
 
 log = logging.getLogger("collector")
 
@@ -142,11 +143,12 @@ class Run:
                 lines.close()  # holds it; it ends with the process, which never waits for it
 
     async def _steps(self, lines: Iterator[Line] | None, fmt: str) -> None:
-        output = self.settings.output
-        check_no_links(output, self.snapshot_date)
-        check_writable(output)
-        with OutputLock(output):
-            sink = ParquetSink(output, self.snapshot_date, self.run_id)
+        store = self.parts.store
+        if isinstance(store, LocalStore):
+            check_no_links(store.root, self.snapshot_date)
+        check_writable(store)
+        with lock(store, self.run_id):
+            sink = ParquetSink(store, self.snapshot_date, self.run_id)
             prepared = await asyncio.to_thread(
                 prepare, sink, self.input_path, fmt, lambda d: fingerprint(d, self.settings))
             self.intake.done = prepared.resumed.keys
@@ -222,8 +224,8 @@ class Run:
                 conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
             await asyncio.to_thread(sink.publish)
         except OSError as exc:
-            error = (f"output {sink.output}: publish failed ({exc.strerror or type(exc).__name__})"
-                     "; the next run finishes it")
+            error = (f"output {sink.store.url}: publish failed ({reason(exc)}); the next run "
+                     "finishes it")
             self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
             self._save(quiet=True)
             raise FatalRunError(error) from None
@@ -259,22 +261,22 @@ class Run:
     def _save(self, *, quiet: bool = False, after_publish: bool = False) -> None:
         """The one place the run's manifest is written. A failure is one line (exit 3), or a
         warning (``quiet``) when the run is ending anyway and already has its error."""
-        output = self.settings.output
+        output = self.parts.store.url
         try:
-            write_manifest(output, self.record)
+            write_manifest(self.parts.store, self.record)
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            why = reason(exc)
             if quiet:
                 log.warning("output %s: cannot write the manifest runs/%s.json (%s)", output,
-                            self.run_id, reason)
+                            self.run_id, why)
                 return
             if after_publish:  # the data is visible: the record stays finished, exit 3
                 error = (f"output {output}: {self.snapshot_date} is published, but its manifest "
-                         f"could not be written ({reason}); the next run records it")
+                         f"could not be written ({why}); the next run records it")
                 self.record.exit_code, self.record.error = int(ExitCode.FATAL), error
             else:
                 error = (f"output {output}: cannot write the manifest runs/{self.run_id}.json "
-                         f"({reason})")
+                         f"({why})")
                 self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
             raise FatalRunError(error) from None
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from collector.errors import FatalRunError
 from collector.inputs import Survey, survey
@@ -23,6 +22,7 @@ from collector.sink import (
     finish_interrupted,
     read_published,
 )
+from collector.store import Store, reason
 
 log = logging.getLogger("collector")
 
@@ -40,15 +40,14 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
     """Blocking (run it in a thread). ``fingerprint_of(digest)`` gives the resume fingerprint
     of the input's sha256 (None for a discovery run, which has no input). An OSError on the
     way is ``FatalRunError``, one line."""
-    output = sink.output
+    store = sink.store
     about = survey(input_path, fmt) if input_path is not None else Survey(None, None)
     try:
-        recover(output, sink.run_id)
-        removed = clean_stale_staging(output, keep=sink.staging.name)
+        recover(store, sink.run_id)
+        removed = clean_stale_staging(store, keep=sink.staging)
         resumed = sink.resume(fingerprint_of(about.digest))
     except OSError as exc:
-        raise FatalRunError(f"output {output}: write failed "
-                            f"({exc.strerror or type(exc).__name__})") from None
+        raise FatalRunError(f"output {store.url}: write failed ({reason(exc)})") from None
     if removed:
         log.info("removed leftovers of unfinished runs for other dates: %s", ", ".join(removed))
     if resumed.chunks:
@@ -57,12 +56,12 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
     return Prepared(about, resumed)
 
 
-def recover(output: Path, run_id: str) -> None:
+def recover(store: Store, run_id: str) -> None:
     """Finish interrupted publishes and record them; mark the other dead runs crashed."""
-    for stopped, day in finish_interrupted(output).items():
-        published = read_published(output, day)
-        if record_published(output, stopped, published.counts, published.files, by=run_id):
+    for stopped, day in finish_interrupted(store).items():
+        published = read_published(store, day)
+        if record_published(store, stopped, published.counts, published.files, by=run_id):
             log.info("run %s had published %s before it stopped; its manifest now says "
                      "finished", stopped, day)
-    for crashed in mark_crashed(output):
+    for crashed in mark_crashed(store):
         log.info("run %s had stopped without finishing; marked crashed", crashed)

@@ -16,13 +16,13 @@ the same date and input (``resume``). ``publish`` swaps each partition folder in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -31,10 +31,10 @@ import pyarrow.parquet as pq
 
 from collector.changes import CHANGES_SCHEMA, SHARE, Night, share_dictionaries, text
 from collector.errors import Status
-from collector.files import fsync_dir, write_atomically, write_bytes
 from collector.intake import REJECTED, IdSet, Rejected
 from collector.results import ImageResult
 from collector.secrets import redact
+from collector.store import TMP, Store
 
 TS = pa.timestamp("ms", tz="UTC")
 MEMBERS_SCHEMA = pa.schema([
@@ -99,12 +99,19 @@ RESUME_FILE = "resume.json"
 LISTED_FILE = "listed.json"  # in staging once a discovery run's listing is all committed
 LATER = "later-changes"  # a later date's change table, recomputed by a backfill
 PUBLISHING = "publishing"  # in staging while its tables are being swapped in
+PACKED = "packed"  # in a bucket's staging: each table as one object, ready to be copied in
+TODO = "to-do"  # beside a packed table until it is copied in
 log = logging.getLogger("collector")
 
 
+def partition_key(table: str, snapshot_date: dt.date) -> str:
+    """The key of one table's partition for one date, relative to the output."""
+    return f"{table}/snapshot_date={snapshot_date.isoformat()}"
+
+
 def partition(output: Path, table: str, snapshot_date: dt.date) -> Path:
-    """The folder of one table's partition for one date."""
-    return output / table / f"snapshot_date={snapshot_date.isoformat()}"
+    """The folder of one table's partition for one date, in a local output."""
+    return output / partition_key(table, snapshot_date)
 
 
 @dataclass(slots=True)
@@ -176,12 +183,28 @@ def _table(columns: dict[str, list[object]], schema: pa.Schema, run_id: str) -> 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_parquet(table: pa.Table, target: Path) -> None:
-    """Write ``target`` so that it exists only complete (see ``files``)."""
-    write_atomically(target, lambda handle: pq.write_table(
-        table, handle, compression="zstd", row_group_size=1_048_576,
-        use_dictionary=["run_id", "project_id", "image_id", "status", "error_code"],
-        write_statistics=True))
+def _write_table(table: pa.Table, where: Any) -> None:
+    pq.write_table(table, where, compression="zstd", row_group_size=1_048_576,
+                   use_dictionary=["run_id", "project_id", "image_id", "status", "error_code"],
+                   write_statistics=True)
+
+
+def write_parquet(store: Store, key: str, table: pa.Table) -> None:
+    """Write ``key`` so that it exists only complete (see ``store``)."""
+    buffer = pa.BufferOutputStream()
+    _write_table(table, buffer)
+    store.write(key, buffer.getvalue())
+
+
+def read_parquet(store: Store, key: str, columns: list[str] | None = None,
+                 read_dictionary: list[str] | None = None) -> pa.Table:
+    with store.open(key) as handle:
+        return pq.ParquetFile(handle, read_dictionary=read_dictionary).read(columns=columns)
+
+
+def parquet_files(store: Store, folder: str) -> list[str]:
+    """The keys of the Parquet files directly in ``folder``, sorted."""
+    return [f"{folder}/{name}" for name in store.files(folder) if name.endswith(".parquet")]
 
 
 @dataclass(slots=True)
@@ -197,12 +220,12 @@ class Resumed:
 class ParquetSink:
     """Owns every file of one snapshot date's run; called only from the pipeline's writer task."""
 
-    def __init__(self, output: Path, snapshot_date: dt.date, run_id: str) -> None:
+    def __init__(self, store: Store, snapshot_date: dt.date, run_id: str) -> None:
         skip_pandas_lookup()
-        self.output = output
+        self.store = store
         self.snapshot_date = snapshot_date
         self.run_id = run_id
-        self.staging = output / STAGING / _staging_name(snapshot_date)
+        self.staging = f"{STAGING}/{_staging_name(snapshot_date)}"
         self._sequence = 0
         self._later: dt.date | None = None  # a later date whose changes this run restaged
         self.files: list[str] = []  # relative to output, as published
@@ -211,35 +234,40 @@ class ParquetSink:
         """Adopt the committed chunks of an unfinished earlier run of the same date and input.
 
         A different input (``fingerprint``), or stdin (None), starts over. Files an earlier run
-        did not finish (``.tmp``, member chunks without their status file) are removed.
+        did not finish (``.tmp``, member chunks without their status file, a bucket's packed
+        tables of a publish that never began) are removed.
         """
         found = Resumed()
-        marker = self.staging / RESUME_FILE
-        previous = orjson.loads(marker.read_bytes()).get("fingerprint") if marker.exists() else None
+        store, staging = self.store, self.staging
+        marker = f"{staging}/{RESUME_FILE}"
+        previous = (orjson.loads(store.read(marker)).get("fingerprint")
+                    if store.exists(marker) else None)
         if previous is None or previous != fingerprint:
-            if self.staging.exists():
+            if store.folders(staging) or store.files(staging):
                 log.info("staging of %s holds another input's work; starting over",
                          self.snapshot_date)
-            shutil.rmtree(self.staging, ignore_errors=True)
+            store.delete_tree(staging)
         for table in TABLES:
-            (self.staging / table).mkdir(parents=True, exist_ok=True)
+            store.make_folder(f"{staging}/{table}")
         self._write_marker(fingerprint)
         if previous is None or previous != fingerprint:
             return found
-        for leftover in self.staging.rglob("*.tmp"):
-            leftover.unlink()
+        store.delete_tree(f"{staging}/{PACKED}")
+        for table in TABLES:
+            for name in store.files(f"{staging}/{table}"):
+                if name.endswith(".tmp"):
+                    store.delete(f"{staging}/{table}/{name}")
         if not self.listed():  # a listing that did not finish is listed again, from scratch
             for table in ("images", "listing_status"):
-                for partial in (self.staging / table).glob("*.parquet"):
-                    partial.unlink()
-        committed = {p.name for p in (self.staging / "image_status").glob("*.parquet")}
-        for orphan in (self.staging / "members").glob("*.parquet"):
-            if orphan.name not in committed:
-                orphan.unlink()
-        for name in sorted(committed):
-            table = pq.ParquetFile(self.staging / "image_status" / name).read(
-                columns=["project_id", "image_id", "status", "member_count"])
-            columns = table.to_pydict()
+                for key in parquet_files(store, f"{staging}/{table}"):
+                    store.delete(key)
+        committed = set(store.files(f"{staging}/image_status"))
+        for key in parquet_files(store, f"{staging}/members"):
+            if key.rsplit("/", 1)[1] not in committed:
+                store.delete(key)
+        for key in parquet_files(store, f"{staging}/image_status"):
+            columns = read_parquet(store, key, ["project_id", "image_id", "status",
+                                                "member_count"]).to_pydict()
             for project, image, status, count in zip(columns["project_id"], columns["image_id"],
                                                      columns["status"], columns["member_count"],
                                                      strict=True):
@@ -250,75 +278,96 @@ class ParquetSink:
         return found
 
     def _write_marker(self, fingerprint: str | None) -> None:
-        write_bytes(self.staging / RESUME_FILE, orjson.dumps({"fingerprint": fingerprint}))
+        self.store.write(f"{self.staging}/{RESUME_FILE}",
+                         orjson.dumps({"fingerprint": fingerprint}))
 
     def commit(self, chunk: Chunk) -> None:
-        """Write one chunk into staging (blocking; run it in a thread)."""
+        """Write one chunk into staging (blocking; run it in a thread). Members first: the
+        status file is the chunk's commit record."""
         if chunk.images == 0:
             return
         name = f"part-{self.run_id}-{self._sequence:05d}.parquet"
         for table, columns in (("members", chunk.members), ("image_status", chunk.status)):
-            write_parquet(_table(columns, TABLES[table], self.run_id),
-                          self.staging / table / name)
-            fsync_dir(self.staging / table)  # members are durable before status commits them
+            write_parquet(self.store, f"{self.staging}/{table}/{name}",
+                          _table(columns, TABLES[table], self.run_id))
         self._sequence += 1
 
     def publish(self) -> None:
         """Swap the date's partitions for the staged ones; see README "What a reader sees".
 
         A marker written first lets the next run finish a swap that a crash interrupted, so
-        a date is never left without its data (see ``finish_publish``).
+        a date is never left without its data (see ``finish_publish``). In a bucket, each
+        table is first packed into one object, so that it can appear with one copy.
         """
+        store = self.store
         for table, schema in TABLES.items():  # an empty table still gets a file with its schema
-            if table not in OPTIONAL and not any((self.staging / table).glob("*.parquet")):
-                write_parquet(schema.empty_table(),
-                              self.staging / table / f"part-{self.run_id}-00000.parquet")
-        write_bytes(self.staging / PUBLISHING, self.run_id.encode())  # whose publish it is
-        fsync_dir(self.staging)
-        finish_publish(self.output, self.staging, self.snapshot_date)
+            if table not in OPTIONAL and not parquet_files(store, f"{self.staging}/{table}"):
+                write_parquet(store, f"{self.staging}/{table}/part-{self.run_id}-00000.parquet",
+                              schema.empty_table())
+        if not store.renames:
+            self._pack()
+        store.write(f"{self.staging}/{PUBLISHING}", self.run_id.encode())  # whose publish
+        finish_publish(store, self.staging, self.snapshot_date)
         for table in TABLES:
-            final = partition(self.output, table, self.snapshot_date)
-            self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
+            self.files += parquet_files(store, partition_key(table, self.snapshot_date))
         if self._later is not None:
-            final = partition(self.output, "changes", self._later)
-            self.files += sorted(str(p.relative_to(self.output)) for p in final.glob("*.parquet"))
+            self.files += parquet_files(store, partition_key("changes", self._later))
+
+    def _pack(self) -> None:
+        """Each staged table (and a later date's changes) as one object under ``packed/``,
+        and a to-do mark per table, which ``finish_publish`` removes once it is swapped in."""
+        store = self.store
+        folders = [(table, f"{self.staging}/{table}") for table in TABLES]
+        folders += [(f"{LATER}/{name}", f"{self.staging}/{LATER}/{name}")
+                    for name in store.folders(f"{self.staging}/{LATER}")]
+        for name, folder in folders:
+            sources = parquet_files(store, folder)
+            schema = TABLES[name if name in TABLES else "changes"]
+            target = f"{self.staging}/{PACKED}/{name}/part-{self.run_id}-00000.parquet"
+            if sources:
+                store.write_stream(target, functools.partial(_concatenate, store, sources,
+                                                             schema))
+            store.write(f"{self.staging}/{PACKED}/{name}/{TODO}", b"")
 
     def drop_own_chunks(self) -> None:
         """Remove the chunks this run committed (earlier runs' chunks stay to be resumed), and
         its listing: nothing it stored was proved to come from the API."""
+        prefix = f"part-{self.run_id}-"
         for table in TABLES:
-            for path in (self.staging / table).glob(f"part-{self.run_id}-*.parquet"):
-                path.unlink()
-        (self.staging / LISTED_FILE).unlink(missing_ok=True)
+            for name in self.store.files(f"{self.staging}/{table}"):
+                if name.startswith(prefix) and name.endswith(".parquet"):
+                    self.store.delete(f"{self.staging}/{table}/{name}")
+        self.store.delete(f"{self.staging}/{LISTED_FILE}")
 
     # -- changes --------------------------------------------------------------------------------
 
     def previous_date(self) -> dt.date | None:
         """The latest published snapshot date before this one (published means finished)."""
-        earlier = [d for d in published_dates(self.output) if d < self.snapshot_date]
+        earlier = [d for d in published_dates(self.store) if d < self.snapshot_date]
         return max(earlier) if earlier else None
 
     def night(self, snapshot_date: dt.date | None = None) -> Night:
         """This run's staged snapshot, or the published one of ``snapshot_date``."""
         if snapshot_date is None:
-            return read_night(lambda table: self.staging / table)
-        return published_night(self.output, snapshot_date)
+            return read_night(self.store, lambda table: f"{self.staging}/{table}")
+        return published_night(self.store, snapshot_date)
 
     def later_date(self) -> dt.date | None:
         """The earliest published snapshot date after this one: its changes are against the
         date this run replaces, so a backfill recomputes them."""
-        later = [d for d in published_dates(self.output) if d > self.snapshot_date]
+        later = [d for d in published_dates(self.store) if d > self.snapshot_date]
         return min(later) if later else None
 
     def commit_later_changes(self, later: dt.date, table: pa.Table) -> None:
         """Stage ``later``'s recomputed change table; publish swaps it in with the rest."""
-        folder = self.staging / LATER / _staging_name(later)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_parquet(table, folder / f"part-{self.run_id}-00000.parquet")
+        folder = f"{self.staging}/{LATER}/{_staging_name(later)}"
+        self.store.make_folder(folder)
+        write_parquet(self.store, f"{folder}/part-{self.run_id}-00000.parquet", table)
         self._later = later
 
     def commit_changes(self, table: pa.Table) -> None:
-        write_parquet(table, self.staging / "changes" / f"part-{self.run_id}-00000.parquet")
+        write_parquet(self.store, f"{self.staging}/changes/part-{self.run_id}-00000.parquet",
+                      table)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -327,62 +376,75 @@ class ParquetSink:
         if not rows["image_id"]:
             return
         name = f"part-{self.run_id}-L{self._sequence:05d}.parquet"
-        write_parquet(_table(rows, IMAGES_SCHEMA, self.run_id), self.staging / "images" / name)
+        write_parquet(self.store, f"{self.staging}/images/{name}",
+                      _table(rows, IMAGES_SCHEMA, self.run_id))
         self._sequence += 1
 
     def commit_listings(self, rows: dict[str, list[object]]) -> None:
         """Write the listing ledger and mark the listing complete: a re-run does not list
         again, it collects members for the images listed here."""
-        write_parquet(_table(rows, LISTING_SCHEMA, self.run_id),
-                      self.staging / "listing_status" / f"part-{self.run_id}-00000.parquet")
-        fsync_dir(self.staging / "images")
-        write_bytes(self.staging / LISTED_FILE, b"{}")
+        write_parquet(self.store,
+                      f"{self.staging}/listing_status/part-{self.run_id}-00000.parquet",
+                      _table(rows, LISTING_SCHEMA, self.run_id))
+        self.store.write(f"{self.staging}/{LISTED_FILE}", b"{}")
 
     def listed(self) -> bool:
-        return (self.staging / LISTED_FILE).is_file()
+        return self.store.exists(f"{self.staging}/{LISTED_FILE}")
 
     def listings(self) -> list[dict[str, object]]:
         """The committed listing ledger's rows."""
-        return [row for path in sorted((self.staging / "listing_status").glob("*.parquet"))
-                for row in pq.ParquetFile(path).read().to_pylist()]
+        return [row for key in parquet_files(self.store, f"{self.staging}/listing_status")
+                for row in read_parquet(self.store, key).to_pylist()]
 
     def private_images(self) -> Iterator[tuple[str, str]]:
         """(project_id, image_id) of every listed private image, in listing order, read in
         batches (never all in memory)."""
-        for path in sorted((self.staging / "images").glob("*.parquet")):
-            for batch in pq.ParquetFile(path).iter_batches(
-                    batch_size=8192, columns=["project_id", "image_id", "image_type"]):
-                columns = batch.to_pydict()
-                for project, image, kind in zip(columns["project_id"], columns["image_id"],
-                                                columns["image_type"], strict=True):
-                    if kind == "private":
-                        yield project, image
+        for key in parquet_files(self.store, f"{self.staging}/images"):
+            with self.store.open(key) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(
+                        batch_size=8192, columns=["project_id", "image_id", "image_type"]):
+                    columns = batch.to_pydict()
+                    for project, image, kind in zip(columns["project_id"], columns["image_id"],
+                                                    columns["image_type"], strict=True):
+                        if kind == "private":
+                            yield project, image
 
     def discard(self) -> None:
         """Remove this date's staging after a finished run."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.store.delete_tree(self.staging)
 
 
-def published_dates(output: Path) -> list[dt.date]:
-    """The dates with a published snapshot (an ``image_status`` partition: finished runs)."""
-    folders = (output / "image_status").glob("snapshot_date=*")
-    return sorted(d for d in (_staged_date(p) for p in folders
-                              if p.is_dir() and not p.is_symlink()) if d is not None)
+def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: Any) -> None:
+    """The rows of ``sources``, file after file, as one Parquet file on ``handle``: a row
+    group a source, so the memory is one chunk's, never the table's."""
+    with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True,
+                          use_dictionary=["run_id", "project_id", "image_id", "status",
+                                          "error_code"]) as writer:
+        for key in sources:
+            writer.write_table(read_parquet(store, key).cast(schema))
 
 
-def read_night(folder: Callable[[str], Path]) -> Night:
+def published_dates(store: Store) -> list[dt.date]:
+    """The dates with a published snapshot (an ``image_status`` partition with its files:
+    finished runs)."""
+    return sorted(d for name in store.folders("image_status")
+                  if (d := _staged_date(name)) is not None
+                  and parquet_files(store, f"image_status/{name}"))
+
+
+def read_night(store: Store, folder: Callable[[str], str]) -> Night:
     """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``, with
     the ID columns as dictionaries status and members share (``changes.share_dictionaries``):
     a fraction of the memory of the strings, and coded for the comparison as they are."""
     def read(table: str, columns: list[str]) -> pa.Table:
-        files = sorted(folder(table).glob("*.parquet"))
-        if not files:
+        keys = parquet_files(store, folder(table))
+        if not keys:
             return TABLES[table].empty_table().select(columns)
         ids = [c for c in columns if c in SHARE]
         parts = []
-        for path in files:
+        for key in keys:
             # ParquetFile, not read_table: that one imports pyarrow.dataset, and pandas with it
-            parts.append(pq.ParquetFile(path, read_dictionary=ids).read(columns=columns))
+            parts.append(read_parquet(store, key, columns, read_dictionary=ids))
             pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
         return pa.concat_tables(parts)
 
@@ -397,81 +459,94 @@ def read_night(folder: Callable[[str], Path]) -> Night:
     return Night(status, members, listed_ok)
 
 
-def published_night(output: Path, snapshot_date: dt.date) -> Night:
-    return read_night(lambda table: partition(output, table, snapshot_date))
+def published_night(store: Store, snapshot_date: dt.date) -> Night:
+    return read_night(store, lambda table: partition_key(table, snapshot_date))
 
 
-def finish_publish(output: Path, staging: Path, snapshot_date: dt.date) -> None:
-    """Move each staged table into place, then any later date's recomputed changes; safe to
-    repeat after a crash at any step."""
-    for table in TABLES:
-        staged, final = staging / table, partition(output, table, snapshot_date)
-        if not staged.exists():
+def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
+    """Put each staged table in place, then any later date's recomputed changes; safe to
+    repeat after a crash at any step. On disk a table is one folder rename; in a bucket, the
+    old objects are deleted, then the packed one is copied in (a reader sees the old table,
+    for a moment none, or the new one)."""
+    moves = [(f"{staging}/{table}", partition_key(table, snapshot_date), table)
+             for table in TABLES]
+    later_names = (store.folders(f"{staging}/{LATER}") if store.renames
+                   else [n.removeprefix(f"{LATER}/") for n in _todo_later(store, staging)])
+    moves += [(f"{staging}/{LATER}/{name}", f"changes/{name}", f"{LATER}/{name}")
+              for name in later_names]
+    for staged, final, name in moves:
+        if store.renames:
+            if not store.exists(staged):
+                continue  # already swapped in
+            if store.exists(final):
+                store.rename_folder(final, f"{staging}/replaced-{name.replace('/', '-')}")
+            store.rename_folder(staged, final)
+            continue
+        packed = f"{staging}/{PACKED}/{name}"
+        if not store.exists(f"{packed}/{TODO}"):
             continue  # already swapped in
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            os.rename(final, staging / f"replaced-{table}")
-        os.rename(staged, final)
-        fsync_dir(final.parent)
-    later = staging / LATER
-    for staged in sorted(later.glob("snapshot_date=*")) if later.is_dir() else []:
-        final = output / "changes" / staged.name
-        if final.exists():
-            os.rename(final, staging / f"replaced-later-{staged.name}")
-        os.rename(staged, final)
-        fsync_dir(final.parent)
+        new = [part for part in store.files(packed) if part.endswith(".parquet")]
+        for old in store.files(final):
+            if old.endswith(".parquet") and old not in new:
+                store.delete(f"{final}/{old}")
+        for part in new:
+            store.copy(f"{packed}/{part}", f"{final}/{part}")
+        store.delete(f"{packed}/{TODO}")
 
 
-def _staged_date(folder: Path) -> dt.date | None:
+def _todo_later(store: Store, staging: str) -> list[str]:
+    """The later dates' change tables a bucket publish has still to copy in."""
+    return [f"{LATER}/{name}" for name in store.folders(f"{staging}/{PACKED}/{LATER}")
+            if store.exists(f"{staging}/{PACKED}/{LATER}/{name}/{TODO}")]
+
+
+def _staged_date(name: str) -> dt.date | None:
     try:
-        return dt.date.fromisoformat(folder.name.removeprefix("snapshot_date="))
+        return dt.date.fromisoformat(name.removeprefix("snapshot_date="))
     except ValueError:
         return None
 
 
-def clean_stale_staging(output: Path, keep: str) -> list[str]:
+def clean_stale_staging(store: Store, keep: str) -> list[str]:
     """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live;
-    ``finish_interrupted`` has run first). Only folders named as the tool names
-    them (``snapshot_date=YYYY-MM-DD``) are touched; a link is skipped with a warning, and
-    anything else under ``_staging`` is not ours and stays."""
+    ``finish_interrupted`` has run first), and a bucket's temporary uploads. Only folders
+    named as the tool names them (``snapshot_date=YYYY-MM-DD``) are touched; a link is
+    skipped with a warning, and anything else under ``_staging`` is not ours and stays."""
     removed = []
-    for child, _ in _dated_staging(output):
-        if child.name == keep:
+    store.delete_tree(TMP)
+    for name in store.links(STAGING):
+        if (date := _staged_date(name)) is not None and name == _staging_name(date):
+            log.warning("left %s/%s/%s alone: not a folder the tool made", store.url, STAGING,
+                        name)
+    for name in _dated_staging(store):
+        if name == keep.rsplit("/", 1)[-1]:
             continue
-        if child.is_symlink() or not child.is_dir():
-            log.warning("left %s alone: not a folder the tool made", child)
-            continue
-        shutil.rmtree(child)
-        removed.append(child.name)
+        store.delete_tree(f"{STAGING}/{name}")
+        removed.append(name)
     return removed
 
 
-def _dated_staging(output: Path) -> list[tuple[Path, dt.date]]:
-    """What under ``_staging`` bears a name the tool gives (``snapshot_date=YYYY-MM-DD``)."""
-    root = output / STAGING
-    if not root.is_dir() or root.is_symlink():
-        return []
-    return [(child, date) for child in sorted(root.iterdir())
-            if (date := _staged_date(child)) is not None and child.name == _staging_name(date)]
+def _dated_staging(store: Store) -> list[str]:
+    """The folders under ``_staging`` that bear a name the tool gives
+    (``snapshot_date=YYYY-MM-DD``); links are never listed."""
+    return [name for name in store.folders(STAGING)
+            if (date := _staged_date(name)) is not None and name == _staging_name(date)]
 
 
-def _own_staging(output: Path) -> list[tuple[Path, dt.date]]:
-    """The staging folders of dates, as the tool names them, that are real folders."""
-    return [(child, date) for child, date in _dated_staging(output)
-            if child.is_dir() and not child.is_symlink()]
-
-
-def finish_interrupted(output: Path) -> dict[str, dt.date]:
+def finish_interrupted(store: Store) -> dict[str, dt.date]:
     """Finish every publish a stopped run began (so no date is left without its data, and
     before any manifest is judged); {run_id: snapshot date} of the runs whose data that is."""
     finished = {}
-    for folder, date in _own_staging(output):
-        marker = folder / PUBLISHING
-        if marker.is_file() and not marker.is_symlink():
-            run_id = marker.read_text(encoding="utf-8", errors="replace").strip()
-            finish_publish(output, folder, date)
+    for name in _dated_staging(store):
+        date = _staged_date(name)
+        assert date is not None
+        folder = f"{STAGING}/{name}"
+        marker = f"{folder}/{PUBLISHING}"
+        if store.exists(marker):
+            run_id = store.read(marker).decode("utf-8", errors="replace").strip()
+            finish_publish(store, folder, date)
             log.info("finished publishing %s, which run %s had begun", date, run_id or "?")
-            shutil.rmtree(folder)
+            store.delete_tree(folder)
             if run_id:
                 finished[run_id] = date
     return finished
@@ -485,18 +560,19 @@ class Published:
     files: list[str]
 
 
-def read_published(output: Path, snapshot_date: dt.date) -> Published:
+def read_published(store: Store, snapshot_date: dt.date) -> Published:
     """The counts and files of a date's published partitions (for a manifest a crash left
     ``running``): status counts from ``image_status``, member rows from Parquet metadata."""
     counts: dict[str, int] = {s.value: 0 for s in Status}
     files, members = [], 0
     for table in TABLES:
-        for path in sorted(partition(output, table, snapshot_date).glob("*.parquet")):
-            files.append(str(path.relative_to(output)))
+        for key in parquet_files(store, partition_key(table, snapshot_date)):
+            files.append(key)
             if table == "members":
-                members += pq.ParquetFile(path).metadata.num_rows
+                with store.open(key) as handle:
+                    members += pq.ParquetFile(handle).metadata.num_rows
             elif table == "image_status":
-                for status in pq.ParquetFile(path).read(columns=["status"]).column(0).to_pylist():
+                for status in read_parquet(store, key, ["status"]).column(0).to_pylist():
                     counts[status] = counts.get(status, 0) + 1
     invalid = counts.pop(Status.INVALID_ID.value, 0)
     return Published({**counts, "invalid": invalid, "member_rows": members,

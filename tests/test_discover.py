@@ -129,11 +129,11 @@ async def test_a_run_that_stopped_after_listing_does_not_list_again(
     fake = await fake_factory(dataset)
     real, writes = collector.sink.write_parquet, []
 
-    def disk_full_at_the_second_chunk(table, target):  # type: ignore[no-untyped-def]
+    def disk_full_at_the_second_chunk(store, target, table):  # type: ignore[no-untyped-def]
         writes.append(target)
         if "image_status" in str(target) and sum("image_status" in str(w) for w in writes) > 1:
             raise OSError(28, "No space left on device")
-        real(table, target)
+        real(store, target, table)
 
     monkeypatch.setattr(collector.sink, "write_parquet", disk_full_at_the_second_chunk)
     first = await collect(fake, discover=True, project_id=project, chunk_images=20,

@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
-    {"secrets", "api", "inputs", "progress", "conclude", "changes"},  # rules over values
+    {"secrets", "api", "inputs", "progress", "conclude", "changes", "store"},  # rules over
+    # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results"},
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk

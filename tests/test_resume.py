@@ -172,11 +172,11 @@ async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive
 
     real, writes = collector.sink.write_parquet, []
 
-    def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
+    def disk_full_after_two(store, target, table):  # type: ignore[no-untyped-def]
         writes.append(target)
         if len(writes) > 2:  # the first chunk (members + status) fits, then the disk is full
             raise OSError(28, "No space left on device")
-        real(table, target)
+        real(store, target, table)
 
     monkeypatch.setattr(collector.sink, "write_parquet", disk_full_after_two)
     ids = fake.dataset.image_ids()
@@ -195,12 +195,12 @@ async def test_an_output_that_fails_mid_run_is_exit_3_and_earlier_chunks_survive
 async def test_a_crash_in_the_middle_of_publishing_never_leaves_a_date_without_data(
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
     """The swap is four renames; whichever one a crash stops at, the next run finishes it."""
-    import collector.sink
+    import collector.store
 
     ids = fake.dataset.image_ids()
     expected = {(fake.dataset.project_ids[0], i) for i in ids}
     earlier = await collect(fake, ids)  # an earlier, published run of the same date
-    real, calls = collector.sink.os.rename, []
+    real, calls = collector.store.os.rename, []
 
     def crashing_rename(src, dst):  # type: ignore[no-untyped-def]
         calls.append(src)
@@ -208,10 +208,10 @@ async def test_a_crash_in_the_middle_of_publishing_never_leaves_a_date_without_d
             raise KeyboardInterrupt  # the process dies here
         real(src, dst)
 
-    monkeypatch.setattr(collector.sink.os, "rename", crashing_rename)
+    monkeypatch.setattr(collector.store.os, "rename", crashing_rename)
     with pytest.raises(KeyboardInterrupt):
         await collect(fake, ids)
-    monkeypatch.setattr(collector.sink.os, "rename", real)
+    monkeypatch.setattr(collector.store.os, "rename", real)
 
     again = await collect(fake, ids)
     check_published(again, expected, fake.dataset, fake)
@@ -228,11 +228,11 @@ async def test_an_interrupted_publish_of_another_date_is_finished_before_cleanin
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
     import datetime as dt
 
-    import collector.sink
+    import collector.store
 
     ids = fake.dataset.image_ids()
     day1, day2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
-    real, calls = collector.sink.os.rename, []
+    real, calls = collector.store.os.rename, []
 
     def crashing_rename(src, dst):  # type: ignore[no-untyped-def]
         calls.append(src)
@@ -241,10 +241,10 @@ async def test_an_interrupted_publish_of_another_date_is_finished_before_cleanin
         real(src, dst)
 
     await collect(fake, ids, snapshot_date=day1)
-    monkeypatch.setattr(collector.sink.os, "rename", crashing_rename)
+    monkeypatch.setattr(collector.store.os, "rename", crashing_rename)
     with pytest.raises(KeyboardInterrupt):
         await collect(fake, ids, snapshot_date=day1)
-    monkeypatch.setattr(collector.sink.os, "rename", real)
+    monkeypatch.setattr(collector.store.os, "rename", real)
     out = await collect(fake, ids, snapshot_date=day2)
     for day in (day1, day2):
         members = ds.dataset(out.output / "members" / f"snapshot_date={day}").to_table()
@@ -260,11 +260,11 @@ async def test_a_writer_that_dies_mid_run_stops_the_run_instead_of_hanging_it(
     fake = await fake_factory(dataset)
     real, writes = collector.sink.write_parquet, []
 
-    def disk_full_after_two(table, target):  # type: ignore[no-untyped-def]
+    def disk_full_after_two(store, target, table):  # type: ignore[no-untyped-def]
         writes.append(target)
         if len(writes) > 2:
             raise OSError(28, "No space left on device")
-        real(table, target)
+        real(store, target, table)
 
     monkeypatch.setattr(collector.sink, "write_parquet", disk_full_after_two)
     out = await collect(fake, dataset.image_ids(), chunk_images=100, rate_limit=50_000,
@@ -305,19 +305,19 @@ async def test_a_full_disk_before_the_run_starts_is_one_line_and_exit_3(
 
 async def test_a_full_disk_at_the_first_manifest_is_one_line_and_exit_3(
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
-    import collector.manifest
+    import collector.store
 
     disk = DiskFull(monkeypatch)
-    real = collector.manifest.write_bytes
+    real = collector.store.LocalStore.write
 
-    def full_for_manifests(target, data, tmp=None):  # type: ignore[no-untyped-def]
-        disk.full = True
+    def full_for_manifests(store, key, data):  # type: ignore[no-untyped-def]
+        disk.full = key.startswith("runs/")
         try:
-            real(target, data, tmp)
+            real(store, key, data)
         finally:
             disk.full = False
 
-    monkeypatch.setattr(collector.manifest, "write_bytes", full_for_manifests)
+    monkeypatch.setattr(collector.store.LocalStore, "write", full_for_manifests)
     out = await collect(fake, fake.dataset.image_ids())
     assert out.error is not None and out.record.exit_code == 3
     assert str(out.error) == (f"output {out.output}: cannot write the manifest "
@@ -332,10 +332,10 @@ async def test_a_full_disk_while_writing_a_chunk_is_exit_3_and_the_manifest_says
     disk = DiskFull(monkeypatch)
     real = collector.sink.write_parquet
 
-    def fill_up(table, target):  # type: ignore[no-untyped-def]
+    def fill_up(store, target, table):  # type: ignore[no-untyped-def]
         disk.full = "image_status" in str(target)  # the first status file fills the disk
         try:
-            real(table, target)
+            real(store, target, table)
         finally:
             disk.full = False  # there is room for the manifest again
 

@@ -1,0 +1,338 @@
+"""Where a snapshot lives: a folder on local disk, or a bucket prefix (S3, or OBS, which speaks
+the S3 API) through ``pyarrow.fs.S3FileSystem``, behind one small interface.
+
+Keys are POSIX paths relative to the output (``members/snapshot_date=D/part-x.parquet``). Both
+stores make an object appear under its name only complete:
+
+* on disk, a ``.tmp`` beside it, fsynced, then renamed (``files``), and folders swap in with a
+  rename;
+* in a bucket there is no rename, and pyarrow's upload stream completes an upload even when the
+  writer failed part-way (apache/arrow#40502: it cannot be aborted). So an object is uploaded
+  under a temporary key in ``_staging/.tmp/`` and then copied, server-side, to its name; the
+  copy of a complete object is the only way anything reaches a name a reader or a resume
+  trusts. A temporary key left by a failure is removed by the next run, under the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from collector.files import fsync_dir, write_atomically
+
+TMP = "_staging/.tmp"  # a bucket's temporary uploads
+
+
+class Store(Protocol):
+    """What the sink, the manifest and the diff need of an output."""
+
+    url: str  # how messages name it: a folder, or s3://bucket/prefix (never a secret)
+    renames: bool  # True: a folder swaps in with one rename (disk); False: objects are copied
+
+    def write(self, key: str, data: bytes | pa.Buffer) -> None:
+        """``key`` holds ``data``, complete, or (on an error) is as it was."""
+        ...
+
+    def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
+        """``key`` holds what ``fill(handle)`` writes, complete, or is as it was."""
+        ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def open(self, key: str) -> pa.NativeFile:
+        """A random-access file (for ``pyarrow.parquet.ParquetFile``)."""
+        ...
+
+    def files(self, folder: str) -> list[str]:
+        """The names of the files directly in ``folder``, sorted; [] when there is none."""
+        ...
+
+    def folders(self, folder: str) -> list[str]:
+        """The names of the folders directly in ``folder``, sorted."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def links(self, folder: str) -> list[str]:
+        """The names of the symbolic links in ``folder`` (never followed; a bucket has none)."""
+        ...
+
+    def make_folder(self, folder: str) -> None:
+        """A folder that exists even empty (disk; a bucket's folders are its keys' prefixes)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove one file; a missing one is fine."""
+        ...
+
+    def delete_tree(self, folder: str) -> None:
+        """Remove a folder and everything in it; a missing one is fine."""
+        ...
+
+    def copy(self, source: str, target: str) -> None:
+        """``target`` becomes a complete copy of ``source`` (server-side in a bucket)."""
+        ...
+
+    def rename_folder(self, source: str, target: str) -> None:
+        """One atomic rename (disk only: ``renames`` is True)."""
+        ...
+
+
+class LocalStore:
+    """A folder on local disk."""
+
+    renames = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def write(self, key: str, data: bytes | pa.Buffer) -> None:
+        self.write_stream(key, lambda handle: handle.write(data))
+
+    def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, fill)
+        fsync_dir(target.parent)  # the rename is durable too
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def open(self, key: str) -> pa.NativeFile:
+        return pa.OSFile(str(self.path(key)))
+
+    def files(self, folder: str) -> list[str]:
+        path = self.path(folder)
+        if not path.is_dir() or path.is_symlink():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_file() and not p.is_symlink())
+
+    def folders(self, folder: str) -> list[str]:
+        path = self.path(folder)
+        if not path.is_dir() or path.is_symlink():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+
+    def exists(self, key: str) -> bool:
+        path = self.path(key)
+        return path.exists() and not path.is_symlink()
+
+    def links(self, folder: str) -> list[str]:
+        path = self.path(folder)
+        if not path.is_dir() or path.is_symlink():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_symlink())
+
+    def make_folder(self, folder: str) -> None:
+        self.path(folder).mkdir(parents=True, exist_ok=True)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_tree(self, folder: str) -> None:
+        shutil.rmtree(self.path(folder), ignore_errors=True)
+
+    def copy(self, source: str, target: str) -> None:
+        self.write(target, self.read(source))
+
+    def rename_folder(self, source: str, target: str) -> None:
+        final = self.path(target)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path(source), final)
+        fsync_dir(final.parent)
+
+
+class BucketStore:
+    """A prefix in a bucket, through one ``pyarrow.fs.S3FileSystem`` (S3 or OBS)."""
+
+    renames = False
+
+    def __init__(self, fs: pafs.S3FileSystem, url: str, base: str) -> None:
+        self.fs = fs
+        self.url = url  # s3://bucket/prefix or obs://bucket/prefix, as given
+        self.base = base.strip("/")  # bucket/prefix
+
+    def path(self, key: str) -> str:
+        return f"{self.base}/{key}" if key else self.base
+
+    def write(self, key: str, data: bytes | pa.Buffer) -> None:
+        self.write_stream(key, lambda handle: handle.write(data))
+
+    def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
+        tmp = self.path(f"{TMP}/{uuid.uuid4().hex}")
+        try:
+            stream = self.fs.open_output_stream(tmp)
+            try:
+                fill(stream)
+            finally:
+                stream.close()  # completes even a failed upload: it is only a temporary key
+            self.fs.copy_file(tmp, self.path(key))
+        finally:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+
+    def read(self, key: str) -> bytes:
+        with self.fs.open_input_stream(self.path(key)) as stream:
+            return bytes(stream.read())
+
+    def open(self, key: str) -> pa.NativeFile:
+        return self.fs.open_input_file(self.path(key))
+
+    def _listing(self, folder: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
+        return list(self.fs.get_file_info(selector))
+
+    def files(self, folder: str) -> list[str]:
+        return sorted(info.base_name for info in self._listing(folder)
+                      if info.type == pafs.FileType.File)
+
+    def folders(self, folder: str) -> list[str]:
+        return sorted(info.base_name for info in self._listing(folder)
+                      if info.type == pafs.FileType.Directory)
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.get_file_info(self.path(key)).type == pafs.FileType.File)
+
+    def links(self, folder: str) -> list[str]:
+        return []
+
+    def make_folder(self, folder: str) -> None:
+        pass
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.delete_file(self.path(key))
+
+    def delete_tree(self, folder: str) -> None:
+        if self.fs.get_file_info(self.path(folder)).type == pafs.FileType.NotFound:
+            return
+        self.fs.delete_dir(self.path(folder))
+
+    def copy(self, source: str, target: str) -> None:
+        self.fs.copy_file(self.path(source), self.path(target))
+
+    def rename_folder(self, source: str, target: str) -> None:
+        raise NotImplementedError("a bucket has no rename: objects are copied")
+
+
+BUCKET_SCHEMES = ("s3", "obs")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+ADDRESSING = ("auto", "virtual", "path")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketUrl:
+    """``s3://bucket/prefix`` or ``obs://bucket/prefix``."""
+
+    scheme: str
+    bucket: str
+    prefix: str = ""  # no slash at either end; "" for the bucket's root
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def base(self) -> str:
+        """``bucket/prefix``, as pyarrow names paths."""
+        return f"{self.bucket}/{self.prefix}".rstrip("/")
+
+    def parent(self) -> tuple[BucketUrl, str]:
+        """The URL of the folder an object is in, and the object's name (for an input)."""
+        folder, _, name = self.prefix.rpartition("/")
+        return BucketUrl(self.scheme, self.bucket, folder), name
+
+
+def parse_bucket_url(text: str) -> BucketUrl | None:
+    """A bucket URL, or None when ``text`` is not one (a local path); ValueError saying what
+    is wrong with a malformed one."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in BUCKET_SCHEMES:
+        return None
+    if any(c in text for c in "?#") or not text.isprintable() or " " in text:
+        raise ValueError("a bucket URL has no query, fragment, spaces or control characters")
+    bucket, _, prefix = rest.partition("/")
+    if "@" in bucket or ":" in bucket:
+        raise ValueError("credentials and ports go in the environment and storage_endpoint, "
+                         "not in the bucket URL")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not a bucket name (3-63 of a-z, 0-9, '.', '-')")
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError("a prefix has no '.' or '..' parts")
+    return BucketUrl(scheme.lower(), bucket, "/".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:  # never the secret, whatever prints it
+        return f"Credentials(access_key={self.access_key[:4]}***)"
+
+
+def obs_endpoint(region: str) -> str:
+    return f"https://obs.{region}.myhuaweicloud.com"
+
+
+def open_bucket(url: BucketUrl, *, endpoint: str | None, region: str, addressing: str,
+                credentials: Credentials | None, ca_file: Path | None, proxy: str | None,
+                connect_timeout: float, max_attempts: int) -> BucketStore:
+    """The bucket through ``pyarrow.fs.S3FileSystem``, retrying by its own standard strategy.
+    OBS refuses path-style requests on its domains (``VirtualHostDomainRequired``) and pyarrow
+    uses path style whenever an endpoint is given, so ``obs://`` is virtual-hosted unless
+    ``addressing`` says otherwise."""
+    virtual = addressing == "virtual" or (addressing == "auto" and url.scheme == "obs")
+    options: dict[str, Any] = {
+        "region": region, "endpoint_override": endpoint, "force_virtual_addressing": virtual,
+        "connect_timeout": connect_timeout, "proxy_options": proxy,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
+        "tls_ca_file_path": str(ca_file) if ca_file else None,
+    }
+    if credentials is not None:
+        options.update(access_key=credentials.access_key, secret_key=credentials.secret_key,
+                       session_token=credentials.session_token)
+    return BucketStore(pafs.S3FileSystem(**options), str(url), url.base)
+
+
+_AWS_ERROR = re.compile(r"AWS Error (\w+) during (\w+) operation:?\s*([^(\n]*)")
+_KNOWN = {
+    "NO_SUCH_BUCKET": "the bucket does not exist",
+    "ACCESS_DENIED": "the store refused the credentials (access denied)",
+    "INVALID_ACCESS_KEY_ID": "the store refused the credentials (unknown access key)",
+    "SIGNATURE_DOES_NOT_MATCH": "the store refused the credentials (wrong secret key)",
+    "NETWORK_CONNECTION": "cannot connect to the store",
+}
+
+
+def reason(exc: OSError) -> str:
+    """A short why for a storage error: errno's words on disk; a bucket's S3 error code in
+    plain words (pyarrow's own message runs to a paragraph, request id included)."""
+    if exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    found = _AWS_ERROR.search(text)
+    if found:
+        code, operation, message = found.groups()
+        known = _KNOWN.get(code)
+        if known is None and "InvalidAccessKeyId" in message:
+            known = _KNOWN["INVALID_ACCESS_KEY_ID"]
+        if known is None and "SignatureDoesNotMatch" in message:
+            known = _KNOWN["SIGNATURE_DOES_NOT_MATCH"]
+        return f"{known or code}, in {operation}"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
