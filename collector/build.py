@@ -60,6 +60,7 @@ class Parts:
     clock: Clock
     regions: list[Region]
     store: Store  # the output: a folder or a bucket prefix
+    stores: Callable[[BucketUrl], Store]  # another bucket prefix (an input's), same settings
 
     @property
     def endpoint(self) -> str:
@@ -113,7 +114,8 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
                               fetcher(iam_url, RateLimiter(min(s.rate_limit, IAM_RATE),
                                                            clock=clock.now))))
-    return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env))
+    return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env),
+                 lambda url: open_store(s, url, env))
 
 
 def open_store(settings: Settings, where: Path | BucketUrl,

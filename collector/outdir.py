@@ -117,12 +117,12 @@ RENEW_SECONDS = 30.0
 
 class BucketLock:
     """A lease: ``.cph-collector.lock`` holds the run's id, host, pid and when it was last
-    renewed (every 30 s, by a thread). A run finding a lease renewed less than 120 s ago, by
-    a live run, refuses (exit 2); a lease of a process that is gone from this host, or an
-    expired one, is taken over. pyarrow cannot send a conditional write (``If-None-Match``),
-    so two runs that start within the same moment are not told apart: each writes its lease
-    and reads it back, and the one that reads the other's refuses; one that does not is not
-    caught."""
+    renewed (every 30 s, by a thread). A run finding a lease renewed less than 120 s ago by a
+    live run refuses (exit 2); a lease of a process gone from this host (or of an earlier run
+    of this process), or an expired one, is taken over. pyarrow cannot send a conditional
+    write (``If-None-Match``), so two runs that start within the same moment are not told
+    apart for sure: each writes its lease and reads it back, and the one that reads the
+    other's refuses; one that reads its own while the other's is in flight is not caught."""
 
     def __init__(self, store: Store, run_id: str, clock: Callable[[], float]) -> None:
         self.store, self.run_id, self.clock = store, run_id, clock
@@ -147,7 +147,9 @@ class BucketLock:
         if holder is None or holder.get("run_id") == self.run_id:
             return
         age = self.clock() - float(holder.get("renewed", 0))
-        gone = holder.get("host") == socket.gethostname() and not _alive(holder.get("pid"))
+        pid = holder.get("pid")  # this very process runs one run at a time: its lease is stale
+        gone = holder.get("host") == socket.gethostname() and (pid == os.getpid()
+                                                                or not _alive(pid))
         if age < LEASE_SECONDS and not gone:
             raise UsageError(f"output {self.store.url}: another cph-collector run "
                              f"({holder.get('run_id')} on {holder.get('host')}, pid "

@@ -18,7 +18,9 @@ import logging
 import secrets
 import signal
 import sys
+import tempfile
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TextIO
 
 from collector.auth import AkSkAuth
@@ -39,7 +41,7 @@ from collector.preflight import prepare
 from collector.publish import stage_changes
 from collector.results import ImageResult
 from collector.sink import ParquetSink
-from collector.store import LocalStore, reason
+from collector.store import LocalStore, Store, parse_bucket_url, reason
 
 log = logging.getLogger("collector")
 
@@ -130,57 +132,87 @@ class Run:
         ``CollectorError`` that ended the run after recording it."""
         fmt = detect_format(self.input_path or "-", self.settings.input_format)
         lines: Generator[Line, None, None] | None = None
-        if self.input_path is not None:
-            path = self.input_path
-            lines = await in_daemon_thread(
-                lambda: open_input(path, fmt, self.settings.project_id))
+        with tempfile.TemporaryDirectory(prefix="cph-input-") as scratch:
+            if self.input_path is not None:
+                path = await asyncio.to_thread(self._local_input, Path(scratch))
+                self.input_path = path
+                lines = await in_daemon_thread(
+                    lambda: open_input(path, fmt, self.settings.project_id))
+            try:
+                with self._signals():  # from here on, a signal is a clean stop (130/143)
+                    await self._steps(lines, fmt)
+                    return self.record
+            finally:
+                if lines is not None and not self.input_still_reading:  # else a reader
+                    lines.close()  # thread holds it; it ends with the process
+
+    def _local_input(self, scratch: Path) -> str:
+        """The input as a local path: a bucket's object is first copied into ``scratch``
+        (streamed, named as it is, so its format and fingerprint are those of the object);
+        UsageError when it cannot be read."""
+        assert self.input_path is not None
         try:
-            with self._signals():  # from here on, a signal is a clean stop (130/143)
-                await self._steps(lines, fmt)
-                return self.record
-        finally:
-            if lines is not None and not self.input_still_reading:  # else a reader thread
-                lines.close()  # holds it; it ends with the process, which never waits for it
+            url = parse_bucket_url(self.input_path)
+        except ValueError as exc:
+            raise UsageError(f"input {self.input_path}: {exc}") from None
+        if url is None:
+            return self.input_path
+        folder, name = url.parent()
+        local = scratch / (name or "input")
+        try:
+            self.parts.stores(folder).download(name, local)
+        except OSError as exc:
+            raise UsageError(f"input {url}: cannot be read ({reason(exc)})") from None
+        return str(local)
 
     async def _steps(self, lines: Iterator[Line] | None, fmt: str) -> None:
         store = self.parts.store
         if isinstance(store, LocalStore):
             check_no_links(store.root, self.snapshot_date)
-        check_writable(store)
-        with lock(store, self.run_id):
-            sink = ParquetSink(store, self.snapshot_date, self.run_id)
-            prepared = await asyncio.to_thread(
-                prepare, sink, self.input_path, fmt, lambda d: fingerprint(d, self.settings))
-            self.intake.done = prepared.resumed.keys
-            self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
-            self._save()
+        await asyncio.to_thread(check_writable, store)  # a bucket is the network: off the loop
+        held = lock(store, self.run_id)
+        await asyncio.to_thread(held.__enter__)
+        try:
+            await self._locked_steps(store, lines, fmt)
+        finally:
+            await asyncio.to_thread(held.__exit__, None, None, None)
+
+    async def _locked_steps(self, store: Store, lines: Iterator[Line] | None,
+                            fmt: str) -> None:
+        """Under the output lock: mend and resume, collect, conclude, publish."""
+        sink = ParquetSink(store, self.snapshot_date, self.run_id)
+        prepared = await asyncio.to_thread(
+            prepare, sink, self.input_path, fmt, lambda d: fingerprint(d, self.settings))
+        self.intake.done = prepared.resumed.keys
+        self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
+        await self._save()
+        try:
             try:
-                try:
-                    async with self.parts.client:
-                        total = prepared.survey.lines
-                        if lines is None:
-                            total = await self._discover(sink)
-                            lines = iter(()) if self._stop.is_set() else discovered_lines(sink)
-                        await self._collect(lines, sink, total)
-                finally:  # a fatal run's manifest has its real counts too
-                    self._count_requests()
-            except CollectorError as exc:  # ours: its own words and exit code
-                await self._fail(sink, Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
-                raise
-            except Exception as exc:
-                await self._fail(sink, Conclusion(RunStatus.FATAL, ExitCode.FATAL,
-                                                  f"internal error: {type(exc).__name__}: {exc}"))
-                raise
-            verdict = next((f.endpoint.verdict() for f in self._cph_fetchers()
-                            if f.endpoint_unproven()), None)
-            failed = sum(x.status is not Status.OK for x in self.listings)
-            conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
-            if conclusion.publishes:
-                await self._publish(sink, conclusion)
-                return
-            await self._fail(sink, conclusion)
-            if conclusion.status is RunStatus.FATAL:
-                raise FatalRunError(conclusion.error or "fatal")
+                async with self.parts.client:
+                    total = prepared.survey.lines
+                    if lines is None:
+                        total = await self._discover(sink)
+                        lines = iter(()) if self._stop.is_set() else discovered_lines(sink)
+                    await self._collect(lines, sink, total)
+            finally:  # a fatal run's manifest has its real counts too
+                self._count_requests()
+        except CollectorError as exc:  # ours: its own words and exit code
+            await self._fail(sink, Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
+            raise
+        except Exception as exc:
+            await self._fail(sink, Conclusion(RunStatus.FATAL, ExitCode.FATAL,
+                                              f"internal error: {type(exc).__name__}: {exc}"))
+            raise
+        verdict = next((f.endpoint.verdict() for f in self._cph_fetchers()
+                        if f.endpoint_unproven()), None)
+        failed = sum(x.status is not Status.OK for x in self.listings)
+        conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
+        if conclusion.publishes:
+            await self._publish(sink, conclusion)
+            return
+        await self._fail(sink, conclusion)
+        if conclusion.status is RunStatus.FATAL:
+            raise FatalRunError(conclusion.error or "fatal")
 
     async def _discover(self, sink: ParquetSink) -> int:
         """List the images into staging (or adopt a committed listing); returns how many
@@ -210,7 +242,7 @@ class Run:
         if any(f.endpoint_unproven() for f in self._cph_fetchers()):
             await asyncio.to_thread(sink.drop_own_chunks)
         self._conclude(conclusion)
-        self._save(quiet=True)
+        await self._save(quiet=True)
 
     async def _publish(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """Publish, then say so in the manifest; a stop between the two is mended by the next
@@ -227,11 +259,11 @@ class Run:
             error = (f"output {sink.store.url}: publish failed ({reason(exc)}); the next run "
                      "finishes it")
             self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
-            self._save(quiet=True)
+            await self._save(quiet=True)
             raise FatalRunError(error) from None
         self._conclude(conclusion)
         self.record.files = list(sink.files)
-        self._save(after_publish=True)
+        await self._save(after_publish=True)
         await asyncio.to_thread(sink.discard)
 
     def _conclude(self, conclusion: Conclusion) -> None:
@@ -258,12 +290,12 @@ class Run:
         record.auth = {"method": parts.auth.name,
                        "token_requests": getattr(parts.auth, "requests", 0)}
 
-    def _save(self, *, quiet: bool = False, after_publish: bool = False) -> None:
+    async def _save(self, *, quiet: bool = False, after_publish: bool = False) -> None:
         """The one place the run's manifest is written. A failure is one line (exit 3), or a
         warning (``quiet``) when the run is ending anyway and already has its error."""
         output = self.parts.store.url
         try:
-            write_manifest(self.parts.store, self.record)
+            await asyncio.to_thread(write_manifest, self.parts.store, self.record)
         except OSError as exc:
             why = reason(exc)
             if quiet:

@@ -87,6 +87,10 @@ class Store(Protocol):
         """One atomic rename (disk only: ``renames`` is True)."""
         ...
 
+    def download(self, key: str, target: Path) -> None:
+        """Copy ``key`` to the local file ``target``, streamed."""
+        ...
+
 
 class LocalStore:
     """A folder on local disk."""
@@ -148,6 +152,9 @@ class LocalStore:
 
     def copy(self, source: str, target: str) -> None:
         self.write(target, self.read(source))
+
+    def download(self, key: str, target: Path) -> None:
+        shutil.copyfile(self.path(key), target)
 
     def rename_folder(self, source: str, target: str) -> None:
         final = self.path(target)
@@ -227,6 +234,11 @@ class BucketStore:
 
     def rename_folder(self, source: str, target: str) -> None:
         raise NotImplementedError("a bucket has no rename: objects are copied")
+
+    def download(self, key: str, target: Path) -> None:
+        with self.fs.open_input_stream(self.path(key)) as source, target.open("wb") as sink:
+            while block := source.read(1 << 20):
+                sink.write(block)
 
 
 BUCKET_SCHEMES = ("s3", "obs")

@@ -39,8 +39,12 @@ class Outcome:
     output: Path
     stderr: str
     error: CollectorError | None = None
+    filesystem: Any = None  # a bucket's, when ``output`` is a BucketUrl
 
     def table(self, name: str) -> pa.Table:
+        if self.filesystem is not None:
+            return ds.dataset(f"{self.output.base}/{name}", format="parquet",  # type: ignore[attr-defined]
+                              partitioning="hive", filesystem=self.filesystem).to_table()
         folder = self.output / name
         return ds.dataset(folder, format="parquet", partitioning="hive").to_table()
 
@@ -83,7 +87,7 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
 
     async def run(fake: FakeCph | None, lines: list[str] | None = None, *,
                   input_path: Path | None = None, token: str = TOKEN, endpoint: str | None = None,
-                  output: Path | None = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
+                  output: Any = None, sleep: Callable[[float], Awaitable[None]] = no_sleep,
                   auth: Auth | Callable[[Post], Auth] | None = None,
                   env: dict[str, str] | None = None,
                   **settings: Any) -> Outcome:
@@ -102,11 +106,13 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         # env={} by default: the machine's own HTTP(S)_PROXY never applies here
         parts = build(settings, env or {}, auth=credentials, backoff_sleep=sleep)
         run = Run(settings, str(input_path) if input_path else None, parts, stderr=stderr)
+        store = parts.store
+        fs = getattr(store, "fs", None)
         try:
             record = await run.execute()
         except CollectorError as exc:
-            return Outcome(run.record, output, stderr.getvalue(), exc)
-        return Outcome(record, output, stderr.getvalue())
+            return Outcome(run.record, output, stderr.getvalue(), exc, fs)
+        return Outcome(record, output, stderr.getvalue(), filesystem=fs)
 
     return run
 
@@ -127,3 +133,59 @@ def mock_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         monkeypatch.setattr(aioresponses_core, "ClientResponse", _MockResponse)
     with aioresponses() as mock:
         yield mock
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-key-93b1"}
+
+
+@dataclass
+class S3Server:
+    """moto's S3 in server mode on 127.0.0.1: the code path is the one that talks to OBS."""
+
+    endpoint: str
+    server: Any
+    made: int = 0
+
+    def filesystem(self) -> Any:
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(access_key=S3_ENV["AWS_ACCESS_KEY_ID"],
+                                 secret_key=S3_ENV["AWS_SECRET_ACCESS_KEY"], region="us-east-1",
+                                 endpoint_override=self.endpoint, allow_bucket_creation=True)
+
+    def bucket(self, prefix: str = "nightly", scheme: str = "s3") -> Any:
+        """A new, empty bucket, and the URL of ``prefix`` in it."""
+        from collector.store import BucketUrl
+
+        self.made += 1
+        name = f"bucket-{self.made}-{id(self) % 10_000}"
+        self.filesystem().create_dir(name)
+        return BucketUrl(scheme, name, prefix)
+
+    def keys(self, url: Any) -> list[str]:
+        """Every object under ``url``, relative to it."""
+        import pyarrow.fs as pafs
+
+        infos = self.filesystem().get_file_info(pafs.FileSelector(url.base, recursive=True,
+                                                                  allow_not_found=True))
+        return sorted(i.path.removeprefix(url.base + "/") for i in infos
+                      if i.type == pafs.FileType.File)
+
+
+def start_moto(port: int = 0) -> Any:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    server = start_moto()
+    host, port = server.get_host_and_port()
+    yield S3Server(f"http://{host}:{port}", server)
+    server.stop()

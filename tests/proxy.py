@@ -14,10 +14,15 @@ from urllib.parse import urlsplit
 
 
 class ForwardingProxy:
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, credentials: tuple[str, str] | None = None,
+                 upstream: tuple[str, int] | None = None) -> None:
         self.requests: list[str] = []  # "GET http://host:port/path", "CONNECT host:port"
         self.authorizations: list[str | None] = []
+        self.hosts: list[str] = []  # the Host header of each forwarded request
         self._credentials = credentials
+        self._upstream = upstream  # where every request goes, whatever its host names
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -29,8 +34,23 @@ class ForwardingProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in self._open:  # connections a client opened and left idle: their
+            writer.transport.abort()  # handlers see the end and return
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._open.add(writer)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+            self._open.discard(writer)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -59,19 +79,41 @@ class ForwardingProxy:
             await _pipe_both(reader, writer, up_reader, up_writer)
             return
         parts = urlsplit(target)
-        up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        self.hosts.append(headers.get("Host", headers.get("host", "")))
+        up_reader, up_writer = await asyncio.open_connection(
+            *(self._upstream or (parts.hostname, parts.port or 80)))
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         kept = [line for line in lines if line and not line.lower().startswith(
-            ("proxy-", "connection:"))]
+            ("proxy-", "connection:", "expect:"))]
+        if any(line.lower().startswith("expect: 100-continue") for line in lines):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body follows; we forward it
+            await writer.drain()
         up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1")
                         + "".join(f"{line}\r\n" for line in kept).encode("latin-1")
                         + b"Connection: close\r\n\r\n")
-        length = int(headers.get("Content-Length", "0"))
+        lower = {k.lower(): v for k, v in headers.items()}
+        length = int(lower.get("content-length", "0"))
         if length:
             up_writer.write(await reader.readexactly(length))
+        elif lower.get("transfer-encoding", "").lower() == "chunked":
+            await _copy_chunked(reader, up_writer)
         await up_writer.drain()
         await _pipe(up_reader, writer)
         up_writer.close()
+
+
+async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A chunked body as it comes, through its last chunk and trailers."""
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        writer.write(size_line)
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            break
+        writer.write(await reader.readexactly(size + 2))
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        writer.write(line)  # trailers (S3's checksums)
+    writer.write(b"\r\n")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

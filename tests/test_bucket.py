@@ -1,0 +1,243 @@
+"""The output in a bucket: the same contract as on disk, against moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from collector.pipeline import summary_line
+from collector.sink import TABLES
+from tests.conftest import S3_ENV, S3Server
+from tests.conftest import Outcome as Run
+
+Collect = Callable[..., Awaitable[Run]]
+Factory = Callable[..., Awaitable[FakeCph]]
+DAY, NEXT = dt.date(2026, 11, 30), dt.date(2026, 12, 1)
+DROP = {"run_id", "collected_at", "request_id", "attempts"}
+
+
+def rows(out: Run, table: str) -> set[tuple[object, ...]]:
+    """A table's rows without what differs between runs by design."""
+    data = out.table(table)
+    keep = [c for c in data.column_names if c not in DROP]
+    return {tuple(r[c] for c in keep) for r in data.select(keep).to_pylist()}
+
+
+def layout(keys: list[str]) -> set[str]:
+    """The folders a reader globs, with their file names' shape (``part-*.parquet``)."""
+    return {key.rsplit("/", 1)[0] + "/part-*.parquet" if key.endswith(".parquet")
+            else key.split("/", 1)[0] + "/*.json" for key in keys}
+
+
+def local_keys(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and not p.name.startswith("."))
+
+
+async def bucket_run(collect: Collect, s3: S3Server, fake: FakeCph, url: Any,
+                     ids: list[str] | None = None, **settings: Any) -> Run:
+    return await collect(fake, ids if ids is not None else fake.dataset.image_ids(), output=url,
+                         env=S3_ENV, storage_endpoint=s3.endpoint, **settings)
+
+
+async def test_a_bucket_run_writes_exactly_what_a_local_run_writes(
+        fake_factory: Factory, collect: Collect, s3: S3Server, tmp_path: Path) -> None:
+    dataset = Dataset(seed=61, images=120)
+    fake = await fake_factory(dataset, script={dataset.image_ids()[3]: ["not_found"] * 2})
+    local = await collect(fake, dataset.image_ids(), output=tmp_path / "local",
+                          snapshot_date=DAY, chunk_images=25)
+    url = s3.bucket()
+    bucket = await bucket_run(collect, s3, fake, url, snapshot_date=DAY, chunk_images=25)
+    assert bucket.record.exit_code == local.record.exit_code == 0
+    for table in TABLES:
+        if table in ("images", "listing_status", "changes"):
+            continue  # input runs: empty tables, compared by schema below
+        assert rows(bucket, table) == rows(local, table), table
+        assert bucket.table(table).schema == local.table(table).schema, table
+    keys = s3.keys(url)
+    assert layout(keys) == layout(local_keys(tmp_path / "local"))
+    assert not [k for k in keys if k.startswith("_staging/")]  # a finished run leaves none
+    assert bucket.record.counts == local.record.counts
+    assert sorted(bucket.record.files) == sorted(k for k in keys if k.endswith(".parquet"))
+    assert summary_line(bucket.record).startswith(f"run {bucket.record.run_id} finished: 120 "
+                                                  "images (119 ok, 1 not_found")
+    manifest = s3.filesystem().open_input_stream(
+        f"{url.base}/runs/{bucket.record.run_id}.json").read()
+    assert b'"status": "finished"' in manifest and S3_ENV["AWS_SECRET_ACCESS_KEY"].encode() \
+        not in manifest
+
+    # what readers do: pyarrow with the bucket's filesystem, and pandas through it
+    fs = s3.filesystem()
+    members = ds.dataset(f"{url.base}/members", filesystem=fs, partitioning="hive").to_table()
+    assert members.num_rows == sum(len(dataset.members(i)) for i in dataset.image_ids()
+                                   if i != dataset.image_ids()[3])
+    frame = pd.read_parquet(f"{url.base}/image_status", filesystem=fs)
+    assert (frame["status"] == "not_found").sum() == 1
+    for key in keys:
+        if key.endswith(".parquet"):
+            with fs.open_input_file(f"{url.base}/{key}") as handle:
+                table = key.split("/", 1)[0]
+                assert pq.ParquetFile(handle).schema_arrow.remove_metadata() == TABLES[table]
+
+
+async def test_obs_is_addressed_virtual_hosted_with_the_api_keys_unless_told_otherwise(
+        fake: FakeCph, collect: Collect, s3: S3Server) -> None:
+    """OBS refuses path-style requests on its domains: the Host the store sees is bucket.host."""
+    from tests.proxy import ForwardingProxy
+
+    port = int(s3.endpoint.rsplit(":", 1)[1])
+    keys = {"HUAWEICLOUD_SDK_AK": "OBSACCESSKEY1", "HUAWEICLOUD_SDK_SK": "obs-secret-7d1e0c",
+            "NO_PROXY": "127.0.0.1"}  # the fake API direct, the store through the proxy
+    for addressing, host in (("auto", "{bucket}.obs-test"), ("path", "obs-test")):
+        url = s3.bucket(scheme="obs")
+        async with ForwardingProxy(upstream=("127.0.0.1", port)) as proxy:
+            out = await collect(fake, fake.dataset.image_ids(), output=url, env=keys,
+                                region="cn-north-4", storage_endpoint=f"http://obs-test:{port}",
+                                storage_addressing=addressing, proxy=proxy.url)
+        assert out.record.exit_code == 0, out.error
+        assert proxy.hosts and set(proxy.hosts) == {f"{host.format(bucket=url.bucket)}:{port}"}
+        assert any(k.startswith("members/") for k in s3.keys(url))
+        manifest = s3.filesystem().open_input_stream(
+            f"{url.base}/runs/{out.record.run_id}.json").read().decode()
+        assert keys["HUAWEICLOUD_SDK_SK"] not in manifest + out.stderr
+        assert f'"output": "{url}"' in manifest
+
+
+async def test_a_missing_bucket_is_exit_2_before_any_request(
+        fake: FakeCph, collect: Collect, s3: S3Server) -> None:
+    from collector.store import BucketUrl
+
+    url = BucketUrl("s3", "no-such-bucket", "nightly")
+    out = await bucket_run(collect, s3, fake, url)
+    assert out.error is not None and out.error.exit_code == 2
+    assert str(out.error).startswith(
+        "output s3://no-such-bucket/nightly: not writable (the bucket does not exist")
+    assert len(str(out.error)) < 160 and not fake.log
+
+
+async def test_obs_without_keys_is_exit_2_naming_them(fake: FakeCph, collect: Collect) -> None:
+    from collector.errors import UsageError
+    from collector.store import BucketUrl
+
+    with pytest.raises(UsageError, match=r"^output obs://b-1/x: OBS needs credentials: set "
+                                         r"HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"):
+        await collect(fake, ["x"], output=BucketUrl("obs", "b-1", "x"), region="cn-north-4")
+
+
+async def test_the_store_going_away_mid_run_is_exit_3_and_a_rerun_resumes_from_the_bucket(
+        fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.sink
+    from tests.conftest import start_moto
+
+    server = start_moto()
+    host, port = server.get_host_and_port()
+    s3 = S3Server(f"http://{host}:{port}", server)
+    url = s3.bucket()
+    dataset = Dataset(seed=62, images=60)
+    fake = await fake_factory(dataset)
+    real, commits = collector.sink.ParquetSink.commit, []
+
+    def commit_then_vanish(sink, chunk):  # type: ignore[no-untyped-def]
+        real(sink, chunk)
+        commits.append(chunk.images)
+        if len(commits) == 2:
+            server.stop()  # the store goes away after two committed chunks
+
+    monkeypatch.setattr(collector.sink.ParquetSink, "commit", commit_then_vanish)
+    try:
+        first = await bucket_run(collect, s3, fake, url, chunk_images=10, concurrency=1,
+                                 max_attempts=2, snapshot_date=DAY)
+        assert first.error is not None and first.error.exit_code == 3
+        assert str(first.error).startswith(f"output {url}: write failed (cannot connect to "
+                                           "the store")
+        monkeypatch.setattr(collector.sink.ParquetSink, "commit", real)
+        s3.server = server = start_moto(port)  # back, with what it held
+        assert not [k for k in s3.keys(url) if k.startswith("image_status/")]  # nothing published
+        requests = len(fake.log)
+        second = await bucket_run(collect, s3, fake, url, chunk_images=10, snapshot_date=DAY)
+        assert second.record.exit_code == 0
+        assert second.record.counts["resumed"] == 20  # the two chunks committed before
+        assert len(fake.log) - requests == 40
+        assert {r["image_id"] for r in second.table("image_status").to_pylist()} == set(
+            dataset.image_ids())
+        assert second.table("image_status").num_rows == 60
+    finally:
+        server.stop()
+
+
+async def test_a_reader_of_the_bucket_sees_the_old_table_none_or_the_new_never_a_mix(
+        fake_factory: Factory, collect: Collect, s3: S3Server,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish in a bucket has no rename: per table it deletes the old object, then copies
+    in the one packed object. After every step a reader lists each table of the date."""
+    import collector.store
+
+    url = s3.bucket()
+    fake = await fake_factory(Dataset(seed=63, images=80))
+    first = await bucket_run(collect, s3, fake, url, chunk_images=20, snapshot_date=DAY)
+    tables = ("members", "image_status")
+
+    def seen() -> dict[str, frozenset[str]]:
+        return {t: frozenset(k for k in s3.keys(url)
+                             if k.startswith(f"{t}/snapshot_date={DAY}/")) for t in tables}
+
+    old, views = seen(), []
+    for name in ("copy", "delete"):
+        real = getattr(collector.store.BucketStore, name)
+
+        def watched(store, *args, real=real):  # type: ignore[no-untyped-def]
+            real(store, *args)
+            views.append(seen())
+
+        monkeypatch.setattr(collector.store.BucketStore, name, watched)
+    second = await bucket_run(collect, s3, fake, url, chunk_images=20, snapshot_date=DAY)
+    monkeypatch.undo()
+    new = seen()
+    assert first.record.exit_code == second.record.exit_code == 0
+    for table in tables:
+        assert len(old[table]) == len(new[table]) == 1 and old[table] != new[table]
+        assert {v[table] for v in views} <= {old[table], frozenset(), new[table]}, table
+        assert frozenset() in {v[table] for v in views}  # the moment of none was looked at
+    assert second.table("image_status").num_rows == 80
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 4])
+async def test_a_crash_at_any_step_of_a_bucket_publish_is_finished_by_the_next_run(
+        fake_factory: Factory, collect: Collect, s3: S3Server,
+        monkeypatch: pytest.MonkeyPatch, crash_at: int) -> None:
+    import collector.store
+
+    url = s3.bucket()
+    dataset = Dataset(seed=64, images=50)
+    fake = await fake_factory(dataset)
+    await bucket_run(collect, s3, fake, url, chunk_images=20, snapshot_date=DAY)
+    real, calls = collector.store.BucketStore.copy, []
+
+    def crashing_copy(store, source, target):  # type: ignore[no-untyped-def]
+        calls.append(target)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt  # the process dies here
+        real(store, source, target)
+
+    monkeypatch.setattr(collector.store.BucketStore, "copy", crashing_copy)
+    with pytest.raises(KeyboardInterrupt):
+        await bucket_run(collect, s3, fake, url, chunk_images=20, snapshot_date=DAY)
+    monkeypatch.undo()
+    again = await bucket_run(collect, s3, fake, url, chunk_images=20, snapshot_date=DAY)
+    assert again.record.exit_code == 0
+    keys = s3.keys(url)
+    for table in TABLES:
+        if table != "changes":
+            assert len([k for k in keys if k.startswith(f"{table}/")]) == 1, table  # one copy
+    statuses = again.table("image_status")
+    assert sorted(statuses["image_id"].to_pylist()) == sorted(dataset.image_ids())
+    assert again.table("members").num_rows == sum(len(dataset.members(i))
+                                                  for i in dataset.image_ids())
