@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 
 class ForwardingProxy:
     def __init__(self, credentials: tuple[str, str] | None = None,
-                 upstream: tuple[str, int] | None = None) -> None:
+                 upstream: tuple[str, int] | None = None,
+                 hold: Callable[[str, dict[str, str]], bool] | None = None) -> None:
         self.requests: list[str] = []  # "GET http://host:port/path", "CONNECT host:port"
         self.authorizations: list[str | None] = []
         self.hosts: list[str] = []  # the Host header of each forwarded request
         self._credentials = credentials
         self._upstream = upstream  # where every request goes, whatever its host names
+        self._hold = hold  # a request it says yes to is never forwarded (``held`` is set)
+        self.held = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -77,6 +81,10 @@ class ForwardingProxy:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             await _pipe_both(reader, writer, up_reader, up_writer)
+            return
+        if self._hold is not None and self._hold(f"{method} {target}", headers):
+            self.held.set()
+            await reader.read()  # until the client goes away
             return
         parts = urlsplit(target)
         self.hosts.append(headers.get("Host", headers.get("host", "")))

@@ -241,3 +241,152 @@ async def test_a_crash_at_any_step_of_a_bucket_publish_is_finished_by_the_next_r
     assert sorted(statuses["image_id"].to_pylist()) == sorted(dataset.image_ids())
     assert again.table("members").num_rows == sum(len(dataset.members(i))
                                                   for i in dataset.image_ids())
+
+
+async def test_a_second_writer_on_the_prefix_is_refused_while_the_first_holds_the_lease(
+        fake: FakeCph, collect: Collect, s3: S3Server) -> None:
+    import time
+
+    import orjson
+
+    url = s3.bucket()
+    fs = s3.filesystem()
+    lease = {"run_id": "20261130T020000Z-aaaaaa", "host": "pod-7", "pid": 12,
+             "renewed": time.time() - 30}
+    with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
+        handle.write(orjson.dumps(lease))
+    out = await bucket_run(collect, s3, fake, url)
+    assert out.error is not None and out.error.exit_code == 2
+    assert str(out.error) == (f"output {url}: another cph-collector run "
+                              "(20261130T020000Z-aaaaaa on pod-7, pid 12, seen 30 s ago) is "
+                              "writing to it; wait for it or use another --output")
+    assert not fake.log and not [k for k in s3.keys(url) if k.startswith("runs/")]
+
+    lease["renewed"] = time.time() - 600  # not renewed for ten minutes: its run is dead
+    with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
+        handle.write(orjson.dumps(lease))
+    again = await bucket_run(collect, s3, fake, url)
+    assert again.record.exit_code == 0
+    assert ".cph-collector.lock" not in s3.keys(url)  # released at the end
+
+
+async def test_the_input_can_be_an_object_in_a_bucket_in_every_format(
+        fake: FakeCph, collect: Collect, s3: S3Server, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from collector.store import BucketUrl
+
+    ids = fake.dataset.image_ids()
+    url = s3.bucket("inputs")
+    fs = s3.filesystem()
+    with fs.open_output_stream(f"{url.base}/ids.csv") as handle:
+        handle.write(("image_id\n" + "".join(f"{i}\n" for i in ids)).encode())
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table({"image_id": ids[:7]}), buffer)
+    with fs.open_output_stream(f"{url.base}/ids.parquet") as handle:
+        handle.write(buffer.getvalue())
+    for name, count in (("ids.csv", len(ids)), ("ids.parquet", 7)):
+        out = await collect(fake, input_path=f"{url}/{name}", output=tmp_path / name,
+                            env=S3_ENV, storage_endpoint=s3.endpoint)
+        assert out.record.exit_code == 0, out.error
+        assert out.table("image_status").num_rows == count
+        assert out.record.input == f"{url}/{name}"
+    missing = BucketUrl("s3", url.bucket, "inputs/nope.txt")
+    out = await collect(fake, input_path=str(missing), output=tmp_path / "x", env=S3_ENV,
+                        storage_endpoint=s3.endpoint)
+    assert out.error is not None and out.error.exit_code == 2
+    assert str(out.error).startswith(f"input {missing}: cannot be read (")
+
+
+async def test_the_change_table_in_a_bucket_is_the_ground_truth_and_diff_reads_it(
+        fake_factory: Factory, collect: Collect, s3: S3Server) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    url = s3.bucket()
+    before, after = (Dataset(seed=65, images=200, with_doc_example=False, day=d) for d in (0, 1))
+    first = await bucket_run(collect, s3, await fake_factory(before), url, before.image_ids(),
+                             snapshot_date=DAY)
+    ids = sorted(set(before.image_ids()) | set(after.image_ids()))
+    second = await bucket_run(collect, s3, await fake_factory(after), url, ids,
+                              snapshot_date=NEXT)
+    assert first.record.exit_code == second.record.exit_code == 0
+    got = {(r["project_id"], r["image_id"], r["member_id"], r["change"])
+           for r in second.table("changes").to_pylist()}
+    assert got == after.changes() and got
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "collector", "diff", "--output", str(url), "--from", str(DAY),
+         "--to", str(NEXT), "--format", "jsonl", "--storage-endpoint", s3.endpoint],
+        capture_output=True, text=True, env={**os.environ, **S3_ENV}, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(got)
+    assert done.stderr.startswith(f"changes from {DAY} to {NEXT}: ")
+
+
+@pytest.mark.e2e
+async def test_kill_9_in_the_middle_of_a_bucket_publish_then_rerun_leaves_one_complete_copy(
+        fake: FakeCph, s3: S3Server, tmp_path: Path) -> None:
+    """The store's traffic goes through a proxy that holds the copy of ``members`` into its
+    partition: the collector is killed there, with the old members deleted and the new not in."""
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    import orjson
+
+    from tests.proxy import ForwardingProxy
+
+    url = s3.bucket()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))
+    port = int(s3.endpoint.rsplit(":", 1)[1])
+    env = {**os.environ, **S3_ENV, "CPH_AUTH_TOKEN": "test-token-4f1c9a7e2b",
+           "NO_PROXY": "127.0.0.1"}  # the API direct; the store (s3-test) through the proxy
+
+    async def start(proxy: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id",
+            fake.dataset.project_ids[0], "--endpoint", fake.url, "--output", str(url),
+            "--storage-endpoint", f"http://s3-test:{port}", "--proxy", proxy,
+            "--snapshot-date", str(DAY), "--chunk-images", "10", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def run(proxy: str) -> tuple[int, str]:
+        child = await start(proxy)
+        _, err = await asyncio.wait_for(child.communicate(), 60)
+        return child.returncode or 0, err.decode()
+
+    def members_copy(request: str, headers: dict[str, str]) -> bool:
+        from urllib.parse import unquote
+
+        return request.startswith("PUT ") and f"/members/snapshot_date={DAY}/" in unquote(request) \
+            and any(k.lower() == "x-amz-copy-source" for k in headers)
+
+    async with ForwardingProxy(upstream=("127.0.0.1", port)) as plain:
+        assert (await run(plain.url))[0] == 0  # an earlier, published run of the date
+    async with ForwardingProxy(upstream=("127.0.0.1", port), hold=members_copy) as holding:
+        victim = await start(holding.url)
+        await asyncio.wait_for(holding.held.wait(), 60)
+        victim.send_signal(signal.SIGKILL)
+        await victim.communicate()
+        assert victim.returncode == -signal.SIGKILL
+    assert not [k for k in s3.keys(url) if k.startswith(f"members/snapshot_date={DAY}/")]
+    async with ForwardingProxy(upstream=("127.0.0.1", port)) as plain:
+        code, err = await run(plain.url)
+    assert code == 0, err
+    assert f"finished publishing {DAY}" in err
+    keys = s3.keys(url)
+    for table in ("images", "listing_status", "members", "image_status"):
+        assert len([k for k in keys if k.startswith(f"{table}/snapshot_date={DAY}/")]) == 1
+    fs = s3.filesystem()
+    status = ds.dataset(f"{url.base}/image_status", filesystem=fs).to_table()
+    assert sorted(status["image_id"].to_pylist()) == sorted(fake.dataset.image_ids())
+    runs = [orjson.loads(fs.open_input_stream(f"{url.base}/{k}").read())
+            for k in keys if k.startswith("runs/")]
+    assert sorted(r["status"] for r in runs) == ["finished"] * 3  # the killed one's data is
+    assert [r for r in runs if r.get("recorded_by")]  # visible: the next run said so
