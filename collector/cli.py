@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(run)
 
     demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
-    demo.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    demo.add_argument("--output", default="output",
+                      help="output folder, or s3://bucket/prefix (with --with-s3, or your own "
+                           "bucket: AWS_* variables and CPH_STORAGE_ENDPOINT)")
+    demo.add_argument("--with-s3", action="store_true",
+                      help="start an S3 server (moto) on loopback and write the demo there")
     demo.add_argument("--images", type=int, default=20_000,
                       help="images in the fake account, over the two nights")
     demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
@@ -191,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from collector.demo import demo
 
             setup_logging("info")
-            return demo(args.output, args.images, args.seed)
+            output = load_settings({"output": args.output}, {}).output
+            return demo(output, args.images, args.seed, args.with_s3)
         from collector.fake.cli import serve
 
         setup_logging("info")

@@ -390,3 +390,19 @@ async def test_kill_9_in_the_middle_of_a_bucket_publish_then_rerun_leaves_one_co
             for k in keys if k.startswith("runs/")]
     assert sorted(r["status"] for r in runs) == ["finished"] * 3  # the killed one's data is
     assert [r for r in runs if r.get("recorded_by")]  # visible: the next run said so
+
+
+async def test_credentials_the_store_refuses_are_exit_2_before_any_request_and_never_shown(
+        fake: FakeCph, collect: Collect, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moto.settings
+
+    url = s3.bucket()
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # moto checks keys
+    wrong = {"AWS_ACCESS_KEY_ID": "AKIAWRONGKEY0000", "AWS_SECRET_ACCESS_KEY": "wrong-secret-5a"}
+    out = await collect(fake, fake.dataset.image_ids(), output=url, env=wrong,
+                        storage_endpoint=s3.endpoint)
+    assert out.error is not None and out.error.exit_code == 2
+    assert str(out.error).startswith(f"output {url}: not writable (the store refused the "
+                                     "credentials")
+    assert wrong["AWS_SECRET_ACCESS_KEY"] not in str(out.error) + out.stderr
+    assert not fake.log

@@ -205,6 +205,17 @@ def test_the_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "the images shared with the most projects" in done.stdout
 
 
+def test_the_demo_writes_to_an_s3_server_it_starts_itself() -> None:
+    done = cli("demo", "--output", "s3://demo-bucket/nightly", "--with-s3", "--images", "400")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^demo: an S3 server \(moto\) on http://127\.0\.0\.1:\d+, bucket "
+                     r"demo-bucket$", done.stdout, re.M)
+    assert len(re.findall(r"^run \S+ finished: .*exit 0$", done.stdout, re.M)) == 2
+    assert re.search(r"^demo: read back from the bucket with pyarrow: image_status has [\d,]+ "
+                     r"rows over 2 snapshot dates; ", done.stdout, re.M)
+    assert "demo: wrote s3://demo-bucket/nightly/images/" in done.stdout
+
+
 @pytest.mark.parametrize("method", ["aksk", "password"])
 def test_signed_and_iam_runs_from_the_command_line_leak_no_secret(
         tmp_path: Path, method: str) -> None:
