@@ -19,7 +19,8 @@ from pathlib import Path
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, RunStatus, UsageError
-from collector.secrets import RedactingFilter, redact
+from collector.logs import setup_logging
+from collector.secrets import redact
 
 log = logging.getLogger("collector")
 
@@ -88,25 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    """Log lines on stderr, each scrubbed of secrets by the redacting filter."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                           "%Y-%m-%dT%H:%M:%S%z"))
-    handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
-
-
 def _run(args: argparse.Namespace) -> int:
     from collector.build import build
-    from collector.pipeline import Run, summary_line
+    from collector.pipeline import Run, summary_json, summary_line
 
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if settings.discover == (args.input is not None):
         raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
                          "or listed from the API)")
@@ -118,8 +107,9 @@ def _run(args: argparse.Namespace) -> int:
         record = loop.run(run.execute())
     finally:
         if run.record.exit_code is not None:
-            print(summary_line(run.record), flush=True)
-    if record.status == RunStatus.FINISHED:
+            print(summary_json(run.record) if settings.log_format == "json"
+                  else summary_line(run.record), flush=True)
+    if record.status == RunStatus.FINISHED and settings.log_format == "text":
         tables = ("members", "image_status", "images", "listing_status") if settings.discover \
             else ("members", "image_status")
         print(f"output: {', '.join(f'{settings.output}/{t}' for t in tables)}; "

@@ -80,13 +80,14 @@ class Collection:
         return self.feed is not None and self.feed.busy
 
     async def run(self, lines: Iterator[Line], total: int | None, progress_interval: float,
-                  stderr: TextIO) -> Tally:
+                  stderr: TextIO, *, line: Callable[[Snapshot], str] | None = None,
+                  on_interval: Callable[[], None] | None = None) -> Tally:
         """Collect every line; returns the tally. Raises what stopped it early (the writer's
         failure included), after committing what is done."""
         results: asyncio.Queue[Result] = asyncio.Queue(maxsize=4096)
         writer = asyncio.create_task(self._write(results))
         progress = asyncio.create_task(report(self._snapshot(total), progress_interval, stderr,
-                                              self.clock))
+                                              self.clock, line=line, on_interval=on_interval))
         try:
             await self._run_workers(lines, results, writer)
         finally:

@@ -26,6 +26,7 @@ from collector.store import ADDRESSING, BucketUrl, parse_bucket_url
 
 INPUT_FORMATS = ("auto", "text", "csv", "jsonl", "parquet")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 AUTH_METHODS = ("auto", "token", "password", "agency", "aksk")
 # Regions of CPH, as the official SDK lists them (huaweicloudsdkcph/v1/region/cph_region.py).
 REGIONS = ("cn-north-4", "cn-north-9", "cn-east-2", "cn-east-3", "cn-east-4", "cn-south-1",
@@ -73,6 +74,9 @@ class Settings:
     agency_domain: str | None = None
     ca_bundle: Path | None = None
     log_level: str = "info"
+    log_format: str = "text"
+    metrics_file: Path | None = None
+    pushgateway: str | None = None
 
     @property
     def trusted(self) -> frozenset[str]:
@@ -313,6 +317,14 @@ def _output(raw: Any) -> Path | BucketUrl:
     return url if url is not None else _path(raw)
 
 
+def _prom(raw: Any) -> Path:
+    """node_exporter's textfile collector reads ``*.prom`` files only."""
+    path = _path(raw)
+    if path.suffix != ".prom":
+        raise ValueError("the textfile collector reads only files named *.prom")
+    return path
+
+
 def _path(raw: Any) -> Path:
     value = str(raw)
     if not value.strip() or "\x00" in value:
@@ -393,6 +405,14 @@ SPECS: dict[str, Spec] = {
     "ca_bundle": spec((_path, "a file path"),
                       "extra CA certificates (PEM), trusted besides the system's; TLS stays on"),
     "log_level": spec(choice(LOG_LEVELS), "log verbosity"),
+    "log_format": spec(choice(LOG_FORMATS), "text, or json: one JSON object a line on stderr "
+                                            "(log records and progress), and the summary as "
+                                            "one JSON object"),
+    "metrics_file": spec((_prom, "a file path ending in .prom"),
+                         "Prometheus textfile (node_exporter's textfile collector), rewritten "
+                         "at every progress interval and at the end"),
+    "pushgateway": spec(ENDPOINT, "Prometheus Pushgateway URL: the metrics are pushed at the "
+                                  "end (a Pushgateway that is down is a warning)"),
 }
 
 assert set(SPECS) == {f.name for f in dataclasses.fields(Settings)}

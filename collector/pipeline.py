@@ -23,6 +23,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from collector import metrics
 from collector.auth import AkSkAuth
 from collector.build import Parts
 from collector.changes import line_of
@@ -35,9 +36,11 @@ from collector.feed import in_daemon_thread
 from collector.fetch import Fetcher
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
+from collector.logs import RunId, json_line
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import check_no_links, check_writable, lock
 from collector.preflight import prepare
+from collector.progress import Snapshot
 from collector.publish import stage_changes
 from collector.results import ImageResult
 from collector.sink import ParquetSink
@@ -112,6 +115,7 @@ class Run:
         self.started = dt.datetime.now(dt.UTC)
         self.snapshot_date = settings.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
+        RunId.current = self.run_id  # in every log line of the JSON format
         self.intake = Intake(None if settings.discover else settings.project_id)
         self.tally = Tally()
         self.listings: list[Listing] = []
@@ -129,7 +133,19 @@ class Run:
 
     async def execute(self) -> RunRecord:
         """Every step; returns the final record (exit code included), or raises the
-        ``CollectorError`` that ended the run after recording it."""
+        ``CollectorError`` that ended the run after recording it. The metrics are written
+        (and pushed) at the end, whatever the end."""
+        try:
+            return await self._execute()
+        except CollectorError as exc:
+            if self.record.exit_code is None:  # ended before it had a conclusion: a usage error
+                self.record.exit_code, self.record.error = int(exc.exit_code), str(exc)
+                self.record.status = RunStatus.FATAL.value
+            raise
+        finally:
+            await asyncio.to_thread(self._emit_metrics, True)
+
+    async def _execute(self) -> RunRecord:
         fmt = detect_format(self.input_path or "-", self.settings.input_format)
         lines: Generator[Line, None, None] | None = None
         with tempfile.TemporaryDirectory(prefix="cph-input-") as scratch:
@@ -234,7 +250,26 @@ class Run:
         self._collection = Collection(self._collect_one, self.intake, sink, self.tally,
                                       concurrency=s.concurrency, chunk_images=s.chunk_images,
                                       clock=parts.clock, stop=self._stop)
-        await self._collection.run(lines, total, s.progress_interval, self.stderr)
+        await self._collection.run(
+            lines, total, s.progress_interval, self.stderr,
+            line=progress_json if s.log_format == "json" else None,
+            on_interval=(lambda: self._emit_metrics(False)) if s.metrics_file else None)
+
+    def _emit_metrics(self, final: bool) -> None:
+        """The metrics file (every progress interval, and at the end) and, at the end, the
+        Pushgateway. Neither can fail the run: each failure is a warning."""
+        s = self.settings
+        if s.metrics_file is None and (s.pushgateway is None or not final):
+            return
+        self._count_requests()
+        live = dataclasses.replace(self.record, counts=run_counts(
+            self.intake, self.tally, self.listings if s.discover else None))
+        last = metrics.previous_success(s.metrics_file) if s.metrics_file else None
+        registry = metrics.registry_of(live, last)
+        if s.metrics_file is not None:
+            metrics.write_file(s.metrics_file, registry)
+        if final and s.pushgateway is not None:
+            metrics.push(s.pushgateway, registry, metrics.grouping_key(s.region))
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a
@@ -362,6 +397,25 @@ def run_counts(intake: Intake, tally: Tally, listings: list[Listing] | None) -> 
             "unreadable_image_times": sum(x.bad_times for x in listings),
         })
     return counts
+
+
+def progress_json(snap: Snapshot) -> str:
+    """A progress line for ``log_format = json``."""
+    rate = snap.done / snap.elapsed if snap.elapsed > 0 else 0.0
+    return json_line({"event": "progress", "images": snap.done, "member_rows": snap.members,
+                      "failed": snap.failed, "images_per_second": round(rate, 1),
+                      "total": snap.total})
+
+
+def summary_json(record: RunRecord) -> str:
+    """The summary for ``log_format = json``: the manifest's figures as one object."""
+    return json_line({"event": "summary", "status": record.status,
+                      "exit_code": record.exit_code, "error": record.error,
+                      "snapshot_date": record.snapshot_date.isoformat(),
+                      "counts": record.counts, "requests": record.requests,
+                      "retries": record.retries, "throttled_429": record.throttled,
+                      "seconds": round(record.seconds, 3), "changes": record.changes or None,
+                      "manifest": f"runs/{record.run_id}.json"})
 
 
 def summary_line(record: RunRecord) -> str:

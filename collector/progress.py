@@ -38,10 +38,17 @@ def render(snap: Snapshot, bar_width: int = 0) -> str:
     return text
 
 
+def text_line(snap: Snapshot) -> str:
+    return "progress: " + render(snap)
+
+
 async def report(snapshot: Callable[[], Snapshot], interval: float,
-                 stream: TextIO = sys.stderr, clock: Clock = SYSTEM) -> None:
-    """Runs until cancelled: a bar redrawn 5 times a second on a tty, else a line per interval."""
-    tty = stream.isatty()
+                 stream: TextIO = sys.stderr, clock: Clock = SYSTEM, *,
+                 line: Callable[[Snapshot], str] | None = None,
+                 on_interval: Callable[[], None] | None = None) -> None:
+    """Runs until cancelled: a bar redrawn 5 times a second on a tty, else a line per interval
+    (``line``: its own form, e.g. JSON, never a bar); ``on_interval`` runs at each interval."""
+    tty = stream.isatty() and line is None
     last = clock.now()
     try:
         while True:
@@ -49,10 +56,13 @@ async def report(snapshot: Callable[[], Snapshot], interval: float,
             if tty:
                 stream.write("\r" + render(snapshot(), bar_width=30) + "\x1b[K")
                 stream.flush()
-            elif clock.now() - last >= interval:
+            if clock.now() - last >= interval:
                 last = clock.now()
-                stream.write("progress: " + render(snapshot()) + "\n")
-                stream.flush()
+                if not tty:
+                    stream.write((line or text_line)(snapshot()) + "\n")
+                    stream.flush()
+                if on_interval is not None:
+                    on_interval()
     finally:
         if tty:
             stream.write("\r\x1b[K")

@@ -12,7 +12,8 @@ LAYERS = [
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
     {"secrets", "api", "inputs", "progress", "conclude", "changes", "store"},  # rules over
     # values; where the output lives (disk or bucket)
-    {"proxy", "intake", "manifest", "results"},
+    {"proxy", "intake", "manifest", "results", "logs"},
+    {"metrics"},  # the run as Prometheus metrics
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk
     {"auth", "retry"},  # credentials; the retry policy

@@ -1,0 +1,139 @@
+"""A run's figures as Prometheus metrics, through ``prometheus_client`` (never the exposition
+format by hand): a file for node_exporter's textfile collector, and a push to a Pushgateway.
+
+The metrics describe the latest run. No ``snapshot_date`` label: a label that changes every
+night makes a new series every night; the date is a value (``snapshot_date_seconds``).
+``last_success_timestamp_seconds`` moves only when a run finishes; any other end carries the
+previous file's value over (0 when no run ever finished, so "no success for 26 h" fires).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.errors import RunStatus, Status
+from collector.manifest import RunRecord
+from collector.secrets import redact
+
+PREFIX = "cph_collector_"
+JOB = "cph_collector"
+log = logging.getLogger("collector")
+
+
+def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegistry:
+    """Every metric of ``record`` (a live record while the run goes)."""
+    registry = CollectorRegistry()
+
+    def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(PREFIX + name, text, labels, registry=registry)
+
+    counts = record.counts
+    gauge("last_run_timestamp_seconds", "when the latest run started").set(
+        record.started_at.timestamp())
+    finished = record.status == RunStatus.FINISHED and record.ended_at is not None
+    gauge("last_success_timestamp_seconds", "when the latest finished run ended (0: never)").set(
+        record.ended_at.timestamp() if finished and record.ended_at else (last_success or 0))
+    gauge("run_duration_seconds", "how long the latest run took (so far)").set(record.seconds)
+    gauge("snapshot_date_seconds", "the latest run's snapshot date, as midnight UTC").set(
+        _midnight(record))
+    gauge("running", "1 while the run goes, 0 once it ended").set(
+        1 if record.status == RunStatus.RUNNING else 0)
+    images = gauge("images", "images of the latest run by status", ("status",))
+    for status in Status:
+        key = "invalid" if status is Status.INVALID_ID else status.value
+        images.labels(status.value).set(counts.get(key, 0))
+    gauge("member_rows", "member rows of the latest run").set(counts.get("member_rows", 0))
+    for name, value, text in (("requests", record.requests, "HTTP requests, retries included"),
+                              ("retries", record.retries, "retried requests"),
+                              ("throttled", record.throttled, "requests answered 429")):
+        Counter(PREFIX + name, text + " (this run)", registry=registry).inc(value)
+    rate = gauge("rate_limit_per_second", "requests per second: configured, the lowest the "
+                                          "adaptive limiter went to, and where it ended", ("kind",))
+    for kind, per_second in record.rate.items():
+        rate.labels(kind).set(per_second)
+    if "listings" in counts:
+        listings = gauge("listings", "ListImages listings by status", ("status",))
+        bad = {"failed": counts.get("listings_failed", 0),
+               "forbidden": counts.get("listings_forbidden", 0)}
+        listings.labels("ok").set(counts["listings"] - sum(bad.values()))
+        for outcome, number in bad.items():
+            listings.labels(outcome).set(number)
+    _changes(record, gauge)
+    if record.exit_code is not None:
+        gauge("exit_code", "the latest run's exit code").set(record.exit_code)
+    return registry
+
+
+def _midnight(record: RunRecord) -> float:
+    return dt.datetime.combine(record.snapshot_date, dt.time(), dt.UTC).timestamp()
+
+
+def _changes(record: RunRecord, gauge: Callable[..., Gauge]) -> None:
+    """``changes{change, trusted}`` from the manifest's ``changes`` (none for a first
+    snapshot, or before the run compared anything)."""
+    doc = record.changes
+    if not doc or doc.get("first_snapshot", True):
+        return
+    changes = gauge("changes", "changed shares since the previous snapshot",
+                    ("change", "trusted"))
+    untrusted = doc.get("untrusted", {})
+    assert isinstance(untrusted, dict)
+    for kind in ("added", "removed", "updated", "image_gone"):
+        total = int(doc.get(kind, 0))  # type: ignore[call-overload]
+        changes.labels(kind, "false").set(int(untrusted.get(kind, 0)))
+        changes.labels(kind, "true").set(total - int(untrusted.get(kind, 0)))
+
+
+def previous_success(path: Path) -> float | None:
+    """``last_success_timestamp_seconds`` in an earlier metrics file, read with
+    ``prometheus_client``'s own parser; None when there is none or it does not parse."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == PREFIX + "last_success_timestamp_seconds":
+                    return float(sample.value) or None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def write_file(path: Path, registry: CollectorRegistry) -> None:
+    """The textfile, written atomically (``prometheus_client`` writes a temporary file and
+    renames it); a failure is a warning, never the run's."""
+    try:
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        log.warning("metrics_file %s: cannot write it (%s)", path,
+                    exc.strerror or type(exc).__name__)
+
+
+def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str]) -> bool:
+    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down or
+    refuses is a warning, never a failed run."""
+    try:
+        push_to_gateway(gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
+                        timeout=10)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError and refused connections
+        log.warning("pushgateway %s: push failed (%s)", redact(gateway),
+                    redact(str(getattr(exc, "reason", exc)))[:200])
+        return False
+    return True
+
+
+def grouping_key(region: str | None, shard: str | None = None) -> dict[str, str]:
+    """What tells runs apart on one Pushgateway: the region (and the shard, once there are
+    shards), besides the job and the host."""
+    key = {"instance": os.uname().nodename}
+    if region:
+        key["region"] = region
+    if shard:
+        key["shard"] = shard
+    return key
