@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
     _add_setting_flags(run)
 
+    check = commands.add_parser("check", help="check settings, input, output, credentials and "
+                                               "endpoint as a run would, then exit (nothing "
+                                               "is collected)")
+    check.add_argument("--input", default=None, help="as for run")
+    check.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
+    _add_setting_flags(check)
+
     demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
     demo.add_argument("--output", default="output",
                       help="output folder, or s3://bucket/prefix (with --with-s3, or your own "
@@ -125,6 +132,19 @@ def _run(args: argparse.Namespace) -> int:
     return record.exit_code
 
 
+def _check(args: argparse.Namespace) -> int:
+    from collector.check import run_checks
+
+    flags = {name: getattr(args, name) for name in SPECS}
+    settings: Settings = load_settings(flags, os.environ, args.config)
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.discover == (args.input is not None):
+        raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
+                         "or listed from the API)")
+    return loop.run(run_checks(settings, args.input, os.environ,
+                               out=lambda line: print(line, flush=True)))
+
+
 def _diff(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -181,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "diff":
             return _diff(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "demo":
             from collector.demo import demo
 

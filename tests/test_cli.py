@@ -295,3 +295,21 @@ def test_a_run_never_loads_pandas(server: tuple[str, str, Path], tmp_path: Path)
                 if line.startswith("import time:")}
     assert "pyarrow.lib" in imported
     assert not [name for name in imported if name.startswith("pandas.")]
+
+
+def test_check_from_the_command_line_passes_then_names_a_wrong_token(
+        server: tuple[str, str, Path], tmp_path: Path) -> None:
+    url, project, ids = server
+    args = ("check", "--input", str(ids), "--project-id", project, "--endpoint", url,
+            "--output", str(tmp_path / "out"))
+    good = cli(*args)
+    assert good.returncode == 0, good.stderr
+    assert re.findall(r"^check (\w+): ok ", good.stdout, re.M) == [
+        "settings", "input", "ca_bundle", "proxy", "output", "credentials", "endpoint"]
+    assert good.stdout.endswith("check: 7 of 7 passed\n")
+    wrong = cli(*args, env={"CPH_AUTH_TOKEN": "a-wrong-token-1234"})
+    assert wrong.returncode == 3
+    assert re.search(r"^check credentials: failed \(credentials rejected: HTTP 401 ",
+                     wrong.stdout, re.M)
+    assert "a-wrong-token-1234" not in wrong.stdout + wrong.stderr
+    assert not (tmp_path / "out" / "runs").exists()  # nothing written

@@ -22,6 +22,7 @@ LAYERS = [
     # output; the wiring; what publishing adds; the diff command
     {"discover"},  # listing the projects and images, region by region
     {"pipeline"},  # the run as steps
+    {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},
     {"cli"},
     {"__main__"},  # python -m collector

@@ -1,0 +1,223 @@
+"""``cph-collector check``: what a run would check before its first request, then one request
+of each kind it would send, each said in one line; nothing is collected or published.
+
+    settings ─> input (or discovery) ─> CA bundle and proxy ─> output (writable, lockable)
+             ─> credentials and endpoint (one member call, or ``ListImages?limit=1`` a project)
+
+The exit code is the one a run would have given: that of the first check that failed (2 for
+what is wrong before any request, 3 for credentials and endpoint), else 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector import proxy as proxies
+from collector.auth import AkSkAuth, Auth, Post
+from collector.build import Parts, build
+from collector.client import tls_context
+from collector.config import Settings
+from collector.discover import Listing, list_projects, parse_image_page
+from collector.errors import CollectorError, ExitCode, Status, UsageError
+from collector.intake import Intake, Rejected
+from collector.outdir import check_writable, lock
+from collector.pipeline import open_input
+from collector.results import ImageResult
+from collector.store import parse_bucket_url, reason
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    exit_code: int = 0
+
+    def line(self) -> str:
+        return f"check {self.name}: {'ok' if self.ok else 'failed'} ({self.detail})"
+
+
+def passed(name: str, detail: str) -> Check:
+    return Check(name, True, detail)
+
+
+def failed(name: str, detail: str, code: ExitCode = ExitCode.USAGE) -> Check:
+    return Check(name, False, detail, int(code))
+
+
+def _answer(result: ImageResult | Listing) -> str:
+    return " ".join(str(x) for x in (f"HTTP {result.http_status}" if result.http_status
+                                     else None, result.error_code, result.error_msg) if x)
+
+
+def judge(what: str, result: ImageResult | Listing) -> list[Check]:
+    """The credentials and endpoint checks from one answer (pure): any answer of the API but
+    401 proves both; a 401 or 403 of the gateway is the credentials; no answer, or not the
+    API's, is the endpoint."""
+    detail = f"{what}: {_answer(result) or 'answered'}"
+    if result.status in (Status.OK, Status.NOT_FOUND) or (
+            result.status is Status.FORBIDDEN and result.error_code != "APIGW.0301"):
+        return [passed("credentials", f"accepted by {what}"), passed("endpoint", detail)]
+    if result.http_status in (401, 403):
+        return [failed("credentials", detail, ExitCode.FATAL),
+                passed("endpoint", f"{what}: the API answered")]
+    return [failed("endpoint", detail, ExitCode.FATAL)]
+
+
+async def run_checks(settings: Settings, input_path: str | None, env: Mapping[str, str], *,
+                     auth: Callable[[Post], Auth] | None = None,
+                     out: Callable[[str], None] = print) -> int:
+    """Print one line per check; returns the exit code a run would have given."""
+    checks: list[Check] = []
+
+    def say(check: Check) -> None:
+        checks.append(check)
+        out(check.line())
+
+    say(passed("settings", f"output {settings.output}, rate_limit {settings.rate_limit:g}/s, "
+                           f"auth {settings.auth}"))
+    if input_path is not None:
+        say(await asyncio.to_thread(_input, settings, input_path, env))
+    else:
+        say(passed("discovery", f"region {settings.region or '(endpoint only)'}, projects "
+                                f"{settings.project_id or 'from IAM'}"))
+    say(_ca_bundle(settings))
+    say(_proxy(settings, env))
+    parts: Parts | None = None
+    try:
+        quick = dataclasses.replace(settings, max_attempts=min(settings.max_attempts, 2),
+                                    fail_fast_after=1, backoff_base=0.1, backoff_cap=0.5)
+        parts = build(quick, env, auth=auth)
+    except UsageError as exc:
+        say(failed("credentials", str(exc)))
+    if parts is not None:
+        say(await asyncio.to_thread(_output, parts))
+        async with parts.client:
+            for check in await _requests(settings, input_path, parts, env):
+                say(check)
+    bad = [c for c in checks if not c.ok]
+    out(f"check: {len(checks) - len(bad)} of {len(checks)} passed" +
+        (f"; exit {bad[0].exit_code}" if bad else ""))
+    return bad[0].exit_code if bad else 0
+
+
+def _input(settings: Settings, input_path: str, env: Mapping[str, str]) -> Check:
+    """The input reads and has an ID (a bucket's object is fetched to a scratch file)."""
+    from collector.build import open_store
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
+            path = input_path
+            url = parse_bucket_url(input_path)
+            if url is not None:
+                folder, name = url.parent()
+                path = str(Path(scratch) / (name or "input"))
+                open_store(settings, folder, env).download(name, Path(path))
+            from collector.inputs import detect_format
+
+            lines = open_input(path, detect_format(input_path, settings.input_format),
+                               settings.project_id)
+            first = next(lines)
+            lines.close()
+    except (UsageError, ValueError) as exc:
+        return failed("input", str(exc))
+    except OSError as exc:
+        return failed("input", f"input {input_path}: cannot be read ({reason(exc)})")
+    return passed("input", f"{input_path}: first ID {first.image_id} (line {first.number})")
+
+
+def _ca_bundle(settings: Settings) -> Check:
+    try:
+        tls_context(settings.ca_bundle)
+    except ValueError as exc:
+        return failed("ca_bundle", str(exc))
+    return passed("ca_bundle", str(settings.ca_bundle) if settings.ca_bundle
+                  else "the system's certificates")
+
+
+def _proxy(settings: Settings, env: Mapping[str, str]) -> Check:
+    endpoint = settings.cph_endpoint or ""
+    chosen = proxies.choose(endpoint, settings.proxy, env) if endpoint else None
+    return passed("proxy", f"via {proxies.shown(chosen)}" if chosen else "direct")
+
+
+def _output(parts: Parts) -> Check:
+    """Writable and lockable, as a run finds it; the probe is deleted and the lock released."""
+    store = parts.store
+    try:
+        check_writable(store)
+        held = lock(store, "check")
+        held.__enter__()
+        held.__exit__(None, None, None)
+    except CollectorError as exc:
+        return failed("output", str(exc))
+    except OSError as exc:
+        return failed("output", f"output {store.url}: {reason(exc)}")
+    return passed("output", f"{store.url}: writable, lockable")
+
+
+async def _requests(settings: Settings, input_path: str | None, parts: Parts,
+                    env: Mapping[str, str]) -> list[Check]:
+    """One request of each kind a run sends first: a member call for the input's first ID,
+    or IAM's project list (unless given) and ``ListImages?limit=1`` for each project."""
+    try:
+        if input_path is not None:
+            return await _member_call(settings, input_path, parts, env)
+        return await _listing_calls(settings, parts)
+    except CollectorError as exc:  # the run would stop here too: say which part it blames
+        blamed = "endpoint" if str(exc).startswith(("endpoint ", "IAM endpoint ")) \
+            else "credentials"
+        return [failed(blamed, str(exc), ExitCode.FATAL)]
+
+
+async def _member_call(settings: Settings, input_path: str, parts: Parts,
+                       env: Mapping[str, str]) -> list[Check]:
+    first = None
+    with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
+        url = parse_bucket_url(input_path)
+        path = input_path
+        if url is not None:
+            folder, name = url.parent()
+            path = str(Path(scratch) / (name or "input"))
+            await asyncio.to_thread(parts.stores(folder).download, name, Path(path))
+        from collector.inputs import detect_format
+
+        lines = open_input(path, detect_format(input_path, settings.input_format),
+                           settings.project_id)
+        intake = Intake(settings.project_id)
+        for line in lines:
+            admitted = intake.admit(line)
+            if admitted is not None and not isinstance(admitted, Rejected):
+                first = admitted
+                break
+        lines.close()
+    if first is None:
+        return [failed("endpoint", f"input {input_path}: no valid image ID to ask for")]
+    result = await parts.fetcher.collect(first)
+    return judge(f"ListImageMembers of {first.image_id}", result)
+
+
+async def _listing_calls(settings: Settings, parts: Parts) -> list[Check]:
+    checks = []
+    for region in parts.regions:
+        projects = list(settings.project_ids) or await list_projects(
+            region.iam_fetcher, region.iam_url, region.name, isinstance(parts.auth, AkSkAuth))
+        checks.append(passed("projects", f"{region.name or 'endpoint'}: {len(projects)} "
+                                         f"({', '.join(projects[:3])}"
+                                         f"{', …' if len(projects) > 3 else ''})"))
+        for project in projects:
+            listing = Listing(region.name, project, "private")
+            url = (f"{region.endpoint}/v1/{project}/cloud-phone/images?image_type=private"
+                   f"&offset=0&limit=1")
+            page = await region.fetcher.fetch(url, project, listing, parse_image_page)
+            if page is not None:
+                listing.status = Status.OK
+            checks += judge(f"ListImages of {project}", listing)
+            if not checks[-1].ok:
+                break
+    return checks

@@ -1,0 +1,84 @@
+"""``cph-collector check``: every check a run makes, one line each, and the run's exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from collector.auth import TokenAuth
+from collector.check import run_checks
+from collector.config import Settings
+from collector.fake import FakeCph
+from collector.secrets import Secret
+from tests.conftest import S3_ENV, TOKEN, S3Server
+
+Factory = Callable[..., Awaitable[FakeCph]]
+
+
+async def check(fake: FakeCph, tmp_path: Path, *, token: str = TOKEN, ids: bool = True,
+                env: dict[str, str] | None = None, **settings: Any) -> tuple[int, list[str]]:
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))
+    base = Settings(endpoint=fake.url, output=tmp_path / "out",
+                    project_id=fake.dataset.project_ids[0], discover=not ids)
+    lines: list[str] = []
+    code = await run_checks(replace(base, **settings), str(path) if ids else None, env or {},
+                            auth=lambda _: TokenAuth(Secret(token)), out=lines.append)
+    return code, lines
+
+
+async def test_check_passes_against_the_fake_server_and_says_every_check(
+        fake: FakeCph, tmp_path: Path) -> None:
+    code, lines = await check(fake, tmp_path)
+    first = fake.dataset.image_ids()[0]
+    assert code == 0
+    assert [line.split(":")[0] for line in lines] == [
+        "check settings", "check input", "check ca_bundle", "check proxy", "check output",
+        "check credentials", "check endpoint", "check"]
+    assert lines[-1] == "check: 7 of 7 passed"
+    assert lines[5] == f"check credentials: ok (accepted by ListImageMembers of {first})"
+    assert len(fake.log) == 1  # one request
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()
+                and p.name != ".cph-collector.lock"]  # nothing collected, no probe left
+
+    code, lines = await check(fake, tmp_path, ids=False)
+    assert code == 0 and lines[-1] == "check: 8 of 8 passed"
+    assert "check endpoint: ok (ListImages of " in "\n".join(lines)
+
+
+async def test_a_wrong_token_is_exit_3_naming_the_credentials(
+        fake: FakeCph, tmp_path: Path) -> None:
+    code, lines = await check(fake, tmp_path, token="not-the-token")
+    assert code == 3
+    assert lines[-2].startswith("check credentials: failed (credentials rejected: HTTP 401 ")
+    assert "not-the-token" not in "\n".join(lines)
+    assert lines[-1] == "check: 5 of 6 passed; exit 3"
+
+
+async def test_a_wrong_endpoint_is_exit_3_naming_the_endpoint(
+        fake: FakeCph, tmp_path: Path) -> None:
+    code, lines = await check(fake, tmp_path, endpoint="http://127.0.0.1:9")
+    assert code == 3
+    assert lines[-2].startswith("check endpoint: failed (endpoint http://127.0.0.1:9: cannot "
+                                "connect")
+
+
+async def test_an_unwritable_output_is_exit_2_even_when_the_api_answers(
+        fake: FakeCph, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    code, lines = await check(fake, tmp_path, output=tmp_path / "file")
+    assert code == 2
+    assert f"check output: failed (output {tmp_path / 'file'}: not writable (" in lines[4]
+    assert lines[-1] == "check: 6 of 7 passed; exit 2"
+
+
+async def test_a_missing_bucket_is_exit_2(fake: FakeCph, tmp_path: Path, s3: S3Server) -> None:
+    from collector.store import BucketUrl
+
+    code, lines = await check(fake, tmp_path, output=BucketUrl("s3", "no-such-bucket", "x"),
+                              storage_endpoint=s3.endpoint, env=S3_ENV)
+    assert code == 2
+    assert lines[4].startswith("check output: failed (output s3://no-such-bucket/x: not "
+                               "writable (the bucket does not exist")
