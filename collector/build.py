@@ -96,7 +96,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                            proxy=s.proxy, env=env, clock=clock.now)
     credentials = auth(client.post) if auth is not None else build_auth(s, env, client.post)
     client.add_static_headers(credentials.static_headers())
-    limiter = RateLimiter(s.rate_limit, clock=clock.now)
+    limiter = RateLimiter(shard_rate(s), clock=clock.now)
 
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
         return Fetcher(client, credentials, rate, endpoint=endpoint,
@@ -116,6 +116,15 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                                                            clock=clock.now))))
     return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env),
                  lambda url: open_store(s, url, env))
+
+
+def shard_rate(settings: Settings) -> float:
+    """The run's requests per second: ``rate_limit`` is the account's, so each of N shards
+    takes ``rate_limit / N`` unless ``shard_rate`` says otherwise."""
+    shard = settings.shard_spec
+    if shard is None:
+        return settings.rate_limit
+    return settings.shard_rate or settings.rate_limit / shard.count
 
 
 def open_store(settings: Settings, where: Path | BucketUrl,

@@ -58,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
     _add_setting_flags(check)
 
+    publish = commands.add_parser("publish", help="publish the N shards of a snapshot date as "
+                                                   "one snapshot (after every shard finished)")
+    publish.add_argument("--snapshot-date", required=True, metavar="DATE",
+                         help="the shards' snapshot date, YYYY-MM-DD")
+    publish.add_argument("--shards", required=True, type=int, metavar="N",
+                         help="how many shards ran")
+    publish.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
+    for name in ("output", "storage_endpoint", "storage_addressing", "region",
+                 "trusted_projects", "fail_on_untrusted", "log_format"):
+        switch = name == "fail_on_untrusted"
+        publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                             nargs="?" if switch else None, const="true" if switch else None,
+                             help=f"{SPECS[name].help} [{env_name(name)}]")
+
     demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
     demo.add_argument("--output", default="output",
                       help="output folder, or s3://bucket/prefix (with --with-s3, or your own "
@@ -145,6 +159,36 @@ def _check(args: argparse.Namespace) -> int:
                                out=lambda line: print(line, flush=True)))
 
 
+def _publish(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from collector.build import open_store
+    from collector.merge import publish_shards
+    from collector.outdir import lock
+    from collector.pipeline import new_run_id, summary_json, summary_line
+
+    names = ("output", "storage_endpoint", "storage_addressing", "region", "trusted_projects",
+             "fail_on_untrusted", "log_format")
+    settings = load_settings({n: getattr(args, n) for n in names}, os.environ, args.config)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        day = dt.date.fromisoformat(args.snapshot_date)
+    except ValueError:
+        raise UsageError(f"--snapshot-date={args.snapshot_date!r}: must be a date "
+                         "YYYY-MM-DD") from None
+    if not 1 <= args.shards <= 10_000:
+        raise UsageError(f"--shards={args.shards}: must be 1 to 10,000")
+    store = open_store(settings, settings.output)
+    run_id = new_run_id(dt.datetime.now(dt.UTC))
+    with lock(store, run_id):
+        record = publish_shards(store, day, args.shards, run_id, settings.trusted,
+                                settings.public(), settings.fail_on_untrusted)
+    print(summary_json(record) if settings.log_format == "json" else summary_line(record),
+          flush=True)
+    assert record.exit_code is not None
+    return record.exit_code
+
+
 def _diff(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -203,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diff(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "publish":
+            return _publish(args)
         if args.command == "demo":
             from collector.demo import demo
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from collector import proxy as proxies
 from collector.errors import UsageError
 from collector.ids import is_valid_id
+from collector.shards import Shard, from_job_index, parse_shard
 from collector.store import ADDRESSING, BucketUrl, parse_bucket_url
 
 INPUT_FORMATS = ("auto", "text", "csv", "jsonl", "parquet")
@@ -74,9 +75,16 @@ class Settings:
     agency_domain: str | None = None
     ca_bundle: Path | None = None
     log_level: str = "info"
+    shard: str | None = None  # "K/N"; --shards N with JOB_COMPLETION_INDEX becomes this
+    shards: int | None = None
+    shard_rate: float | None = None
     log_format: str = "text"
     metrics_file: Path | None = None
     pushgateway: str | None = None
+
+    @property
+    def shard_spec(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard else None
 
     @property
     def trusted(self) -> frozenset[str]:
@@ -317,6 +325,10 @@ def _output(raw: Any) -> Path | BucketUrl:
     return url if url is not None else _path(raw)
 
 
+def _shard(raw: Any) -> str:
+    return str(parse_shard(str(raw)))
+
+
 def _prom(raw: Any) -> Path:
     """node_exporter's textfile collector reads ``*.prom`` files only."""
     path = _path(raw)
@@ -405,6 +417,13 @@ SPECS: dict[str, Spec] = {
     "ca_bundle": spec((_path, "a file path"),
                       "extra CA certificates (PEM), trusted besides the system's; TLS stays on"),
     "log_level": spec(choice(LOG_LEVELS), "log verbosity"),
+    "shard": spec((_shard, "K/N, e.g. 2/3"),
+                  "collect only shard K of N of the images (a stable hash of project and image); "
+                  "publish the N shards with cph-collector publish --shards N"),
+    "shards": spec(whole(1, 10_000), "N shards, this one taken from JOB_COMPLETION_INDEX "
+                                     "(Kubernetes Indexed Jobs, 0-based)"),
+    "shard_rate": spec(positive(100_000), "requests per second for this shard; default "
+                                          "rate_limit / N (the quota is the account's)"),
     "log_format": spec(choice(LOG_FORMATS), "text, or json: one JSON object a line on stderr "
                                             "(log records and progress), and the summary as "
                                             "one JSON object"),
@@ -461,6 +480,11 @@ def load_settings(
     _apply(values, from_env, env_name)
     _apply(values, {k: v for k, v in (flags or {}).items() if v is not None},
            lambda n: "--" + n.replace("_", "-"))
+    if values.get("shards") is not None and values.get("shard") is None:
+        try:
+            values["shard"] = str(from_job_index(values["shards"], env))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     settings = Settings(**values)
     check_together(settings)
     for origin, given in (("--proxy", (flags or {}).get("proxy")),
@@ -500,6 +524,14 @@ def check_together(settings: Settings) -> None:
             if value is not None and "{region}" not in value:
                 raise UsageError(f"{name}={value}: with several regions it must contain "
                                  "{region}, e.g. https://cph.{region}.example.com")
+    if settings.shard is not None:
+        shard = parse_shard(settings.shard)
+        if settings.shards is not None and settings.shards != shard.count:
+            raise UsageError(f"shard={settings.shard}: --shards says {settings.shards} shards")
+        if settings.discover:
+            raise UsageError(f"shard={settings.shard}: shards split an input file; discovery "
+                             "is not sharded (list once, e.g. one unsharded --discover run, "
+                             "or give the IDs with --input)")
     output = settings.output
     if isinstance(output, BucketUrl) and output.scheme == "obs" and not (
             settings.storage_endpoint or settings.regions):

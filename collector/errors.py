@@ -60,6 +60,7 @@ class RunStatus(StrEnum):
     FATAL = "fatal"
     INTERRUPTED = "interrupted"
     CRASHED = "crashed"  # still running when a later run started: killed, or the machine died
+    STAGED = "staged"  # a shard that collected its share: published by `publish --shards N`
 
 
 # Statuses that let a run exit 0. `forbidden` is an answer, but not the data the user asked for.

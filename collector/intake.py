@@ -8,6 +8,7 @@ of the same date already committed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -114,10 +115,13 @@ class Intake:
     rejected: int = 0
     targets: int = 0
     resumed: int = 0
+    owns: Callable[[str, str], bool] | None = None  # a shard's share of (project, image)
+    other_shards: int = 0  # lines that belong to another shard
     _seen: IdSet = field(default_factory=IdSet)
 
     def admit(self, line: Line) -> Target | Rejected | None:
-        """The line's fate; None for a duplicate, or for an ID already committed."""
+        """The line's fate; None for a duplicate, an ID already committed, or one of another
+        shard's."""
         self.lines += 1
         project = line.project_id or self.default_project
         problem = line.problem
@@ -125,6 +129,9 @@ class Intake:
             problem = "no project_id (give --project-id or a project_id column)"
         # A rejected line is keyed by what its row will show, so image_status holds it once.
         bucket = (project or "") if problem is None else REJECTED
+        if self.owns is not None and not self.owns(bucket, line.image_id):
+            self.other_shards += 1
+            return None
         if not self._seen.add(bucket, line.image_id):
             self.duplicates += 1
             return None

@@ -68,19 +68,20 @@ def check_writable(store: Store) -> None:
                          "was written)")
 
 
-def lock(store: Store, run_id: str, clock: Callable[[], float] = time.time
-         ) -> contextlib.AbstractContextManager[object]:
-    """The output's one-writer lock: an flock on disk, a lease object in a bucket."""
+def lock(store: Store, run_id: str, clock: Callable[[], float] = time.time,
+         name: str = LOCK_NAME) -> contextlib.AbstractContextManager[object]:
+    """The output's one-writer lock (or a shard's, ``name``): an flock on disk, a lease object
+    in a bucket."""
     if isinstance(store, LocalStore):
-        return OutputLock(store.root)
-    return BucketLock(store, run_id, clock)
+        return OutputLock(store.root, name)
+    return BucketLock(store, run_id, clock, name)
 
 
 class OutputLock:
     """An exclusive flock on OUTPUT/.cph-collector.lock; the kernel drops it if we die."""
 
-    def __init__(self, output: Path) -> None:
-        self.path = output / LOCK_NAME
+    def __init__(self, output: Path, name: str = LOCK_NAME) -> None:
+        self.path = output / name
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -89,7 +90,7 @@ class OutputLock:
         except OSError as exc:
             why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
             raise UsageError(f"output {self.path.parent}: cannot open the lock file "
-                             f"{LOCK_NAME} ({why})") from None
+                             f"{self.path.name} ({why})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -124,8 +125,9 @@ class BucketLock:
     apart for sure: each writes its lease and reads it back, and the one that reads the
     other's refuses; one that reads its own while the other's is in flight is not caught."""
 
-    def __init__(self, store: Store, run_id: str, clock: Callable[[], float]) -> None:
-        self.store, self.run_id, self.clock = store, run_id, clock
+    def __init__(self, store: Store, run_id: str, clock: Callable[[], float],
+                 name: str = LOCK_NAME) -> None:
+        self.store, self.run_id, self.clock, self.name = store, run_id, clock, name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,7 +137,7 @@ class BucketLock:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            doc = orjson.loads(self.store.read(LOCK_NAME))
+            doc = orjson.loads(self.store.read(self.name))
         except FileNotFoundError:
             return None
         except orjson.JSONDecodeError:
@@ -159,10 +161,10 @@ class BucketLock:
     def __enter__(self) -> BucketLock:
         try:
             self._refuse_if_held()
-            self.store.write(LOCK_NAME, self._lease())
+            self.store.write(self.name, self._lease())
             self._refuse_if_held()  # another run wrote its lease over ours meanwhile
         except OSError as exc:
-            raise UsageError(f"output {self.store.url}: cannot take the lock {LOCK_NAME} "
+            raise UsageError(f"output {self.store.url}: cannot take the lock {self.name} "
                              f"({reason(exc)})") from None
         self._thread = threading.Thread(target=self._renew, name="bucket-lock", daemon=True)
         self._thread.start()
@@ -171,7 +173,7 @@ class BucketLock:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
             with contextlib.suppress(OSError):
-                self.store.write(LOCK_NAME, self._lease())
+                self.store.write(self.name, self._lease())
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -180,7 +182,7 @@ class BucketLock:
         with contextlib.suppress(OSError):
             holder = self._holder()
             if holder is not None and holder.get("run_id") == self.run_id:
-                self.store.delete(LOCK_NAME)
+                self.store.delete(self.name)
 
 
 def _alive(pid: object) -> bool:

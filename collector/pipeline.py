@@ -23,6 +23,8 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TextIO
 
+import orjson
+
 from collector import metrics
 from collector.auth import AkSkAuth
 from collector.build import Parts
@@ -38,12 +40,12 @@ from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.logs import RunId, json_line
 from collector.manifest import RunRecord, write_manifest
-from collector.outdir import check_no_links, check_writable, lock
+from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
 from collector.preflight import prepare
 from collector.progress import Snapshot
 from collector.publish import stage_changes
 from collector.results import ImageResult
-from collector.sink import ParquetSink
+from collector.sink import SHARD_MARK, ParquetSink, date_staging
 from collector.store import LocalStore, Store, parse_bucket_url, reason
 
 log = logging.getLogger("collector")
@@ -116,7 +118,10 @@ class Run:
         self.snapshot_date = settings.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
         RunId.current = self.run_id  # in every log line of the JSON format
-        self.intake = Intake(None if settings.discover else settings.project_id)
+        self.shard = settings.shard_spec
+        self.intake = Intake(None if settings.discover else settings.project_id,
+                             owns=self.shard.owns if self.shard else None)
+        self._fingerprint: str | None = None
         self.tally = Tally()
         self.listings: list[Listing] = []
         self.stop_signal: int | None = None
@@ -186,7 +191,11 @@ class Run:
         if isinstance(store, LocalStore):
             check_no_links(store.root, self.snapshot_date)
         await asyncio.to_thread(check_writable, store)  # a bucket is the network: off the loop
-        held = lock(store, self.run_id)
+        name = LOCK_NAME
+        if self.shard is not None:  # shards run side by side: each locks its own share
+            name = f"{date_staging(self.snapshot_date)}/{self.shard.name}.lock"
+            await asyncio.to_thread(store.make_folder, date_staging(self.snapshot_date))
+        held = lock(store, self.run_id, name=name)
         await asyncio.to_thread(held.__enter__)
         try:
             await self._locked_steps(store, lines, fmt)
@@ -196,9 +205,15 @@ class Run:
     async def _locked_steps(self, store: Store, lines: Iterator[Line] | None,
                             fmt: str) -> None:
         """Under the output lock: mend and resume, collect, conclude, publish."""
-        sink = ParquetSink(store, self.snapshot_date, self.run_id)
-        prepared = await asyncio.to_thread(
-            prepare, sink, self.input_path, fmt, lambda d: fingerprint(d, self.settings))
+        sink = ParquetSink(store, self.snapshot_date, self.run_id,
+                           self.shard.name if self.shard else None)
+
+        def fingerprint_of(digest: str | None) -> str | None:
+            self._fingerprint = fingerprint(digest, self.settings)
+            return self._fingerprint
+
+        prepared = await asyncio.to_thread(prepare, sink, self.input_path, fmt, fingerprint_of,
+                                           mend=self.shard is None)
         self.intake.done = prepared.resumed.keys
         self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
         await self._save()
@@ -223,6 +238,9 @@ class Run:
                         if f.endpoint_unproven()), None)
         failed = sum(x.status is not Status.OK for x in self.listings)
         conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
+        if conclusion.publishes and self.shard is not None:
+            await self._stage_shard(sink, conclusion)
+            return
         if conclusion.publishes:
             await self._publish(sink, conclusion)
             return
@@ -300,6 +318,18 @@ class Run:
         self.record.files = list(sink.files)
         await self._save(after_publish=True)
         await asyncio.to_thread(sink.discard)
+
+    async def _stage_shard(self, sink: ParquetSink, conclusion: Conclusion) -> None:
+        """A shard publishes nothing: it leaves its share committed in its staging, and a
+        mark that says it finished, for which input and settings (``publish --shards N``
+        checks that every shard's mark agrees)."""
+        assert self.shard is not None
+        self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED))
+        mark = {"shard": str(self.shard), "run_id": self.run_id, "fingerprint": self._fingerprint,
+                "exit_code": self.record.exit_code, "counts": self.record.counts}
+        await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
+                                orjson.dumps(mark))
+        await self._save()
 
     def _conclude(self, conclusion: Conclusion) -> None:
         record = self.record

@@ -36,15 +36,20 @@ class Prepared:
 
 
 def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
-            fingerprint_of: Callable[[str | None], str | None]) -> Prepared:
+            fingerprint_of: Callable[[str | None], str | None], *,
+            mend: bool = True) -> Prepared:
     """Blocking (run it in a thread). ``fingerprint_of(digest)`` gives the resume fingerprint
     of the input's sha256 (None for a discovery run, which has no input). An OSError on the
-    way is ``FatalRunError``, one line."""
+    way is ``FatalRunError``, one line. ``mend`` False (a shard, which holds only its own
+    lock while other shards run): nothing but its own staging is touched; the publish step
+    mends the rest."""
     store = sink.store
     about = survey(input_path, fmt) if input_path is not None else Survey(None, None)
+    removed: list[str] = []
     try:
-        recover(store, sink.run_id)
-        removed = clean_stale_staging(store, keep=sink.staging)
+        if mend:
+            recover(store, sink.run_id)
+            removed = clean_stale_staging(store, keep=sink.staging)
         resumed = sink.resume(fingerprint_of(about.digest))
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: write failed ({reason(exc)})") from None

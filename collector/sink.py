@@ -101,6 +101,7 @@ LATER = "later-changes"  # a later date's change table, recomputed by a backfill
 PUBLISHING = "publishing"  # in staging while its tables are being swapped in
 PACKED = "packed"  # in a bucket's staging: each table as one object, ready to be copied in
 TODO = "to-do"  # beside a packed table until it is copied in
+SHARD_MARK = "shard.json"  # in a shard's staging once it collected its share
 log = logging.getLogger("collector")
 
 
@@ -220,12 +221,14 @@ class Resumed:
 class ParquetSink:
     """Owns every file of one snapshot date's run; called only from the pipeline's writer task."""
 
-    def __init__(self, store: Store, snapshot_date: dt.date, run_id: str) -> None:
+    def __init__(self, store: Store, snapshot_date: dt.date, run_id: str,
+                 shard: str | None = None) -> None:
+        """``shard``: a shard's own staging folder under the date's (``shard-K-of-N``)."""
         skip_pandas_lookup()
         self.store = store
         self.snapshot_date = snapshot_date
         self.run_id = run_id
-        self.staging = f"{STAGING}/{_staging_name(snapshot_date)}"
+        self.staging = date_staging(snapshot_date) + (f"/{shard}" if shard else "")
         self._sequence = 0
         self._later: dt.date | None = None  # a later date whose changes this run restaged
         self.files: list[str] = []  # relative to output, as published
@@ -577,6 +580,11 @@ def read_published(store: Store, snapshot_date: dt.date) -> Published:
     invalid = counts.pop(Status.INVALID_ID.value, 0)
     return Published({**counts, "invalid": invalid, "member_rows": members,
                       "status_rows": sum(counts.values()) + invalid}, files)
+
+
+def date_staging(snapshot_date: dt.date) -> str:
+    """The key of a date's staging folder."""
+    return f"{STAGING}/{_staging_name(snapshot_date)}"
 
 
 def _staging_name(snapshot_date: dt.date) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
-    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer", "shards"},
     {"secrets", "api", "inputs", "progress", "conclude", "changes", "store"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs"},
@@ -20,7 +20,8 @@ LAYERS = [
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
     # output; the wiring; what publishing adds; the diff command
-    {"discover"},  # listing the projects and images, region by region
+    {"discover", "merge"},  # listing the projects and images, region by region; shards
+    # published as one snapshot
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},

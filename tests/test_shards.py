@@ -1,0 +1,159 @@
+"""Shards: N processes (or pods) collect their share, one publish makes it one snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.config import load_settings
+from collector.errors import FatalRunError, UsageError
+from collector.fake import Dataset, FakeCph
+from collector.merge import publish_shards
+from collector.shards import Shard, parse_shard, place
+from collector.store import LocalStore, Store
+from tests.conftest import S3_ENV, S3Server
+from tests.conftest import Outcome as Run
+
+Collect = Callable[..., Awaitable[Run]]
+Factory = Callable[..., Awaitable[FakeCph]]
+DAY = dt.date(2026, 12, 1)
+DROP = {"run_id", "collected_at", "request_id", "attempts"}
+
+
+def rows(out: Run, table: str) -> set[tuple[object, ...]]:
+    data = out.table(table)
+    keep = [c for c in data.column_names if c not in DROP]
+    return {tuple(r[c] for c in keep) for r in data.select(keep).to_pylist()}
+
+
+def test_the_split_is_the_same_everywhere_and_even() -> None:
+    assert place("p" * 32, "a" * 32, 3) == place("p" * 32, "a" * 32, 3)  # no per-process seed
+    assert place("0c4a57e3e7c04c3ab2a6d07fe49b8a96", "4d8f2a6a5e3c4b1e9f7a0c2d4e6f8a1b", 3) == 1
+    spread = [0, 0, 0]
+    for n in range(3000):
+        spread[place("p", f"{n:032x}", 3)] += 1
+    assert all(900 < share < 1100 for share in spread)
+    assert parse_shard("2/3") == Shard(2, 3)
+    for bad in ("0/3", "4/3", "2", "a/b", "1/0"):
+        with pytest.raises(ValueError, match=r"K"):
+            parse_shard(bad)
+
+
+def test_shards_n_takes_the_index_from_a_kubernetes_indexed_job() -> None:
+    settings = load_settings({"shards": "3"}, {"JOB_COMPLETION_INDEX": "1"})
+    assert settings.shard == "2/3"
+    with pytest.raises(UsageError, match=r"^--shards 3 takes the shard from JOB_COMPLETION_INDEX "
+                                         r"\(0 to 2\), which is 3$"):
+        load_settings({"shards": "3"}, {"JOB_COMPLETION_INDEX": "3"})
+    with pytest.raises(UsageError, match=r"discovery is not sharded"):
+        load_settings({"shard": "1/2", "discover": "true", "region": "cn-north-4"}, {})
+
+
+async def shards(collect: Collect, fake: FakeCph, ids: list[str], count: int,
+                 **settings: Any) -> list[Run]:
+    """``count`` shard runs side by side, as pods of one Indexed Job."""
+    return list(await asyncio.gather(*(
+        collect(fake, ids, shard=f"{k}/{count}", snapshot_date=DAY, chunk_images=10, **settings)
+        for k in range(1, count + 1))))
+
+
+def published(store: Store, count: int) -> Any:
+    return publish_shards(store, DAY, count, "20261201T050000Z-pub000", frozenset(), {})
+
+
+async def test_three_shards_and_a_publish_equal_one_run_within_the_accounts_rate(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=81, images=240)
+    ids = [*dataset.image_ids(), "not-an-id", dataset.image_ids()[0]]  # a bad line, a repeat
+    whole = await collect(await fake_factory(dataset), ids, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    fake = await fake_factory(dataset)
+    parts = await shards(collect, fake, ids, 3, rate_limit=300, output=tmp_path / "out")
+    assert [p.record.status for p in parts] == ["staged"] * 3
+    assert [p.record.exit_code for p in parts] == [0, 0, 0]
+    assert not (tmp_path / "out" / "image_status").exists()  # a shard publishes nothing
+    assert sum(p.record.counts["status_rows"] for p in parts) == 241
+    arrivals = sorted(e.t for e in fake.log)
+    busiest = max(sum(1 for t in arrivals[i:] if t - start < 1.0)
+                  for i, start in enumerate(arrivals))
+    assert busiest <= 300 * 1.05  # three shards at 100/s each: the account's 300/s in all
+
+    record = published(LocalStore(tmp_path / "out"), 3)
+    assert (record.status, record.exit_code) == ("finished", 0)
+    assert record.counts["status_rows"] == 241 and record.counts["shards"] == 3
+    merged = Run(record, tmp_path / "out", "")
+    for table in ("members", "image_status"):
+        assert rows(merged, table) == rows(whole, table), table
+    assert not (tmp_path / "out" / "_staging" / f"snapshot_date={DAY}").exists()
+    again = published(LocalStore(tmp_path / "out"), 3)  # publishing twice is harmless
+    assert (again.exit_code, again.error) == (0, "already published")
+    assert rows(merged, "image_status") == rows(whole, "image_status")
+
+
+async def test_a_missing_or_different_shard_publishes_nothing_and_says_which(
+        fake: FakeCph, collect: Collect, tmp_path: Path) -> None:
+    ids = fake.dataset.image_ids()
+    for k in (1, 3):
+        await collect(fake, ids, shard=f"{k}/3", snapshot_date=DAY)
+    store = LocalStore(tmp_path / "out")
+    with pytest.raises(FatalRunError, match=r"^publish 2026-12-01: shard 2/3 has not finished "
+                                            r"\(run it again with the same arguments\); "
+                                            r"nothing published$") as missing:
+        published(store, 3)
+    assert missing.value.exit_code == 3
+    assert not (tmp_path / "out" / "image_status").exists()
+    await collect(fake, ids[:-1], shard="2/3", snapshot_date=DAY)  # another input
+    with pytest.raises(FatalRunError, match=r"shard 2/3 ran with another input or settings"):
+        published(store, 3)
+    with pytest.raises(FatalRunError, match=r"shard-1-of-3 is staged, but --shards says 2"):
+        published(store, 2)
+    assert not (tmp_path / "out" / "image_status").exists()
+
+
+async def test_a_shard_that_died_is_run_again_and_the_publish_still_equals_one_run(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=82, images=90)
+    ids = dataset.image_ids()
+    whole = await collect(await fake_factory(dataset), ids, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    victim = [i for i in ids if place(dataset.project_ids[0], i, 3) == 1][15]
+    fake = await fake_factory(dataset, script={victim: ["unauthorized"]})
+    parts = await shards(collect, fake, ids, 3, concurrency=1)  # shard 2 dies after a chunk
+    assert [p.record.exit_code for p in parts] == [0, 3, 0]  # shard 2 died
+    again = await collect(fake, ids, shard="2/3", snapshot_date=DAY, chunk_images=10)
+    assert again.record.status == "staged"
+    assert again.record.counts["resumed"] == parts[1].record.counts["status_rows"] > 0
+    record = published(LocalStore(tmp_path / "out"), 3)
+    merged = Run(record, tmp_path / "out", "")
+    for table in ("members", "image_status"):
+        assert rows(merged, table) == rows(whole, table), table
+
+
+async def test_shards_meet_in_a_bucket(fake_factory: Factory, collect: Collect, s3: S3Server,
+                                       tmp_path: Path) -> None:
+    dataset = Dataset(seed=83, images=90)
+    ids = dataset.image_ids()
+    whole = await collect(await fake_factory(dataset), ids, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    url = s3.bucket()
+    fake = await fake_factory(dataset)
+    parts = await shards(collect, fake, ids, 3, output=url, env=S3_ENV,
+                         storage_endpoint=s3.endpoint)
+    assert [p.record.status for p in parts] == ["staged"] * 3
+    record = published(_bucket(url, s3), 3)
+    merged = Run(record, url, "", filesystem=s3.filesystem())
+    for table in ("members", "image_status"):
+        assert rows(merged, table) == rows(whole, table), table
+    assert not [k for k in s3.keys(url) if k.startswith("_staging/snapshot_date=")]
+
+
+def _bucket(url: Any, s3: S3Server) -> Store:
+    from collector.build import open_store
+    from collector.config import Settings
+
+    return open_store(Settings(storage_endpoint=s3.endpoint), url, S3_ENV)
