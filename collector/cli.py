@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
     _add_setting_flags(run)
 
+    plan = commands.add_parser("plan", help="list a --discover run's images once, for its "
+                                             "shards to collect (then run --shard K/N "
+                                             "--discover and publish --shards N)")
+    plan.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
+    _add_setting_flags(plan)
+
     check = commands.add_parser("check", help="check settings, input, output, credentials and "
                                                "endpoint as a run would, then exit (nothing "
                                                "is collected)")
@@ -117,10 +123,11 @@ def _run(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
     setup_logging(settings.log_level, settings.log_format)
-    if settings.discover == (args.input is not None):
+    given = getattr(args, "input", None)
+    if settings.discover == (given is not None):
         raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
                          "or listed from the API)")
-    run = Run(settings, args.input, build(settings, os.environ))
+    run = Run(settings, given, build(settings, os.environ), plan=args.command == "plan")
     # The ~300,000 objects of the imports are never garbage; frozen, a full collection does not
     # rescan them: a 20-30 ms pause of the event loop becomes ~1 ms, and bursts go with it.
     gc.freeze()
@@ -241,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command in ("run", "plan"):
             return _run(args)
         if args.command == "diff":
             return _diff(args)

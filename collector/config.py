@@ -528,10 +528,6 @@ def check_together(settings: Settings) -> None:
         shard = parse_shard(settings.shard)
         if settings.shards is not None and settings.shards != shard.count:
             raise UsageError(f"shard={settings.shard}: --shards says {settings.shards} shards")
-        if settings.discover:
-            raise UsageError(f"shard={settings.shard}: shards split an input file; discovery "
-                             "is not sharded (list once, e.g. one unsharded --discover run, "
-                             "or give the IDs with --input)")
     output = settings.output
     if isinstance(output, BucketUrl) and output.scheme == "obs" and not (
             settings.storage_endpoint or settings.regions):

@@ -22,6 +22,7 @@ from collector.manifest import RunRecord, write_manifest
 from collector.preflight import recover
 from collector.publish import stage_changes
 from collector.sink import (
+    PLAN,
     SHARD_MARK,
     TABLES,
     ParquetSink,
@@ -64,9 +65,14 @@ def read_marks(store: Store, snapshot_date: dt.date, count: int) -> list[Mark]:
         doc = orjson.loads(store.read(key))
         marks.append(Mark(str(doc["shard"]), str(doc["run_id"]), doc.get("fingerprint"),
                           int(doc.get("exit_code") or 0)))
+    plan = f"{staging}/{PLAN}/{SHARD_MARK}"
+    if store.exists(plan):  # a discovery run's shards: the plan they collected must agree
+        doc = orjson.loads(store.read(plan))
+        marks.append(Mark(PLAN, str(doc["run_id"]), doc.get("fingerprint"), 0))
     for mark in marks[1:]:
         if mark.fingerprint != marks[0].fingerprint:
-            raise FatalRunError(f"publish {snapshot_date}: shard {mark.shard} ran with another "
+            what = "the plan" if mark.shard == PLAN else f"shard {mark.shard}"
+            raise FatalRunError(f"publish {snapshot_date}: {what} ran with another "
                                 f"input or settings than shard {marks[0].shard}; nothing "
                                 "published")
     return marks
@@ -76,8 +82,8 @@ def gather(store: Store, snapshot_date: dt.date, count: int) -> None:
     """Move every shard's committed chunks into the date's staging (file by file: a chunk
     moved stays moved, so this can be repeated)."""
     staging = date_staging(snapshot_date)
-    for index in range(1, count + 1):
-        shard = f"{staging}/shard-{index}-of-{count}"
+    folders = [f"{staging}/shard-{index}-of-{count}" for index in range(1, count + 1)]
+    for shard in [*folders, f"{staging}/{PLAN}"]:  # the plan: the listing of a discovery run
         for table in TABLES:
             store.make_folder(f"{staging}/{table}")
             for key in parquet_files(store, f"{shard}/{table}"):
@@ -105,7 +111,7 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
         record.error = "already published"
         return record
     marks = read_marks(store, snapshot_date, count)
-    record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks)
+    record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks if m.shard != PLAN)
     write_manifest(store, record)  # running: a stop from here on is recorded by the next run
     gather(store, snapshot_date, count)
     sink = ParquetSink(store, snapshot_date, run_id)

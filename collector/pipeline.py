@@ -45,7 +45,7 @@ from collector.preflight import prepare
 from collector.progress import Snapshot
 from collector.publish import stage_changes
 from collector.results import ImageResult
-from collector.sink import SHARD_MARK, ParquetSink, date_staging
+from collector.sink import PLAN, SHARD_MARK, ParquetSink, date_staging
 from collector.store import LocalStore, Store, parse_bucket_url, reason
 
 log = logging.getLogger("collector")
@@ -105,8 +105,9 @@ class Run:
     """One collection run of one snapshot date: ``await Run(...).execute()`` -> its record."""
 
     def __init__(self, settings: Settings, input_path: str | None, parts: Parts, *,
-                 stderr: TextIO = sys.stderr) -> None:
-        """``input_path`` None: the images are discovered (``settings.discover``)."""
+                 stderr: TextIO = sys.stderr, plan: bool = False) -> None:
+        """``input_path`` None: the images are discovered (``settings.discover``). ``plan``:
+        list only, into the date's plan, which shards of a discovery run then collect."""
         if len(settings.project_ids) > 1 and not settings.discover:
             raise UsageError("project_id: one project for input rows that have none (a list "
                              "is for --discover)")
@@ -119,6 +120,10 @@ class Run:
         self.run_id = new_run_id(self.started)
         RunId.current = self.run_id  # in every log line of the JSON format
         self.shard = settings.shard_spec
+        self.plan = plan
+        if plan and (not settings.discover or self.shard is not None):
+            raise UsageError("plan: lists once for the shards of a --discover run; give "
+                             "--discover, and no --shard")
         self.intake = Intake(None if settings.discover else settings.project_id,
                              owns=self.shard.owns if self.shard else None)
         self._fingerprint: str | None = None
@@ -206,7 +211,7 @@ class Run:
                             fmt: str) -> None:
         """Under the output lock: mend and resume, collect, conclude, publish."""
         sink = ParquetSink(store, self.snapshot_date, self.run_id,
-                           self.shard.name if self.shard else None)
+                           PLAN if self.plan else self.shard.name if self.shard else None)
 
         def fingerprint_of(digest: str | None) -> str | None:
             self._fingerprint = fingerprint(digest, self.settings)
@@ -221,10 +226,15 @@ class Run:
             try:
                 async with self.parts.client:
                     total = prepared.survey.lines
-                    if lines is None:
+                    if lines is None and self.shard is not None:
+                        total, lines = await asyncio.to_thread(self._planned, store)
+                    elif lines is None:
                         total = await self._discover(sink)
-                        lines = iter(()) if self._stop.is_set() else discovered_lines(sink)
-                    await self._collect(lines, sink, total)
+                        lines = iter(()) if self._stop.is_set() or self.plan \
+                            else discovered_lines(sink)
+                    if not self.plan:
+                        assert lines is not None
+                        await self._collect(lines, sink, total)
             finally:  # a fatal run's manifest has its real counts too
                 self._count_requests()
         except CollectorError as exc:  # ours: its own words and exit code
@@ -238,7 +248,7 @@ class Run:
                         if f.endpoint_unproven()), None)
         failed = sum(x.status is not Status.OK for x in self.listings)
         conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
-        if conclusion.publishes and self.shard is not None:
+        if conclusion.publishes and (self.shard is not None or self.plan):
             await self._stage_shard(sink, conclusion)
             return
         if conclusion.publishes:
@@ -247,6 +257,25 @@ class Run:
         await self._fail(sink, conclusion)
         if conclusion.status is RunStatus.FATAL:
             raise FatalRunError(conclusion.error or "fatal")
+
+    def _planned(self, store: Store) -> tuple[int, Iterator[Line]]:
+        """A discovery shard's images: the date's plan (``cph-collector plan``), listed once
+        for all shards; UsageError when there is none, or it was made with other settings."""
+        plan = ParquetSink(store, self.snapshot_date, self.run_id, PLAN)
+        mark = f"{plan.staging}/{SHARD_MARK}"
+        if not store.exists(mark):
+            raise UsageError(f"shard {self.shard} of a --discover run: no plan for "
+                             f"{self.snapshot_date} in {store.url}; run cph-collector plan "
+                             "with the same settings first")
+        if orjson.loads(store.read(mark)).get("fingerprint") != self._fingerprint:
+            raise UsageError(f"shard {self.shard}: the plan of {self.snapshot_date} was made "
+                             "with other settings (endpoint, projects or region)")
+        self.listings = [Listing.from_row(row) for row in plan.listings()]
+        by_region = {r.name: r.fetcher for r in self.parts.regions}
+        self._route = {x.project_id: by_region.get(x.region, self.parts.fetcher)
+                       for x in self.listings}
+        return sum(x.images for x in self.listings if x.image_type == "private"), \
+            discovered_lines(plan)
 
     async def _discover(self, sink: ParquetSink) -> int:
         """List the images into staging (or adopt a committed listing); returns how many
@@ -320,13 +349,13 @@ class Run:
         await asyncio.to_thread(sink.discard)
 
     async def _stage_shard(self, sink: ParquetSink, conclusion: Conclusion) -> None:
-        """A shard publishes nothing: it leaves its share committed in its staging, and a
-        mark that says it finished, for which input and settings (``publish --shards N``
-        checks that every shard's mark agrees)."""
-        assert self.shard is not None
+        """A shard (or the plan) publishes nothing: it leaves its share committed in its
+        staging, and a mark that says it finished, for which input and settings (``publish
+        --shards N`` checks that every mark agrees)."""
         self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED))
-        mark = {"shard": str(self.shard), "run_id": self.run_id, "fingerprint": self._fingerprint,
-                "exit_code": self.record.exit_code, "counts": self.record.counts}
+        mark = {"shard": str(self.shard) if self.shard else PLAN, "run_id": self.run_id,
+                "fingerprint": self._fingerprint, "exit_code": self.record.exit_code,
+                "counts": self.record.counts}
         await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
                                 orjson.dumps(mark))
         await self._save()

@@ -19,6 +19,7 @@ from collector.sink import (
     ParquetSink,
     Resumed,
     clean_stale_staging,
+    date_staging,
     finish_interrupted,
     read_published,
 )
@@ -49,7 +50,7 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
     try:
         if mend:
             recover(store, sink.run_id)
-            removed = clean_stale_staging(store, keep=sink.staging)
+            removed = clean_stale_staging(store, keep=date_staging(sink.snapshot_date))
         resumed = sink.resume(fingerprint_of(about.digest))
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: write failed ({reason(exc)})") from None

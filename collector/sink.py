@@ -102,6 +102,7 @@ PUBLISHING = "publishing"  # in staging while its tables are being swapped in
 PACKED = "packed"  # in a bucket's staging: each table as one object, ready to be copied in
 TODO = "to-do"  # beside a packed table until it is copied in
 SHARD_MARK = "shard.json"  # in a shard's staging once it collected its share
+PLAN = "plan"  # a discovery run's listing, made once for its shards (``cph-collector plan``)
 log = logging.getLogger("collector")
 
 

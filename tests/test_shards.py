@@ -50,8 +50,6 @@ def test_shards_n_takes_the_index_from_a_kubernetes_indexed_job() -> None:
     with pytest.raises(UsageError, match=r"^--shards 3 takes the shard from JOB_COMPLETION_INDEX "
                                          r"\(0 to 2\), which is 3$"):
         load_settings({"shards": "3"}, {"JOB_COMPLETION_INDEX": "3"})
-    with pytest.raises(UsageError, match=r"discovery is not sharded"):
-        load_settings({"shard": "1/2", "discover": "true", "region": "cn-north-4"}, {})
 
 
 async def shards(collect: Collect, fake: FakeCph, ids: list[str], count: int,
@@ -157,3 +155,39 @@ def _bucket(url: Any, s3: S3Server) -> Store:
     from collector.config import Settings
 
     return open_store(Settings(storage_endpoint=s3.endpoint), url, S3_ENV)
+
+
+async def test_a_discovery_run_is_planned_once_then_sharded_and_published_as_one(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    from collector.build import build
+    from collector.config import Settings
+    from collector.pipeline import Run as Pipeline
+    from tests.conftest import TOKEN
+
+    dataset = Dataset(seed=84, projects=2, images=60, with_doc_example=False,
+                      locked_project=False)
+    fake = await fake_factory(dataset)
+    common = {"discover": True, "project_id": ",".join(dataset.project_ids)}
+    whole = await collect(fake, output=tmp_path / "whole", snapshot_date=DAY, **common)
+    before = await collect(fake, output=tmp_path / "out", shard="1/2", snapshot_date=DAY,
+                           **common)
+    assert before.error is not None and before.error.exit_code == 2
+    assert "run cph-collector plan with the same settings first" in str(before.error)
+
+    from collector.auth import TokenAuth
+    from collector.secrets import Secret
+
+    settings = Settings(endpoint=fake.url, output=tmp_path / "out", snapshot_date=DAY,
+                        rate_limit=100_000, progress_interval=3600, **common)  # type: ignore[arg-type]
+    parts = build(settings, {}, auth=lambda _: TokenAuth(Secret(TOKEN)))
+    planned = await Pipeline(settings, None, parts, plan=True).execute()
+    assert planned.status == "staged"
+    listed = len(fake.log)
+    halves = [await collect(fake, output=tmp_path / "out", shard=f"{k}/2", snapshot_date=DAY,
+                            **common) for k in (1, 2)]
+    assert [h.record.status for h in halves] == ["staged", "staged"]
+    assert not [e for e in fake.log[listed:] if "/cloud-phone/images?" in e.path]  # no listing
+    record = published(LocalStore(tmp_path / "out"), 2)
+    merged = Run(record, tmp_path / "out", "")
+    for table in ("members", "image_status", "images", "listing_status"):
+        assert rows(merged, table) == rows(whole, table), table
