@@ -129,11 +129,11 @@ def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str])
 
 
 def grouping_key(region: str | None, shard: str | None = None) -> dict[str, str]:
-    """What tells runs apart on one Pushgateway: the region (and the shard, once there are
-    shards), besides the job and the host."""
+    """What tells runs apart on one Pushgateway, besides the job: the host, the region and
+    the shard (``2-of-3``: a slash would need base64 in the push URL)."""
     key = {"instance": os.uname().nodename}
     if region:
         key["region"] = region
     if shard:
-        key["shard"] = shard
+        key["shard"] = shard.replace("/", "-of-")
     return key

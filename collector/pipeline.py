@@ -316,7 +316,7 @@ class Run:
         if s.metrics_file is not None:
             metrics.write_file(s.metrics_file, registry)
         if final and s.pushgateway is not None:
-            metrics.push(s.pushgateway, registry, metrics.grouping_key(s.region))
+            metrics.push(s.pushgateway, registry, metrics.grouping_key(s.region, s.shard))
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a
