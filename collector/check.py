@@ -13,22 +13,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector import proxy as proxies
 from collector.auth import AkSkAuth, Auth, Post
-from collector.build import Parts, build
+from collector.build import Parts, build, open_store
 from collector.client import tls_context
 from collector.config import Settings
 from collector.discover import Listing, list_projects, parse_image_page
 from collector.errors import CollectorError, ExitCode, Status, UsageError
-from collector.intake import Intake, Rejected
+from collector.inputs import Line, detect_format
+from collector.intake import Intake, Rejected, Target
 from collector.outdir import check_writable, lock
 from collector.pipeline import open_input
 from collector.results import ImageResult
-from collector.store import parse_bucket_url, reason
+from collector.store import BucketUrl, Store, parse_bucket_url, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
     if parts is not None:
         say(await asyncio.to_thread(_output, parts))
         async with parts.client:
-            for check in await _requests(settings, input_path, parts, env):
+            for check in await _requests(settings, input_path, parts):
                 say(check)
     bad = [c for c in checks if not c.ok]
     out(f"check: {len(checks) - len(bad)} of {len(checks)} passed" +
@@ -106,22 +107,25 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
     return bad[0].exit_code if bad else 0
 
 
-def _input(settings: Settings, input_path: str, env: Mapping[str, str]) -> Check:
-    """The input reads and has an ID (a bucket's object is fetched to a scratch file)."""
-    from collector.build import open_store
+def _lines(settings: Settings, input_path: str, scratch: Path,
+           stores: Callable[[BucketUrl], Store]) -> Generator[Line, None, None]:
+    """The input's lines, as a run reads them (a bucket's object copied to ``scratch``)."""
+    path = input_path
+    url = parse_bucket_url(input_path)
+    if url is not None:
+        folder, name = url.parent()
+        path = str(scratch / (name or "input"))
+        stores(folder).download(name, Path(path))
+    return open_input(path, detect_format(input_path, settings.input_format),
+                      settings.project_id)
 
+
+def _input(settings: Settings, input_path: str, env: Mapping[str, str]) -> Check:
+    """The input reads and has an ID."""
     try:
         with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
-            path = input_path
-            url = parse_bucket_url(input_path)
-            if url is not None:
-                folder, name = url.parent()
-                path = str(Path(scratch) / (name or "input"))
-                open_store(settings, folder, env).download(name, Path(path))
-            from collector.inputs import detect_format
-
-            lines = open_input(path, detect_format(input_path, settings.input_format),
-                               settings.project_id)
+            lines = _lines(settings, input_path, Path(scratch),
+                           lambda url: open_store(settings, url, env))
             first = next(lines)
             lines.close()
     except (UsageError, ValueError) as exc:
@@ -161,13 +165,12 @@ def _output(parts: Parts) -> Check:
     return passed("output", f"{store.url}: writable, lockable")
 
 
-async def _requests(settings: Settings, input_path: str | None, parts: Parts,
-                    env: Mapping[str, str]) -> list[Check]:
+async def _requests(settings: Settings, input_path: str | None, parts: Parts) -> list[Check]:
     """One request of each kind a run sends first: a member call for the input's first ID,
     or IAM's project list (unless given) and ``ListImages?limit=1`` for each project."""
     try:
         if input_path is not None:
-            return await _member_call(settings, input_path, parts, env)
+            return await _member_call(settings, input_path, parts)
         return await _listing_calls(settings, parts)
     except CollectorError as exc:  # the run would stop here too: say which part it blames
         blamed = "endpoint" if str(exc).startswith(("endpoint ", "IAM endpoint ")) \
@@ -175,27 +178,22 @@ async def _requests(settings: Settings, input_path: str | None, parts: Parts,
         return [failed(blamed, str(exc), ExitCode.FATAL)]
 
 
-async def _member_call(settings: Settings, input_path: str, parts: Parts,
-                       env: Mapping[str, str]) -> list[Check]:
-    first = None
-    with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
-        url = parse_bucket_url(input_path)
-        path = input_path
-        if url is not None:
-            folder, name = url.parent()
-            path = str(Path(scratch) / (name or "input"))
-            await asyncio.to_thread(parts.stores(folder).download, name, Path(path))
-        from collector.inputs import detect_format
+async def _member_call(settings: Settings, input_path: str, parts: Parts) -> list[Check]:
+    """The first valid ID's member call, as the run's first request would be."""
+    def first_target() -> Target | None:
+        with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
+            lines = _lines(settings, input_path, Path(scratch), parts.stores)
+            intake = Intake(settings.project_id)
+            try:
+                for line in lines:
+                    admitted = intake.admit(line)
+                    if admitted is not None and not isinstance(admitted, Rejected):
+                        return admitted
+                return None
+            finally:
+                lines.close()
 
-        lines = open_input(path, detect_format(input_path, settings.input_format),
-                           settings.project_id)
-        intake = Intake(settings.project_id)
-        for line in lines:
-            admitted = intake.admit(line)
-            if admitted is not None and not isinstance(admitted, Rejected):
-                first = admitted
-                break
-        lines.close()
+    first = await asyncio.to_thread(first_target)
     if first is None:
         return [failed("endpoint", f"input {input_path}: no valid image ID to ask for")]
     result = await parts.fetcher.collect(first)
