@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
@@ -36,34 +37,58 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"{spec.help} [{env_name(name)}]")
 
 
+def _add_some_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """Flags for the settings a command other than ``run`` reads (env and TOML as for run)."""
+    for name in names:
+        switch = name == "fail_on_untrusted"
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                            nargs="?" if switch else None, const="true" if switch else None,
+                            help=f"{SPECS[name].help} [{env_name(name)}]")
+
+
+PUBLISH_SETTINGS = ("output", "storage_endpoint", "storage_addressing", "region",
+                    "trusted_projects", "fail_on_untrusted", "log_format")
+DIFF_SETTINGS = ("storage_endpoint", "storage_addressing", "region")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``run``, ``demo`` and ``fake-server``; every setting is a flag."""
+    """The command line: ``run``, ``plan``, ``check``, ``publish``, ``diff``, ``demo`` and
+    ``fake-server``; every setting is a flag of ``run``."""
     parser = argparse.ArgumentParser(
         prog="cph-collector",
         description="Which projects is each Huawei Cloud CPH image shared with? Collects "
                     "ListImageMembers for many image IDs into Parquet.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, text, has_input in (
+            ("run", "collect image members for the IDs in --input", True),
+            ("plan", "list a --discover run's images once, for its shards to collect (then "
+                     "run --shard K/N --discover and publish --shards N)", False),
+            ("check", "check settings, input, output, credentials and endpoint as a run "
+                      "would, then exit (nothing is collected)", True)):
+        command = commands.add_parser(name, help=text)
+        if has_input:
+            command.add_argument("--input", default=None,
+                                 help="IDs: .txt (one per line), .csv/.jsonl/.parquet with "
+                                      "image_id [and project_id], or - for stdin; or "
+                                      "--discover instead")
+        command.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
+        _add_setting_flags(command)
+    _add_publish(commands)
+    _add_demo(commands)
+    _add_diff(commands)
+    fake = commands.add_parser(
+        "fake-server", help="serve a fake CPH API on loopback (token: CPH_AUTH_TOKEN, "
+                            "default 'fake-token')")
+    from collector.fake.cli import add_arguments
 
-    run = commands.add_parser("run", help="collect image members for the IDs in --input")
-    run.add_argument("--input", default=None,
-                     help="IDs: .txt (one per line), .csv/.jsonl/.parquet with image_id "
-                          "[and project_id], or - for stdin; or --discover instead")
-    run.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
-    _add_setting_flags(run)
+    add_arguments(fake)
+    return parser
 
-    plan = commands.add_parser("plan", help="list a --discover run's images once, for its "
-                                             "shards to collect (then run --shard K/N "
-                                             "--discover and publish --shards N)")
-    plan.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
-    _add_setting_flags(plan)
 
-    check = commands.add_parser("check", help="check settings, input, output, credentials and "
-                                               "endpoint as a run would, then exit (nothing "
-                                               "is collected)")
-    check.add_argument("--input", default=None, help="as for run")
-    check.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
-    _add_setting_flags(check)
+Commands = Any  # argparse's _SubParsersAction, private in typeshed
 
+
+def _add_publish(commands: Commands) -> None:
     publish = commands.add_parser("publish", help="publish the N shards of a snapshot date as "
                                                    "one snapshot (after every shard finished)")
     publish.add_argument("--snapshot-date", required=True, metavar="DATE",
@@ -71,13 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--shards", required=True, type=int, metavar="N",
                          help="how many shards ran")
     publish.add_argument("--config", type=Path, help="TOML file of settings (see config/)")
-    for name in ("output", "storage_endpoint", "storage_addressing", "region",
-                 "trusted_projects", "fail_on_untrusted", "log_format"):
-        switch = name == "fail_on_untrusted"
-        publish.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                             nargs="?" if switch else None, const="true" if switch else None,
-                             help=f"{SPECS[name].help} [{env_name(name)}]")
+    _add_some_flags(publish, PUBLISH_SETTINGS)
 
+
+def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="run a whole collection against a local fake CPH")
     demo.add_argument("--output", default="output",
                       help="output folder, or s3://bucket/prefix (with --with-s3, or your own "
@@ -88,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images in the fake account, over the two nights")
     demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
 
+
+def _add_diff(commands: Commands) -> None:
     diff = commands.add_parser("diff", help="what changed between two finished snapshots "
                                              "(nothing is collected)")
     diff.add_argument("--output", default="output",
                       help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
-    for name in ("storage_endpoint", "storage_addressing", "region"):
-        diff.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                          help=f"{SPECS[name].help} [{env_name(name)}]")
+    _add_some_flags(diff, DIFF_SETTINGS)
     diff.add_argument("--from", dest="since", required=True, metavar="DATE",
                       help="the earlier snapshot date, YYYY-MM-DD")
     diff.add_argument("--to", dest="until", required=True, metavar="DATE",
@@ -106,14 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="partner projects (comma-separated or @FILE) [CPH_TRUSTED_PROJECTS]")
     diff.add_argument("--fail-on-untrusted", action="store_true",
                       help="exit 4 when a share to an untrusted project was added or updated")
-
-    fake = commands.add_parser(
-        "fake-server", help="serve a fake CPH API on loopback (token: CPH_AUTH_TOKEN, "
-                            "default 'fake-token')")
-    from collector.fake.cli import add_arguments
-
-    add_arguments(fake)
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,9 +188,8 @@ def _publish(args: argparse.Namespace) -> int:
     from collector.outdir import lock
     from collector.pipeline import new_run_id, summary_json, summary_line
 
-    names = ("output", "storage_endpoint", "storage_addressing", "region", "trusted_projects",
-             "fail_on_untrusted", "log_format")
-    settings = load_settings({n: getattr(args, n) for n in names}, os.environ, args.config)
+    settings = load_settings({n: getattr(args, n) for n in PUBLISH_SETTINGS}, os.environ,
+                             args.config)
     setup_logging(settings.log_level, settings.log_format)
     try:
         day = dt.date.fromisoformat(args.snapshot_date)
@@ -211,8 +224,7 @@ def _diff(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"{flag}={raw!r}: must be a date YYYY-MM-DD") from None
     settings = load_settings({name: getattr(args, name) for name in (
-        "output", "trusted_projects", "storage_endpoint", "storage_addressing", "region")},
-        os.environ)
+        "output", "trusted_projects", *DIFF_SETTINGS)}, os.environ)
     store = open_store(settings, settings.output)
     table, summary = changes_between(store, dates[0], dates[1], settings.trusted)
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")

@@ -19,7 +19,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -45,8 +45,9 @@ from collector.preflight import prepare
 from collector.progress import Snapshot
 from collector.publish import stage_changes
 from collector.results import ImageResult
+from collector.shards import Shard
 from collector.sink import PLAN, SHARD_MARK, ParquetSink, date_staging
-from collector.store import LocalStore, Store, parse_bucket_url, reason
+from collector.store import BucketUrl, LocalStore, Store, parse_bucket_url, reason
 
 log = logging.getLogger("collector")
 
@@ -99,6 +100,52 @@ def discovered_lines(sink: ParquetSink) -> Iterator[Line]:
     """The listed private images, as input lines (read back from staging, in batches)."""
     for number, (project, image) in enumerate(sink.private_images(), 1):
         yield Line(number, image, project)
+
+
+def local_input(input_path: str, scratch: Path, stores: Callable[[BucketUrl], Store]) -> str:
+    """The input as a local path: a bucket's object is first copied into ``scratch``
+    (streamed, named as it is, so its format and fingerprint are those of the object);
+    UsageError when it cannot be read."""
+    try:
+        url = parse_bucket_url(input_path)
+    except ValueError as exc:
+        raise UsageError(f"input {input_path}: {exc}") from None
+    if url is None:
+        return input_path
+    folder, name = url.parent()
+    local = scratch / (name or "input")
+    try:
+        stores(folder).download(name, local)
+    except OSError as exc:
+        raise UsageError(f"input {url}: cannot be read ({reason(exc)})") from None
+    return str(local)
+
+
+def read_plan(store: Store, snapshot_date: dt.date, run_id: str, fingerprint: str | None,
+              shard: Shard | None) -> tuple[list[Listing], Iterator[Line]]:
+    """A discovery shard's images: the date's plan (``cph-collector plan``), listed once
+    for all shards; UsageError when there is none, or it was made with other settings."""
+    plan = ParquetSink(store, snapshot_date, run_id, PLAN)
+    mark = f"{plan.staging}/{SHARD_MARK}"
+    if not store.exists(mark):
+        raise UsageError(f"shard {shard} of a --discover run: no plan for {snapshot_date} in "
+                         f"{store.url}; run cph-collector plan with the same settings first")
+    if orjson.loads(store.read(mark)).get("fingerprint") != fingerprint:
+        raise UsageError(f"shard {shard}: the plan of {snapshot_date} was made with other "
+                         "settings (endpoint, projects or region)")
+    return [Listing.from_row(row) for row in plan.listings()], discovered_lines(plan)
+
+
+def emit_metrics(settings: Settings, live: RunRecord, final: bool) -> None:
+    """The metrics file (every progress interval, and at the end) and, at the end, the
+    Pushgateway. Neither can fail the run: each failure is a warning."""
+    last = metrics.previous_success(settings.metrics_file) if settings.metrics_file else None
+    registry = metrics.registry_of(live, last)
+    if settings.metrics_file is not None:
+        metrics.write_file(settings.metrics_file, registry)
+    if final and settings.pushgateway is not None:
+        metrics.push(settings.pushgateway, registry,
+                     metrics.grouping_key(settings.region, settings.shard))
 
 
 class Run:
@@ -160,7 +207,8 @@ class Run:
         lines: Generator[Line, None, None] | None = None
         with tempfile.TemporaryDirectory(prefix="cph-input-") as scratch:
             if self.input_path is not None:
-                path = await asyncio.to_thread(self._local_input, Path(scratch))
+                path = await asyncio.to_thread(local_input, self.input_path, Path(scratch),
+                                               self.parts.stores)
                 self.input_path = path
                 lines = await in_daemon_thread(
                     lambda: open_input(path, fmt, self.settings.project_id))
@@ -171,25 +219,6 @@ class Run:
             finally:
                 if lines is not None and not self.input_still_reading:  # else a reader
                     lines.close()  # thread holds it; it ends with the process
-
-    def _local_input(self, scratch: Path) -> str:
-        """The input as a local path: a bucket's object is first copied into ``scratch``
-        (streamed, named as it is, so its format and fingerprint are those of the object);
-        UsageError when it cannot be read."""
-        assert self.input_path is not None
-        try:
-            url = parse_bucket_url(self.input_path)
-        except ValueError as exc:
-            raise UsageError(f"input {self.input_path}: {exc}") from None
-        if url is None:
-            return self.input_path
-        folder, name = url.parent()
-        local = scratch / (name or "input")
-        try:
-            self.parts.stores(folder).download(name, local)
-        except OSError as exc:
-            raise UsageError(f"input {url}: cannot be read ({reason(exc)})") from None
-        return str(local)
 
     async def _steps(self, lines: Iterator[Line] | None, fmt: str) -> None:
         store = self.parts.store
@@ -259,23 +288,13 @@ class Run:
             raise FatalRunError(conclusion.error or "fatal")
 
     def _planned(self, store: Store) -> tuple[int, Iterator[Line]]:
-        """A discovery shard's images: the date's plan (``cph-collector plan``), listed once
-        for all shards; UsageError when there is none, or it was made with other settings."""
-        plan = ParquetSink(store, self.snapshot_date, self.run_id, PLAN)
-        mark = f"{plan.staging}/{SHARD_MARK}"
-        if not store.exists(mark):
-            raise UsageError(f"shard {self.shard} of a --discover run: no plan for "
-                             f"{self.snapshot_date} in {store.url}; run cph-collector plan "
-                             "with the same settings first")
-        if orjson.loads(store.read(mark)).get("fingerprint") != self._fingerprint:
-            raise UsageError(f"shard {self.shard}: the plan of {self.snapshot_date} was made "
-                             "with other settings (endpoint, projects or region)")
-        self.listings = [Listing.from_row(row) for row in plan.listings()]
+        """A discovery shard's share of the plan: (private images listed, their lines)."""
+        self.listings, lines = read_plan(store, self.snapshot_date, self.run_id,
+                                         self._fingerprint, self.shard)
         by_region = {r.name: r.fetcher for r in self.parts.regions}
         self._route = {x.project_id: by_region.get(x.region, self.parts.fetcher)
                        for x in self.listings}
-        return sum(x.images for x in self.listings if x.image_type == "private"), \
-            discovered_lines(plan)
+        return sum(x.images for x in self.listings if x.image_type == "private"), lines
 
     async def _discover(self, sink: ParquetSink) -> int:
         """List the images into staging (or adopt a committed listing); returns how many
@@ -303,20 +322,12 @@ class Run:
             on_interval=(lambda: self._emit_metrics(False)) if s.metrics_file else None)
 
     def _emit_metrics(self, final: bool) -> None:
-        """The metrics file (every progress interval, and at the end) and, at the end, the
-        Pushgateway. Neither can fail the run: each failure is a warning."""
         s = self.settings
         if s.metrics_file is None and (s.pushgateway is None or not final):
             return
         self._count_requests()
-        live = dataclasses.replace(self.record, counts=run_counts(
-            self.intake, self.tally, self.listings if s.discover else None))
-        last = metrics.previous_success(s.metrics_file) if s.metrics_file else None
-        registry = metrics.registry_of(live, last)
-        if s.metrics_file is not None:
-            metrics.write_file(s.metrics_file, registry)
-        if final and s.pushgateway is not None:
-            metrics.push(s.pushgateway, registry, metrics.grouping_key(s.region, s.shard))
+        emit_metrics(s, dataclasses.replace(self.record, counts=run_counts(
+            self.intake, self.tally, self.listings if s.discover else None)), final)
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a
