@@ -15,7 +15,14 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    push_to_gateway,
+    write_to_textfile,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.errors import RunStatus, Status
@@ -29,6 +36,7 @@ log = logging.getLogger("collector")
 
 def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegistry:
     """Every metric of ``record`` (a live record while the run goes)."""
+    disable_created_metrics()  # a batch run's counters start with it: no *_created series
     registry = CollectorRegistry()
 
     def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:

@@ -194,3 +194,11 @@ def test_an_interrupted_run_in_json_logs_leaves_metrics_and_one_json_object_a_li
     found = samples(prom.read_text())
     assert value(found, "exit_code") == 130 and value(found, "running") == 0
     assert value(found, "images", status="ok") == doc["counts"]["ok"]  # type: ignore[index]
+
+
+async def test_the_metrics_file_has_no_created_series(fake: FakeCph, collect: Collect,
+                                                      tmp_path: Path) -> None:
+    path = tmp_path / "cph.prom"
+    await collect(fake, fake.dataset.image_ids(), metrics_file=path)
+    text = path.read_text()
+    assert "cph_collector_requests_total" in text and "_created" not in text
