@@ -1,7 +1,4 @@
-"""What publishing adds to a run's own tables: the change table against the night before.
-
-(Object storage and shards will publish here too.)
-"""
+"""What publishing adds to a run's own tables: the change table against the night before."""
 
 from __future__ import annotations
 
@@ -14,12 +11,13 @@ def stage_changes(sink: ParquetSink, run_id: str, trusted: frozenset[str]) -> Su
     table, so that it is swapped in with the rest; a first snapshot has none. A backfill (a
     finished later date exists) also restages that date's changes, against this snapshot.
     Blocking."""
+    later, previous = sink.later_date(), sink.previous_date()
+    if later is None and previous is None:
+        return Summary(None)  # a first snapshot: tonight is not even read
     tonight = sink.night()
-    later = sink.later_date()
     if later is not None:
         table, _ = compare(tonight, sink.night(later), sink.snapshot_date, run_id, trusted)
         sink.commit_later_changes(later, table)
-    previous = sink.previous_date()
     if previous is None:
         return Summary(None)
     table, summary = compare(sink.night(previous), tonight, previous, run_id, trusted)

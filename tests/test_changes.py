@@ -293,3 +293,23 @@ def test_the_changes_are_the_rules_whatever_form_each_night_is_read_in(
     got = {(r["image_id"], r["member_id"], r["change"]) for r in table.to_pylist()}
     assert got == _reference(before, after)
     assert len(table) == len(got)
+
+
+async def test_a_first_snapshot_is_not_read_back_at_publish(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading tonight's snapshot back costs memory in proportion to it (a million images:
+    300 MB more); with nothing to compare it against, it is not read."""
+    import collector.sink
+
+    reads = []
+    real = collector.sink.ParquetSink.night
+
+    def counted(sink, snapshot_date=None):  # type: ignore[no-untyped-def]
+        reads.append(snapshot_date)
+        return real(sink, snapshot_date)
+
+    monkeypatch.setattr(collector.sink.ParquetSink, "night", counted)
+    first = await collect(fake, fake.dataset.image_ids(), snapshot_date=NIGHT1)
+    assert first.record.exit_code == 0 and reads == []
+    second = await collect(fake, fake.dataset.image_ids(), snapshot_date=NIGHT2)
+    assert second.record.exit_code == 0 and reads == [None, NIGHT1]
