@@ -213,7 +213,8 @@ def _diff(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from collector.build import open_store
-    from collector.diff import changes_between, lean_memory, render
+    from collector.changes import lean_memory
+    from collector.diff import changes_between, render
 
     lean_memory()
 

@@ -23,17 +23,6 @@ from collector.store import Store, reason
 FORMATS = ("table", "csv", "jsonl")
 
 
-def lean_memory() -> None:
-    """For a process that reads two whole snapshots: jemalloc, returning freed pages at once,
-    where pyarrow has it (peak RSS near what Arrow holds; mimalloc keeps the Parquet reader's
-    transient buffers). Without jemalloc, the default pool stays."""
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(0)
-    except (NotImplementedError, pa.ArrowNotImplementedError):
-        pass
-
-
 def changes_between(store: Store, since: dt.date, until: dt.date,
                     trusted: frozenset[str]) -> tuple[pa.Table, Summary]:
     """The changes from snapshot ``since`` to snapshot ``until``; UsageError naming a date

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.changes import Summary, compare
+from collector.changes import Summary, compare, lean_memory
 from collector.sink import ParquetSink
 
 
@@ -14,6 +14,7 @@ def stage_changes(sink: ParquetSink, run_id: str, trusted: frozenset[str]) -> Su
     later, previous = sink.later_date(), sink.previous_date()
     if later is None and previous is None:
         return Summary(None)  # a first snapshot: tonight is not even read
+    lean_memory()  # the comparison's peak, not the collection's pool, sets the run's
     tonight = sink.night()
     if later is not None:
         table, _ = compare(tonight, sink.night(later), sink.snapshot_date, run_id, trusted)
