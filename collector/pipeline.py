@@ -300,12 +300,27 @@ class Run:
         """List the images into staging (or adopt a committed listing); returns how many
         private images there are to collect, and routes each project to its region."""
         parts = self.parts
-        self.listings = await discover(self.settings, sink, parts.regions,
-                                       isinstance(parts.auth, AkSkAuth), self._stop)
+        ticker = asyncio.create_task(self._tick_metrics()) if self.settings.metrics_file \
+            else None  # the listing of a large account takes a while: the file keeps moving
+        try:
+            self.listings = await discover(self.settings, sink, parts.regions,
+                                           isinstance(parts.auth, AkSkAuth), self._stop)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
         by_region = {r.name: r.fetcher for r in parts.regions}
         self._route = {x.project_id: by_region.get(x.region, parts.fetcher)
                        for x in self.listings}
         return sum(x.images for x in self.listings if x.image_type == "private")
+
+    async def _tick_metrics(self) -> None:
+        """The metrics file at every progress interval, until cancelled (the collection's
+        progress reporter does the same once images are collected)."""
+        while True:
+            await self.parts.clock.sleep(self.settings.progress_interval)
+            await asyncio.to_thread(self._emit_metrics, False)
 
     async def _collect_one(self, target: Target) -> ImageResult:
         """An image, through its region's fetcher."""

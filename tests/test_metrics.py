@@ -202,3 +202,27 @@ async def test_the_metrics_file_has_no_created_series(fake: FakeCph, collect: Co
     await collect(fake, fake.dataset.image_ids(), metrics_file=path)
     text = path.read_text()
     assert "cph_collector_requests_total" in text and "_created" not in text
+
+
+async def test_the_metrics_file_moves_during_a_discovery_listing_too(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.metrics
+
+    dataset = Dataset(seed=74, projects=1, images=300, with_doc_example=False,
+                      locked_project=False)
+    fake = await fake_factory(dataset, latency=0.05)  # each listing page takes a while
+    pages_at_write: list[int] = []  # listing pages answered when the file was written
+    real = collector.metrics.write_file
+
+    def counted(path, registry):  # type: ignore[no-untyped-def]
+        real(path, registry)
+        pages_at_write.append(sum(1 for e in fake.log if e.path.endswith("/cloud-phone/images")))
+
+    monkeypatch.setattr(collector.metrics, "write_file", counted)
+    out = await collect(fake, discover=True, metrics_file=tmp_path / "cph.prom",
+                        progress_interval=0.02, project_id=dataset.project_ids[0])
+    assert out.record.exit_code == 0
+    pages = sum(1 for e in fake.log if e.path.endswith("/cloud-phone/images"))
+    assert pages_at_write[0] < pages  # written while it listed
+    assert pages_at_write[-1] == pages  # and at the end
