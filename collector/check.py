@@ -201,7 +201,10 @@ async def _member_call(settings: Settings, input_path: str, parts: Parts) -> lis
 
 
 async def _listing_calls(settings: Settings, parts: Parts) -> list[Check]:
-    checks = []
+    """IAM's projects (unless given), then ``ListImages?limit=1`` for each: the credentials
+    and the endpoint said once (by the first answer), then ``listing`` for each other project;
+    it stops at the first that fails, as the run would."""
+    checks: list[Check] = []
     for region in parts.regions:
         projects = list(settings.project_ids) or await list_projects(
             region.iam_fetcher, region.iam_url, region.name, isinstance(parts.auth, AkSkAuth))
@@ -215,7 +218,10 @@ async def _listing_calls(settings: Settings, parts: Parts) -> list[Check]:
             page = await region.fetcher.fetch(url, project, listing, parse_image_page)
             if page is not None:
                 listing.status = Status.OK
-            checks += judge(f"ListImages of {project}", listing)
-            if not checks[-1].ok:
-                break
+            found = judge(f"ListImages of {project}", listing)
+            if any(c.name == "endpoint" for c in checks) and all(c.ok for c in found):
+                found = [passed("listing", f"{project}: HTTP {listing.http_status}")]
+            checks += found
+            if not all(c.ok for c in found):
+                return checks
     return checks

@@ -82,3 +82,18 @@ async def test_a_missing_bucket_is_exit_2(fake: FakeCph, tmp_path: Path, s3: S3S
     assert code == 2
     assert lines[4].startswith("check output: failed (output s3://no-such-bucket/x: not "
                                "writable (the bucket does not exist")
+
+
+async def test_a_discovery_check_says_the_credentials_once_and_each_projects_listing(
+        fake_factory: Factory, tmp_path: Path) -> None:
+    from collector.fake import Dataset
+
+    fake = await fake_factory(Dataset(seed=91, projects=3, images=20, locked_project=False))
+    code, lines = await check(fake, tmp_path, ids=False,
+                              project_id=",".join(fake.dataset.project_ids))
+    names = [line.split(":")[0] for line in lines]
+    assert code == 0
+    assert names.count("check credentials") == names.count("check endpoint") == 1
+    projects = len(fake.dataset.project_ids)
+    assert names.count("check listing") == projects - 1 > 0
+    assert lines[-1] == f"check: {7 + projects} of {7 + projects} passed"
