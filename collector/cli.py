@@ -19,7 +19,7 @@ from typing import Any
 
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
-from collector.errors import CollectorError, ExitCode, RunStatus, UsageError
+from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
 from collector.logs import setup_logging
 from collector.secrets import redact
 
@@ -187,6 +187,7 @@ def _publish(args: argparse.Namespace) -> int:
     from collector.merge import publish_shards
     from collector.outdir import lock
     from collector.pipeline import new_run_id, summary_json, summary_line
+    from collector.store import reason
 
     settings = load_settings({n: getattr(args, n) for n in PUBLISH_SETTINGS}, os.environ,
                              args.config)
@@ -200,9 +201,13 @@ def _publish(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards={args.shards}: must be 1 to 10,000")
     store = open_store(settings, settings.output)
     run_id = new_run_id(dt.datetime.now(dt.UTC))
-    with lock(store, run_id):
-        record = publish_shards(store, day, args.shards, run_id, settings.trusted,
-                                settings.public(), settings.fail_on_untrusted)
+    try:
+        with lock(store, run_id):
+            record = publish_shards(store, day, args.shards, run_id, settings.trusted,
+                                    settings.public(), settings.fail_on_untrusted)
+    except OSError as exc:
+        raise FatalRunError(f"output {store.url}: publish failed ({reason(exc)}); run it "
+                            "again to finish it") from None
     print(summary_json(record) if settings.log_format == "json" else summary_line(record),
           flush=True)
     assert record.exit_code is not None

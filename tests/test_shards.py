@@ -191,3 +191,27 @@ async def test_a_discovery_run_is_planned_once_then_sharded_and_published_as_one
     merged = Run(record, tmp_path / "out", "")
     for table in ("members", "image_status", "images", "listing_status"):
         assert rows(merged, table) == rows(whole, table), table
+
+
+async def test_a_publish_that_fails_on_the_way_is_one_line_and_exit_3(
+        fake: FakeCph, collect: Collect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import collector.merge
+    from collector.cli import main
+
+    for k in (1, 2):
+        await collect(fake, fake.dataset.image_ids(), shard=f"{k}/2", snapshot_date=DAY)
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(collector.merge, "gather", full)
+    code = await asyncio.to_thread(main, ["publish", "--output", str(tmp_path / "out"),
+                                          "--snapshot-date", str(DAY), "--shards", "2"])
+    assert code == 3
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"cph-collector: error: output {tmp_path / 'out'}: publish failed (No space left on "
+        "device); run it again to finish it")
+    monkeypatch.undo()
+    assert await asyncio.to_thread(main, ["publish", "--output", str(tmp_path / "out"),
+                                          "--snapshot-date", str(DAY), "--shards", "2"]) == 0
