@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import tempfile
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +24,12 @@ from collector.client import tls_context
 from collector.config import Settings
 from collector.discover import Listing, list_projects, parse_image_page
 from collector.errors import CollectorError, ExitCode, Status, UsageError
-from collector.inputs import Line, detect_format
+from collector.inputs import detect_format
 from collector.intake import Intake, Rejected, Target
 from collector.outdir import check_writable, lock
-from collector.pipeline import open_input
+from collector.pipeline import local_input, open_input
 from collector.results import ImageResult
-from collector.store import BucketUrl, Store, parse_bucket_url, reason
+from collector.store import reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +82,25 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
 
     say(passed("settings", f"output {settings.output}, rate_limit {settings.rate_limit:g}/s, "
                            f"auth {settings.auth}"))
-    if input_path is not None:
-        say(await asyncio.to_thread(_input, settings, input_path, env))
-    else:
+    with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
+        local = None  # the input as a local file, fetched once (a bucket's object is copied)
+        if input_path is not None:
+            local, check = await asyncio.to_thread(_input, settings, input_path, env,
+                                                   Path(scratch))
+            say(check)
+        await _after_input(settings, input_path, local, env, auth, say)
+    bad = [c for c in checks if not c.ok]
+    out(f"check: {len(checks) - len(bad)} of {len(checks)} passed" +
+        (f"; exit {bad[0].exit_code}" if bad else ""))
+    return bad[0].exit_code if bad else 0
+
+
+async def _after_input(settings: Settings, input_path: str | None, local: str | None,
+                    env: Mapping[str, str], auth: Callable[[Post], Auth] | None,
+                    say: Callable[[Check], None]) -> None:
+    """Discovery, CA bundle, proxy, output, then the requests (not for an input that could
+    not be read: the run would stop there)."""
+    if input_path is None:
         say(passed("discovery", f"region {settings.region or '(endpoint only)'}, projects "
                                 f"{settings.project_id or 'from IAM'}"))
     say(_ca_bundle(settings))
@@ -98,41 +114,29 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
         say(failed("credentials", str(exc)))
     if parts is not None:
         say(await asyncio.to_thread(_output, parts))
+        if input_path is not None and local is None:
+            return
         async with parts.client:
-            for check in await _requests(settings, input_path, parts):
+            for check in await _requests(settings, input_path, local, parts):
                 say(check)
-    bad = [c for c in checks if not c.ok]
-    out(f"check: {len(checks) - len(bad)} of {len(checks)} passed" +
-        (f"; exit {bad[0].exit_code}" if bad else ""))
-    return bad[0].exit_code if bad else 0
 
 
-def _lines(settings: Settings, input_path: str, scratch: Path,
-           stores: Callable[[BucketUrl], Store]) -> Generator[Line, None, None]:
-    """The input's lines, as a run reads them (a bucket's object copied to ``scratch``)."""
-    path = input_path
-    url = parse_bucket_url(input_path)
-    if url is not None:
-        folder, name = url.parent()
-        path = str(scratch / (name or "input"))
-        stores(folder).download(name, Path(path))
-    return open_input(path, detect_format(input_path, settings.input_format),
-                      settings.project_id)
-
-
-def _input(settings: Settings, input_path: str, env: Mapping[str, str]) -> Check:
-    """The input reads and has an ID."""
+def _input(settings: Settings, input_path: str, env: Mapping[str, str],
+           scratch: Path) -> tuple[str | None, Check]:
+    """The input as a run reads it (``pipeline.local_input``), with its first ID; the local
+    path is None when it cannot be read."""
     try:
-        with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
-            lines = _lines(settings, input_path, Path(scratch),
-                           lambda url: open_store(settings, url, env))
-            first = next(lines)
-            lines.close()
+        local = local_input(input_path, scratch, lambda url: open_store(settings, url, env))
+        lines = open_input(local, detect_format(input_path, settings.input_format),
+                           settings.project_id)
+        first = next(lines)
+        lines.close()
     except (UsageError, ValueError) as exc:
-        return failed("input", str(exc))
+        return None, failed("input", str(exc))
     except OSError as exc:
-        return failed("input", f"input {input_path}: cannot be read ({reason(exc)})")
-    return passed("input", f"{input_path}: first ID {first.image_id} (line {first.number})")
+        return None, failed("input", f"input {input_path}: cannot be read ({reason(exc)})")
+    return local, passed("input", f"{input_path}: first ID {first.image_id} (line "
+                                  f"{first.number})")
 
 
 def _ca_bundle(settings: Settings) -> Check:
@@ -165,12 +169,13 @@ def _output(parts: Parts) -> Check:
     return passed("output", f"{store.url}: writable, lockable")
 
 
-async def _requests(settings: Settings, input_path: str | None, parts: Parts) -> list[Check]:
+async def _requests(settings: Settings, input_path: str | None, local: str | None,
+                    parts: Parts) -> list[Check]:
     """One request of each kind a run sends first: a member call for the input's first ID,
     or IAM's project list (unless given) and ``ListImages?limit=1`` for each project."""
     try:
-        if input_path is not None:
-            return await _member_call(settings, input_path, parts)
+        if input_path is not None and local is not None:
+            return await _member_call(settings, input_path, local, parts)
         return await _listing_calls(settings, parts)
     except CollectorError as exc:  # the run would stop here too: say which part it blames
         blamed = "endpoint" if str(exc).startswith(("endpoint ", "IAM endpoint ")) \
@@ -178,20 +183,21 @@ async def _requests(settings: Settings, input_path: str | None, parts: Parts) ->
         return [failed(blamed, str(exc), ExitCode.FATAL)]
 
 
-async def _member_call(settings: Settings, input_path: str, parts: Parts) -> list[Check]:
+async def _member_call(settings: Settings, input_path: str, local: str,
+                       parts: Parts) -> list[Check]:
     """The first valid ID's member call, as the run's first request would be."""
     def first_target() -> Target | None:
-        with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
-            lines = _lines(settings, input_path, Path(scratch), parts.stores)
-            intake = Intake(settings.project_id)
-            try:
-                for line in lines:
-                    admitted = intake.admit(line)
-                    if admitted is not None and not isinstance(admitted, Rejected):
-                        return admitted
-                return None
-            finally:
-                lines.close()
+        lines = open_input(local, detect_format(input_path, settings.input_format),
+                           settings.project_id)
+        intake = Intake(settings.project_id)
+        try:
+            for line in lines:
+                admitted = intake.admit(line)
+                if admitted is not None and not isinstance(admitted, Rejected):
+                    return admitted
+            return None
+        finally:
+            lines.close()
 
     first = await asyncio.to_thread(first_target)
     if first is None:

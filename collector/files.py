@@ -29,14 +29,6 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], None],
         raise
 
 
-def write_bytes(target: Path, data: bytes, tmp: Path | None = None) -> None:
-    """``data`` written so that ``target`` exists only complete."""
-    def write(handle: BinaryIO) -> None:
-        handle.write(data)
-
-    write_atomically(target, write, tmp)
-
-
 def fsync_dir(path: Path) -> None:
     """Make the renames in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)

@@ -136,11 +136,11 @@ def read_plan(store: Store, snapshot_date: dt.date, run_id: str, fingerprint: st
     return [Listing.from_row(row) for row in plan.listings()], discovered_lines(plan)
 
 
-def emit_metrics(settings: Settings, live: RunRecord, final: bool) -> None:
+def emit_metrics(settings: Settings, live: RunRecord, final: bool,
+                 last_success: float | None) -> None:
     """The metrics file (every progress interval, and at the end) and, at the end, the
     Pushgateway. Neither can fail the run: each failure is a warning."""
-    last = metrics.previous_success(settings.metrics_file) if settings.metrics_file else None
-    registry = metrics.registry_of(live, last)
+    registry = metrics.registry_of(live, last_success)
     if settings.metrics_file is not None:
         metrics.write_file(settings.metrics_file, registry)
     if final and settings.pushgateway is not None:
@@ -174,6 +174,7 @@ class Run:
         self.intake = Intake(None if settings.discover else settings.project_id,
                              owns=self.shard.owns if self.shard else None)
         self._fingerprint: str | None = None
+        self._last_success: float | None = None  # from the metrics file before this run
         self.tally = Tally()
         self.listings: list[Listing] = []
         self.stop_signal: int | None = None
@@ -340,9 +341,13 @@ class Run:
         s = self.settings
         if s.metrics_file is None and (s.pushgateway is None or not final):
             return
+        if self._last_success is None and s.metrics_file is not None:
+            # the previous run's, read once: every later write of this run carries it over
+            self._last_success = metrics.previous_success(s.metrics_file) or 0.0
         self._count_requests()
         emit_metrics(s, dataclasses.replace(self.record, counts=run_counts(
-            self.intake, self.tally, self.listings if s.discover else None)), final)
+            self.intake, self.tally, self.listings if s.discover else None)), final,
+            self._last_success)
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a

@@ -185,16 +185,16 @@ def _table(columns: dict[str, list[object]], schema: pa.Schema, run_id: str) -> 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _write_table(table: pa.Table, where: Any) -> None:
-    pq.write_table(table, where, compression="zstd", row_group_size=1_048_576,
-                   use_dictionary=["run_id", "project_id", "image_id", "status", "error_code"],
-                   write_statistics=True)
+PARQUET_OPTIONS: dict[str, Any] = {  # every file we write, a chunk's or a packed table's
+    "compression": "zstd", "write_statistics": True,
+    "use_dictionary": ["run_id", "project_id", "image_id", "status", "error_code"],
+}
 
 
 def write_parquet(store: Store, key: str, table: pa.Table) -> None:
     """Write ``key`` so that it exists only complete (see ``store``)."""
     buffer = pa.BufferOutputStream()
-    _write_table(table, buffer)
+    pq.write_table(table, buffer, row_group_size=1_048_576, **PARQUET_OPTIONS)
     store.write(key, buffer.getvalue())
 
 
@@ -421,9 +421,7 @@ class ParquetSink:
 def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: Any) -> None:
     """The rows of ``sources``, file after file, as one Parquet file on ``handle``: a row
     group a source, so the memory is one chunk's, never the table's."""
-    with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True,
-                          use_dictionary=["run_id", "project_id", "image_id", "status",
-                                          "error_code"]) as writer:
+    with pq.ParquetWriter(handle, schema, **PARQUET_OPTIONS) as writer:
         for key in sources:
             writer.write_table(read_parquet(store, key).cast(schema))
 
@@ -475,7 +473,7 @@ def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
     moves = [(f"{staging}/{table}", partition_key(table, snapshot_date), table)
              for table in TABLES]
     later_names = (store.folders(f"{staging}/{LATER}") if store.renames
-                   else [n.removeprefix(f"{LATER}/") for n in _todo_later(store, staging)])
+                   else _todo_later(store, staging))
     moves += [(f"{staging}/{LATER}/{name}", f"changes/{name}", f"{LATER}/{name}")
               for name in later_names]
     for staged, final, name in moves:
@@ -499,8 +497,9 @@ def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
 
 
 def _todo_later(store: Store, staging: str) -> list[str]:
-    """The later dates' change tables a bucket publish has still to copy in."""
-    return [f"{LATER}/{name}" for name in store.folders(f"{staging}/{PACKED}/{LATER}")
+    """The later dates (their folders' names) whose change tables a bucket publish has still
+    to copy in."""
+    return [name for name in store.folders(f"{staging}/{PACKED}/{LATER}")
             if store.exists(f"{staging}/{PACKED}/{LATER}/{name}/{TODO}")]
 
 

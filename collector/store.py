@@ -10,7 +10,8 @@ stores make an object appear under its name only complete:
   writer failed part-way (apache/arrow#40502: it cannot be aborted). So an object is uploaded
   under a temporary key in ``_staging/.tmp/`` and then copied, server-side, to its name; the
   copy of a complete object is the only way anything reaches a name a reader or a resume
-  trusts. A temporary key left by a failure is removed by the next run, under the lock.
+  trusts. A temporary key left by a failure is removed by the next run that holds the output's
+lock and mends it (not a shard, which holds only its own).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class Store(Protocol):
         """The names of the folders directly in ``folder``, sorted."""
         ...
 
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """``key`` is an object (on disk: a file or a folder, never a link)."""
+        ...
 
     def links(self, folder: str) -> list[str]:
         """The names of the symbolic links in ``folder`` (never followed; a bucket has none)."""
