@@ -26,17 +26,20 @@ class Conclusion:
 
 
 def conclude(stop_signal: int | None, endpoint_verdict: str | None,
-             by_status: dict[str, int], listings_failed: int = 0, *, listings: int = 0,
+             by_status: dict[str, int], listings_failed: int = 0, *,
+             listings: tuple[int, int] = (0, 0),
              max_failed_share: float | None = None) -> Conclusion:
     """A collection that ran to its end (or was stopped):
 
     - stopped by SIGINT/SIGTERM: ``interrupted``, 130/143, nothing published (a re-run resumes);
     - nothing proved the endpoint (``endpoint_verdict`` says why): ``fatal``, 3, nothing
       published, so a good snapshot is never replaced by a night of ``failed`` rows;
-    - more than ``max_failed_share`` of the images (or of the listings) failed: ``fatal``, 3,
-      nothing published, for the same reason (a backend that is down answers, but only 503s);
+    - more than ``max_failed_share`` of the images (or of the listings: ``listings`` is
+      (failed, of how many)) failed: ``fatal``, 3, nothing published, for the same reason (a
+      backend that is down answers, but only 503s);
     - else ``finished`` and published: 0 when every image got a definitive answer and every
-      listing succeeded, else 1 (an image never listed must not pass for one that is not).
+      listing succeeded (``listings_failed``: those that did not, forbidden included), else 1
+      (an image never listed must not pass for one that is not).
     """
     if stop_signal is not None:
         code = ExitCode.INTERRUPTED if stop_signal == signal.SIGINT else ExitCode.TERMINATED
@@ -45,7 +48,7 @@ def conclude(stop_signal: int | None, endpoint_verdict: str | None,
     if endpoint_verdict is not None:
         return Conclusion(RunStatus.FATAL, ExitCode.FATAL, endpoint_verdict)
     if max_failed_share is not None:
-        broken = too_broken(by_status, listings_failed, listings, max_failed_share)
+        broken = too_broken(by_status, *listings, max_failed_share)
         if broken is not None:
             return Conclusion(RunStatus.FATAL, ExitCode.FATAL, broken)
     definitive = all(n == 0 for status, n in by_status.items() if status not in DEFINITIVE)

@@ -52,12 +52,12 @@ def test_a_night_with_more_failed_images_than_max_failed_share_publishes_nothing
 
 
 def test_a_night_with_more_failed_listings_than_max_failed_share_publishes_nothing() -> None:
-    verdict = conclude(None, None, OK, 2, listings=8, max_failed_share=0.1)
+    verdict = conclude(None, None, OK, 3, listings=(2, 8), max_failed_share=0.1)
     assert verdict == Conclusion(
         RunStatus.FATAL, ExitCode.FATAL,
         "2 of 8 listings failed (25%): more than max_failed_share 0.1; nothing published; the "
         "previous snapshot stays; a re-run resumes and lists again")
-    assert conclude(None, None, OK, 2, listings=8, max_failed_share=0.25) == Conclusion(
+    assert conclude(None, None, OK, 3, listings=(2, 8), max_failed_share=0.25) == Conclusion(
         RunStatus.FINISHED, ExitCode.SOME_FAILED)
 
 

@@ -1,0 +1,177 @@
+"""How a night ends: what a re-run retries, when a night is too broken to publish, and what a
+publish that ends any way leaves behind (manifest, exit code, one line)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.fake import Dataset, FakeCph
+from collector.shards import place
+from tests.conftest import Outcome
+from tests.invariants import check_published, visible_files
+
+Collect = Callable[..., Awaitable[Outcome]]
+Factory = Callable[..., Awaitable[FakeCph]]
+DAY = dt.date(2026, 12, 1)
+
+
+def manifest(output: Path, run_id: str) -> dict[str, object]:
+    doc = orjson.loads((output / "runs" / f"{run_id}.json").read_bytes())
+    assert isinstance(doc, dict)
+    return doc
+
+
+async def test_a_rerun_after_a_fatal_stop_retries_the_failed_images(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=41, images=40)
+    ids = dataset.image_ids()
+    flaky = ids[:5]  # one 503 each, and one attempt allowed: failed
+    script = {i: ["http_503"] for i in flaky} | {ids[30]: ["unauthorized"]}  # then a fatal stop
+    fake = await fake_factory(dataset, script=script)
+    first = await collect(fake, ids, chunk_images=10, concurrency=1, max_attempts=1,
+                          snapshot_date=DAY)
+    assert (first.record.status, first.record.exit_code) == ("fatal", 3)
+    assert first.record.counts["failed"] == 5
+
+    asked = len(fake.log)
+    second = await collect(fake, ids, chunk_images=10, concurrency=1, max_attempts=1,
+                           snapshot_date=DAY)
+    assert (second.record.status, second.record.exit_code) == ("finished", 0)
+    assert set(flaky) <= {e.image_id for e in fake.log[asked:]}  # asked again
+    check_published(second, {(dataset.project_ids[0], i) for i in ids}, dataset, fake)
+    assert second.record.counts["ok"] == 40 and second.record.counts["failed"] == 0
+    assert second.record.counts["resumed"] == first.record.counts["status_rows"] - 5
+
+
+async def test_a_night_too_broken_to_publish_keeps_the_previous_snapshot_and_a_rerun_mends_it(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=42, images=30)
+    ids = dataset.image_ids()
+    good = await collect(await fake_factory(dataset), ids, snapshot_date=DAY)
+    assert good.record.exit_code == 0
+    before = {p: p.read_bytes() for p in visible_files(good.output, "image_status")}
+
+    down = await fake_factory(dataset, fault_rates={"http_503": 1.0})  # APIGW.0201, every time
+    sick = await collect(down, ids, snapshot_date=DAY, max_attempts=2, chunk_images=10)
+    assert sick.record.status == "fatal" and sick.error is not None
+    assert sick.error.exit_code == 3
+    assert str(sick.error) == (
+        "30 of 30 images failed (100%): more than max_failed_share 0.1; nothing published; "
+        "the previous snapshot stays; a re-run resumes and retries the failed images")
+    assert manifest(sick.output, sick.record.run_id)["status"] == "fatal"
+    assert {p: p.read_bytes() for p in visible_files(good.output, "image_status")} == before
+
+    healthy = await fake_factory(dataset)
+    mended = await collect(healthy, ids, snapshot_date=DAY, chunk_images=10)
+    assert (mended.record.status, mended.record.exit_code) == ("finished", 0)
+    assert {e.image_id for e in healthy.log} == set(ids)  # every failed image asked again
+    check_published(mended, {(dataset.project_ids[0], i) for i in ids}, dataset, healthy)
+
+
+async def test_a_few_failed_images_still_publish_with_exit_1(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=43, images=30)
+    ids = dataset.image_ids()
+    fake = await fake_factory(dataset, script={i: ["http_503"] for i in ids[:4]})
+    out = await collect(fake, ids, max_attempts=1)  # 4 of 30: more than 0.1, allowed at 0.2
+    assert out.error is not None and out.error.exit_code == 3
+    out = await collect(await fake_factory(dataset, script={i: ["http_503"] for i in ids[:4]}),
+                        ids, max_attempts=1, max_failed_share=0.2, snapshot_date=DAY)
+    assert (out.record.status, out.record.exit_code) == ("finished", 1)
+
+
+async def test_staging_that_cannot_be_removed_after_publishing_is_a_warning_not_a_failure(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.sink import ParquetSink
+
+    def stuck(self: ParquetSink) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ParquetSink, "discard", stuck)
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is None and (out.record.status, out.record.exit_code) == ("finished", 0)
+    assert manifest(out.output, out.record.run_id)["exit_code"] == 0
+    monkeypatch.undo()
+    again = await collect(fake, fake.dataset.image_ids())  # the leftover is mended
+    assert again.record.exit_code == 0
+    assert not (out.output / "_staging" / f"snapshot_date={again.record.snapshot_date}").exists()
+
+
+async def test_any_failure_while_publishing_leaves_a_fatal_manifest_and_one_line(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.pipeline
+
+    def broken(*args: object) -> None:
+        raise ValueError("a column of another type")
+
+    monkeypatch.setattr(collector.pipeline, "stage_changes", broken)
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is not None and out.error.exit_code == 3
+    line = (f"output {out.output}: publish failed (internal error: ValueError: a column of "
+            "another type); the next run finishes it")
+    assert str(out.error) == line
+    doc = manifest(out.output, out.record.run_id)
+    assert (doc["status"], doc["exit_code"], doc["error"]) == ("fatal", 3, line)
+
+
+async def test_a_publish_repeated_after_success_gives_the_same_verdict_and_summary(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main
+
+    dataset = Dataset(seed=44, images=30)
+    ids = dataset.image_ids()
+    fake = await fake_factory(dataset, script={ids[0]: ["forbidden"]})
+    for k in (1, 2):
+        part = await collect(fake, ids, shard=f"{k}/2", snapshot_date=DAY)
+        assert (part.record.status, part.record.exit_code) == ("staged", 0)  # the task's success
+    args = ["publish", "--output", str(tmp_path / "out"), "--snapshot-date", str(DAY),
+            "--shards", "2", "--log-format", "json"]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, args) == 1  # a forbidden image: the night's verdict
+    first = capsys.readouterr().out.splitlines()[-1]
+    assert await asyncio.to_thread(main, args) == 1  # a retry does not launder it
+    again = capsys.readouterr().out.splitlines()[-1]
+    summary = orjson.loads(first)
+    assert {**orjson.loads(again), "time": None} == {**summary, "time": None}
+    assert summary["run_id"] is not None and summary["exit_code"] == 1
+    doc = manifest(tmp_path / "out", summary["run_id"])
+    assert (doc["status"], doc["exit_code"]) == ("finished", 1)
+    assert summary["manifest"] == f"runs/{summary['run_id']}.json"
+
+
+async def test_a_shard_rerun_retries_its_failed_images_and_the_publish_counts_one_night(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    from collector.merge import publish_shards
+    from collector.store import LocalStore
+
+    dataset = Dataset(seed=45, images=40)
+    ids = dataset.image_ids()
+    project = dataset.project_ids[0]
+    flaky = [i for i in ids if place(project, i, 2) == 0][:2]
+    fake = await fake_factory(dataset, script={i: ["http_503"] for i in flaky})
+    lines = [*ids, ids[3], "not-an-id"]  # a duplicate and a bad line
+    whole = await collect(await fake_factory(dataset), lines, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    for k in (1, 2):
+        part = await collect(fake, lines, shard=f"{k}/2", snapshot_date=DAY, max_attempts=1)
+        assert part.record.exit_code == 0
+    again = await collect(fake, lines, shard="1/2", snapshot_date=DAY, max_attempts=1)
+    assert again.record.counts["failed"] == 0 and again.record.counts["ok"] >= 2
+    record = publish_shards(LocalStore(tmp_path / "out"), DAY, 2, "20261201T050000Z-pub001",
+                            frozenset(), {})
+    assert (record.status, record.exit_code) == ("finished", 0)
+    for name in ("input_lines", "unique_ids", "duplicates", "ok", "invalid", "failed",
+                 "status_rows", "member_rows"):
+        assert record.counts[name] == whole.record.counts[name], name
+    rows = Outcome(record, tmp_path / "out", "").table("image_status").to_pylist()
+    assert Counter(r["status"] for r in rows) == Counter(
+        r["status"] for r in whole.table("image_status").to_pylist())
+    assert len({(r["project_id"], r["image_id"]) for r in rows}) == len(rows)
