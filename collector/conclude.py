@@ -56,6 +56,17 @@ def conclude(stop_signal: int | None, endpoint_verdict: str | None,
     return Conclusion(RunStatus.FINISHED, ExitCode.OK if ok else ExitCode.SOME_FAILED)
 
 
+def verdict_of(counts: dict[str, int], max_failed_share: float | None = None) -> Conclusion:
+    """``conclude`` from a manifest's ``counts`` (a ``publish --shards``, or a publish a
+    stopped run left for the next run to record)."""
+    by_status = {s.value: counts.get("invalid" if s is Status.INVALID_ID else s.value, 0)
+                 for s in Status}
+    failed = counts.get("listings_failed", 0)
+    return conclude(None, None, by_status, failed + counts.get("listings_forbidden", 0),
+                    listings=(failed, counts.get("listings", 0)),
+                    max_failed_share=max_failed_share)
+
+
 def too_broken(by_status: dict[str, int], listings_failed: int, listings: int,
                max_failed_share: float) -> str | None:
     """The one line of a night too broken to publish, or None. Images are the ones asked

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from collector.conclude import verdict_of
 from collector.errors import RunStatus
 from collector.secrets import redact
 from collector.store import Store
@@ -143,9 +144,9 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     doc = _read(store, name)
     if doc is None or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
         return False  # fatal: its publish failed part-way, and was finished since
-    failed = counts.get("failed", 0) + counts.get("forbidden", 0)
-    doc.update(status=RunStatus.FINISHED.value, exit_code=1 if failed else 0, error=None,
-               files=files, counts={**doc.get("counts", {}), **counts}, recorded_by=by)
+    counts = {**doc.get("counts", {}), **counts}
+    doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict_of(counts).exit_code),
+               error=None, files=files, counts=counts, recorded_by=by)
     _rewrite(store, doc)
     return True
 

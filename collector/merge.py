@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from collector.changes import line_of
-from collector.conclude import Conclusion, conclude, with_changes
+from collector.conclude import verdict_of, with_changes
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
 from collector.manifest import (
@@ -79,11 +79,13 @@ def parse_mark(raw: bytes, expected: str) -> Mark:
         raise BadMark("empty" if not raw.strip() else "not JSON") from None
     if not isinstance(doc, dict):
         raise BadMark("not a JSON object")
-    for key, kind in (("shard", str), ("run_id", str), ("exit_code", int), ("counts", dict)):
+    for key, kind, called in (("shard", str, "a string"), ("run_id", str, "a string"),
+                              ("exit_code", int, "a whole number"),
+                              ("counts", dict, "a JSON object")):
         if key not in doc:
             raise BadMark(f"no {key}")
         if not isinstance(doc[key], kind) or isinstance(doc[key], bool):
-            raise BadMark(f"{key} is not a {kind.__name__}")
+            raise BadMark(f"{key} is not {called}")
     fingerprint = doc.get("fingerprint")
     if fingerprint is not None and not isinstance(fingerprint, str):
         raise BadMark("fingerprint is not a string")
@@ -223,16 +225,6 @@ def night_counts(marks: list[Mark], rows: Counter[str], count: int) -> dict[str,
     return counts
 
 
-def verdict(counts: dict[str, int], max_failed_share: float | None) -> Conclusion:
-    """``conclude``, as for one run of the same night."""
-    by_status = {s.value: counts.get("invalid" if s is Status.INVALID_ID else s.value, 0)
-                 for s in Status}
-    not_ok = counts.get("listings_failed", 0) + counts.get("listings_forbidden", 0)
-    return conclude(None, None, by_status, not_ok,
-                    listings=(counts.get("listings_failed", 0), counts.get("listings", 0)),
-                    max_failed_share=max_failed_share)
-
-
 def gather(store: Store, snapshot_date: dt.date, count: int) -> None:
     """Move every shard's committed chunks into the date's staging (file by file: a chunk
     moved stays moved, so this can be repeated)."""
@@ -264,7 +256,7 @@ def already_published(store: Store, snapshot_date: dt.date,
     published = read_published(store, snapshot_date)
     record.counts = published.counts
     record.files = published.files
-    conclusion = verdict(published.counts, None)
+    conclusion = verdict_of(published.counts)
     record.status, record.exit_code = conclusion.status.value, int(conclusion.exit_code)
     record.error = "already published (no manifest said how; counted from the tables)"
     record.ended_at = dt.datetime.now(dt.UTC)
@@ -324,7 +316,7 @@ def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord
     marks = read_marks(store, snapshot_date, count)
     record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks if m.shard != PLAN)
     record.counts = night_counts(marks, verify(store, snapshot_date, count, marks), count)
-    conclusion = verdict(record.counts, max_failed_share)
+    conclusion = verdict_of(record.counts, max_failed_share)
     if not conclusion.publishes:  # too broken: the shards stay staged, to be run again
         raise FatalRunError(f"publish {snapshot_date}: {conclusion.error}")
     staging = date_staging(snapshot_date)

@@ -603,6 +603,7 @@ def read_published(store: Store, snapshot_date: dt.date) -> Published:
     """The counts and files of a date's published partitions (for a manifest a crash left
     ``running``): status counts from ``image_status``, member rows from Parquet metadata."""
     counts: dict[str, int] = {s.value: 0 for s in Status}
+    listings: dict[str, int] = {}
     files, members = [], 0
     for table in TABLES:
         for key in parquet_files(store, partition_key(table, snapshot_date)):
@@ -613,9 +614,13 @@ def read_published(store: Store, snapshot_date: dt.date) -> Published:
             elif table == "image_status":
                 for status in read_parquet(store, key, ["status"]).column(0).to_pylist():
                     counts[status] = counts.get(status, 0) + 1
+            elif table == "listing_status":  # a discovery run's: its verdict counts them
+                for status in read_parquet(store, key, ["status"]).column(0).to_pylist():
+                    listings[f"listings_{status}"] = listings.get(f"listings_{status}", 0) + 1
+                    listings["listings"] = listings.get("listings", 0) + 1
     invalid = counts.pop(Status.INVALID_ID.value, 0)
     return Published({**counts, "invalid": invalid, "member_rows": members,
-                      "status_rows": sum(counts.values()) + invalid}, files)
+                      "status_rows": sum(counts.values()) + invalid, **listings}, files)
 
 
 def date_staging(snapshot_date: dt.date) -> str:

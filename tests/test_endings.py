@@ -175,3 +175,153 @@ async def test_a_shard_rerun_retries_its_failed_images_and_the_publish_counts_on
     assert Counter(r["status"] for r in rows) == Counter(
         r["status"] for r in whole.table("image_status").to_pylist())
     assert len({(r["project_id"], r["image_id"]) for r in rows}) == len(rows)
+
+
+async def _plan(fake: FakeCph, output: Path, **common: object) -> None:
+    """``cph-collector plan`` with ``common``'s settings, as the shards of a discovery run
+    need first."""
+    from collector.auth import TokenAuth
+    from collector.build import build
+    from collector.config import Settings
+    from collector.pipeline import Run
+    from collector.secrets import Secret
+    from tests.conftest import TOKEN
+
+    settings = Settings(endpoint=fake.url, output=output, snapshot_date=DAY, rate_limit=100_000,
+                        progress_interval=3600, **common)  # type: ignore[arg-type]
+    parts = build(settings, {}, auth=lambda _: TokenAuth(Secret(TOKEN)))
+    planned = await Run(settings, None, parts, plan=True).execute()
+    assert (planned.status, planned.exit_code) == ("staged", 0)  # forbidden listings: still 0
+
+
+async def test_a_planned_sharded_night_ends_as_one_run_would_listings_included(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    from collector.merge import publish_shards
+    from collector.store import LocalStore
+
+    dataset = Dataset(seed=46, projects=2, images=30)  # IAM lists a project CPH refuses
+    fake = await fake_factory(dataset)
+    common: dict[str, object] = {"discover": True, "region": "cn-north-4",
+                                 "iam_endpoint": fake.url, "project_id": None}
+    whole = await collect(fake, output=tmp_path / "whole", snapshot_date=DAY, **common)
+    assert whole.record.exit_code == 1 and whole.record.counts["listings_forbidden"] == 2
+    await _plan(fake, tmp_path / "out", **common)
+    for k in (1, 2):
+        part = await collect(fake, output=tmp_path / "out", shard=f"{k}/2", snapshot_date=DAY,
+                             **common)
+        assert (part.record.status, part.record.exit_code) == ("staged", 0)
+    record = publish_shards(LocalStore(tmp_path / "out"), DAY, 2, "20261201T050000Z-pub002",
+                            frozenset(), {})
+    assert (record.status, record.exit_code) == ("finished", 1)
+    for name, value in whole.record.counts.items():
+        if name not in ("resumed",):
+            assert record.counts[name] == value, name
+
+
+async def _two_shards(fake: FakeCph, collect: Collect, output: Path, **settings: object) -> None:
+    for k in (1, 2):
+        part = await collect(fake, fake.dataset.image_ids(), output=output, shard=f"{k}/2",
+                             snapshot_date=DAY, chunk_images=5, **settings)
+        assert (part.record.status, part.record.exit_code) == ("staged", 0)
+
+
+def _publish_cli(output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from collector.cli import main
+
+    capsys.readouterr()
+    code = main(["publish", "--output", str(output), "--snapshot-date", str(DAY),
+                 "--shards", "2"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err.splitlines()[-1] if err else ""
+
+
+MARK = "_staging/snapshot_date=2026-12-01/shard-2-of-2/shard.json"
+
+
+@pytest.mark.parametrize(("tamper", "why"), [
+    (lambda doc: b"{not json", "not JSON"),
+    (lambda doc: b"", "empty"),
+    (lambda doc: orjson.dumps({k: v for k, v in doc.items() if k != "run_id"}), "no run_id"),
+    (lambda doc: orjson.dumps({**doc, "exit_code": "0"}), "exit_code is not a whole number"),
+    (lambda doc: orjson.dumps({**doc, "run_id": "20261201T000000Z-000000"}),
+     None),  # a run that never staged
+    (lambda doc: orjson.dumps({**doc, "counts": {**doc["counts"], "ok": doc["counts"]["ok"] + 1}}),
+     None),  # counts that are not the folder's
+])
+async def test_a_tampered_mark_is_exit_3_naming_the_shard_and_nothing_is_published(
+        fake: FakeCph, collect: Collect, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        tamper: Callable[[dict[str, object]], bytes], why: str | None) -> None:
+    out = tmp_path / "out"
+    await _two_shards(fake, collect, out)
+    mark = out / MARK
+    mark.write_bytes(tamper(orjson.loads(mark.read_bytes())))
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert code == 3
+    assert line.startswith("cph-collector: error: publish 2026-12-01: shard 2/2: ")
+    assert line.endswith("; nothing published")
+    if why is not None:
+        assert f"its shard.json is not valid ({why}); run it again" in line
+    assert not (out / "image_status").exists()
+
+
+async def test_a_shard_folder_copied_over_another_is_exit_3_and_nothing_is_published(
+        fake: FakeCph, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    await _two_shards(fake, collect, out)
+    staging = out / "_staging" / "snapshot_date=2026-12-01"
+    for table in ("image_status", "members"):  # the data, not the mark
+        shutil.rmtree(staging / "shard-2-of-2" / table)
+        shutil.copytree(staging / "shard-1-of-2" / table, staging / "shard-2-of-2" / table)
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert (code, line) == (3, "cph-collector: error: publish 2026-12-01: shard 2/2: its folder "
+                               "holds rows of shard 1/2 (copied or changed after it finished); "
+                               "nothing published")
+    shutil.rmtree(staging / "shard-2-of-2")
+    shutil.copytree(staging / "shard-1-of-2", staging / "shard-2-of-2")  # the mark too
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert code == 3 and "shard 2/2: its shard.json is not valid (it is the mark of '1/2')" in line
+    assert not (out / "image_status").exists()
+
+
+async def test_a_lost_chunk_is_exit_3_and_nothing_is_published(
+        fake: FakeCph, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    await _two_shards(fake, collect, out)
+    folder = out / "_staging" / "snapshot_date=2026-12-01" / "shard-1-of-2" / "image_status"
+    lost = sorted(folder.glob("*.parquet"))[0]
+    lost.unlink()
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert code == 3
+    assert line.startswith("cph-collector: error: publish 2026-12-01: shard 1/2: its folder "
+                           "holds ")
+    assert "status rows, its mark says" in line or "its mark says" in line
+    assert not (out / "image_status").exists()
+
+
+async def test_sharded_night_too_broken_publishes_nothing_until_the_shards_are_run_again(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = Dataset(seed=47, images=30)
+    out = tmp_path / "out"
+    good = await collect(await fake_factory(dataset), dataset.image_ids(), output=out,
+                         snapshot_date=DAY)
+    assert good.record.exit_code == 0
+    before = {p: p.read_bytes() for p in visible_files(out, "image_status")}
+    await _two_shards(await fake_factory(dataset, fault_rates={"http_503": 1.0}), collect, out,
+                      max_attempts=1)
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert (code, line) == (3, "cph-collector: error: publish 2026-12-01: 30 of 30 images "
+                               "failed (100%): more than max_failed_share 0.1; nothing "
+                               "published; the previous snapshot stays; a re-run resumes and "
+                               "retries the failed images")
+    assert {p: p.read_bytes() for p in visible_files(out, "image_status")} == before
+    assert (await asyncio.to_thread(_publish_cli, out, capsys))[0] == 3  # a retry: the same
+    healthy = await fake_factory(dataset)
+    await _two_shards(healthy, collect, out)
+    assert {e.image_id for e in healthy.log} == set(dataset.image_ids())  # all asked again
+    assert (await asyncio.to_thread(_publish_cli, out, capsys))[0] == 0
