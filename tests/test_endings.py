@@ -42,7 +42,7 @@ async def test_a_rerun_after_a_fatal_stop_retries_the_failed_images(
 
     asked = len(fake.log)
     second = await collect(fake, ids, chunk_images=10, concurrency=1, max_attempts=1,
-                           snapshot_date=DAY)
+                           snapshot_date=DAY, max_failed_share=0.1)
     assert (second.record.status, second.record.exit_code) == ("finished", 0)
     assert set(flaky) <= {e.image_id for e in fake.log[asked:]}  # asked again
     check_published(second, {(dataset.project_ids[0], i) for i in ids}, dataset, fake)
@@ -59,7 +59,8 @@ async def test_a_night_too_broken_to_publish_keeps_the_previous_snapshot_and_a_r
     before = {p: p.read_bytes() for p in visible_files(good.output, "image_status")}
 
     down = await fake_factory(dataset, fault_rates={"http_503": 1.0})  # APIGW.0201, every time
-    sick = await collect(down, ids, snapshot_date=DAY, max_attempts=2, chunk_images=10)
+    sick = await collect(down, ids, snapshot_date=DAY, max_attempts=2, chunk_images=10,
+                         max_failed_share=0.1)
     assert sick.record.status == "fatal" and sick.error is not None
     assert sick.error.exit_code == 3
     assert str(sick.error) == (
@@ -80,7 +81,8 @@ async def test_a_few_failed_images_still_publish_with_exit_1(
     dataset = Dataset(seed=43, images=30)
     ids = dataset.image_ids()
     fake = await fake_factory(dataset, script={i: ["http_503"] for i in ids[:4]})
-    out = await collect(fake, ids, max_attempts=1)  # 4 of 30: more than 0.1, allowed at 0.2
+    out = await collect(fake, ids, max_attempts=1, max_failed_share=0.1)  # 4 of 30: more
+    # than 0.1, allowed at 0.2
     assert out.error is not None and out.error.exit_code == 3
     out = await collect(await fake_factory(dataset, script={i: ["http_503"] for i in ids[:4]}),
                         ids, max_attempts=1, max_failed_share=0.2, snapshot_date=DAY)
