@@ -227,7 +227,9 @@ async def _two_shards(fake: FakeCph, collect: Collect, output: Path, **settings:
         assert (part.record.status, part.record.exit_code) == ("staged", 0)
 
 
-def _publish_cli(output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _publish_cli(output: Path, capsys: pytest.CaptureFixture[str],
+                 warnings: list[str] | None = None) -> tuple[int, str]:
+    """The exit code and the last line on stderr (``warnings``: its warning lines)."""
     from collector.cli import main
 
     capsys.readouterr()
@@ -235,6 +237,8 @@ def _publish_cli(output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int,
                  "--shards", "2"])
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    if warnings is not None:
+        warnings += [line for line in err.splitlines() if " WARNING " in line]
     return code, err.splitlines()[-1] if err else ""
 
 
@@ -327,3 +331,40 @@ async def test_sharded_night_too_broken_publishes_nothing_until_the_shards_are_r
     await _two_shards(healthy, collect, out)
     assert {e.image_id for e in healthy.log} == set(dataset.image_ids())  # all asked again
     assert (await asyncio.to_thread(_publish_cli, out, capsys))[0] == 0
+
+
+async def test_a_publish_of_shards_ends_with_a_true_manifest_and_one_line_however_it_ends(
+        fake: FakeCph, collect: Collect, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import collector.merge
+    from collector.sink import ParquetSink
+
+    out = tmp_path / "out"
+    await _two_shards(fake, collect, out)
+
+    def broken(*args: object) -> None:
+        raise ValueError("a column of another type")
+
+    monkeypatch.setattr(collector.merge, "stage_changes", broken)
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert (code, line) == (3, f"cph-collector: error: output {out}: publish failed (internal "
+                               "error: ValueError: a column of another type); run it again "
+                               "to finish it")
+    docs = [orjson.loads(p.read_bytes()) for p in (out / "runs").glob("*.json")]
+    assert [(d["status"], d["error"]) for d in docs if d["input"].startswith("2 shards")] == [
+        ("fatal", line.removeprefix("cph-collector: error: "))]
+    monkeypatch.undo()
+
+    def stuck(self: ParquetSink) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ParquetSink, "discard", stuck)
+    warned: list[str] = []
+    code, _ = await asyncio.to_thread(_publish_cli, out, capsys, warned)
+    assert code == 0  # published: the night's verdict, not the clean-up's
+    assert len(warned) == 1 and warned[0].endswith(
+        "2026-12-01 is published, but its staging could not be removed (Permission denied); "
+        "the next run removes it")
+    finished = [orjson.loads(p.read_bytes()) for p in (out / "runs").glob("*.json")]
+    assert sorted(d["status"] for d in finished if d["input"].startswith("2 shards")) == [
+        "fatal", "finished"]
