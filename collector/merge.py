@@ -243,6 +243,36 @@ def gather(store: Store, snapshot_date: dt.date, count: int) -> None:
                     store.delete(key)
 
 
+def left_over(store: Store, snapshot_date: dt.date, count: int) -> bool:
+    """The date's shard folders are what its finished publish left (its clean-up failed):
+    every mark still there names a shard run that publish published."""
+    doc = latest_finished(store, snapshot_date)
+    if doc is None or not str(doc.get("input", "")).startswith(f"{count} shards: "):
+        return False
+    published = set(str(doc["input"]).removeprefix(f"{count} shards: ").split(", "))
+    staging = date_staging(snapshot_date)
+    for index in range(1, count + 1):
+        key = f"{staging}/shard-{index}-of-{count}/{SHARD_MARK}"
+        if store.exists(key):
+            try:
+                run_id = parse_mark(store.read(key), f"{index}/{count}").run_id
+            except BadMark:
+                return False
+            if run_id not in published:
+                return False  # a shard run since: a new publish
+    return True
+
+
+def _discard(store: Store, snapshot_date: dt.date) -> None:
+    """Remove the date's staging after a publish; a failure is a warning (the data and its
+    manifest are published, the night's verdict stands; the next run removes it)."""
+    try:
+        ParquetSink(store, snapshot_date, "").discard()
+    except OSError as exc:
+        log.warning("output %s: %s is published, but its staging could not be removed (%s); "
+                    "the next run removes it", store.url, snapshot_date, reason(exc))
+
+
 def already_published(store: Store, snapshot_date: dt.date,
                       record: RunRecord) -> RunRecord:
     """A publish repeated after success: the first publish's record, read from its manifest,
@@ -275,8 +305,11 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
     record = RunRecord(run_id, snapshot_date, started, f"{count} shards", settings)
     recover(store, run_id)
     staging = date_staging(snapshot_date)
-    if not [n for n in store.folders(staging) if n.startswith("shard-")] \
-            and snapshot_date in published_dates(store):
+    staged = [n for n in store.folders(staging) if n.startswith("shard-")]
+    if snapshot_date in published_dates(store) and (
+            not staged or left_over(store, snapshot_date, count)):
+        if staged:  # a clean-up that failed after the publish: done now
+            _discard(store, snapshot_date)
         return already_published(store, snapshot_date, record)
     write_manifest(store, record)  # running: a stop from here on is recorded by the next run
     try:
@@ -299,11 +332,7 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
             log.warning("output %s: cannot write the manifest runs/%s.json (%s)", store.url,
                         run_id, reason(again))
         raise FatalRunError(error) from None
-    try:
-        ParquetSink(store, snapshot_date, run_id).discard()
-    except OSError as exc:  # published and recorded: the night's verdict stands
-        log.warning("output %s: %s is published, but its staging could not be removed (%s); "
-                    "the next run removes it", store.url, snapshot_date, reason(exc))
+    _discard(store, snapshot_date)
     log.info("published %s from %d shards; %s", snapshot_date, count,
              line_of(record.changes))
     return record

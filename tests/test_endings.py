@@ -368,3 +368,10 @@ async def test_a_publish_of_shards_ends_with_a_true_manifest_and_one_line_howeve
     finished = [orjson.loads(p.read_bytes()) for p in (out / "runs").glob("*.json")]
     assert sorted(d["status"] for d in finished if d["input"].startswith("2 shards")) == [
         "fatal", "finished"]
+    monkeypatch.undo()
+    staging = out / "_staging" / "snapshot_date=2026-12-01"
+    (staging / "publishing").unlink()  # a clean-up that got that far, and no further
+    assert (staging / "shard-1-of-2" / "shard.json").exists()
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert code == 0 and "nothing published" not in line  # the same verdict, not a refusal
+    assert not staging.exists()
