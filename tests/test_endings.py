@@ -375,3 +375,23 @@ async def test_a_publish_of_shards_ends_with_a_true_manifest_and_one_line_howeve
     code, line = await asyncio.to_thread(_publish_cli, out, capsys)
     assert code == 0 and "nothing published" not in line  # the same verdict, not a refusal
     assert not staging.exists()
+
+
+async def test_a_discovery_night_with_a_failed_listing_is_listed_again_by_the_rerun(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=48, projects=1, images=250, with_doc_example=False)
+    project = dataset.project_ids[0]
+    fake = await fake_factory(dataset, script={f"list:{project}:private:200": ["http_503"] * 2})
+    common = {"discover": True, "project_id": project, "max_attempts": 2, "snapshot_date": DAY,
+              "max_failed_share": 0.1}
+    first = await collect(fake, **common)
+    assert first.error is not None and str(first.error) == (
+        "1 of 2 listings failed (50%): more than max_failed_share 0.1; nothing published; the "
+        "previous snapshot stays; a re-run resumes and lists again")
+    assert not visible_files(first.output, "image_status")
+    second = await collect(fake, **common)
+    assert (second.record.status, second.record.exit_code) == ("finished", 0)
+    assert second.record.counts["listings_failed"] == 0
+    assert second.record.counts["resumed"] == first.record.counts["status_rows"] > 0
+    check_published(second, {(project, i) for i in dataset.listed(project, "private")},
+                    dataset, fake)
