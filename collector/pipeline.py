@@ -372,6 +372,10 @@ class Run:
             conclusion = with_changes(conclusion, summary.untrusted_alerts,
                                       self.settings.fail_on_untrusted)
             await asyncio.to_thread(sink.publish)
+        except CollectorError as exc:  # ours: its own words and exit code
+            self._conclude(Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
+            await self._save(quiet=True)
+            raise
         except Exception as exc:  # whatever it is: the manifest says fatal, one line says why
             log.debug("publish failed", exc_info=True)
             error = (f"output {sink.store.url}: publish failed ({publish_failure(exc)}); the "
@@ -483,12 +487,10 @@ class Run:
 
 
 def publish_failure(exc: BaseException) -> str:
-    """Why a publish failed, in a few words: a store's reason, our own error's words, or an
-    internal error named by its type."""
+    """Why a publish failed, in a few words: a store's reason, or an internal error named by
+    its type."""
     if isinstance(exc, OSError):
         return reason(exc)
-    if isinstance(exc, CollectorError):
-        return str(exc)
     return f"internal error: {type(exc).__name__}: {exc}"
 
 

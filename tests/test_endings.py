@@ -395,3 +395,31 @@ async def test_a_discovery_night_with_a_failed_listing_is_listed_again_by_the_re
     assert second.record.counts["resumed"] == first.record.counts["status_rows"] > 0
     check_published(second, {(project, i) for i in dataset.listed(project, "private")},
                     dataset, fake)
+
+
+def test_max_failed_share_is_a_share() -> None:
+    from collector.config import load_settings
+    from collector.errors import UsageError
+
+    assert load_settings({}, {}).max_failed_share == 0.1
+    assert load_settings({}, {"CPH_MAX_FAILED_SHARE": "0.5"}).max_failed_share == 0.5
+    with pytest.raises(UsageError, match=r"^--max-failed-share=1.5: must be a number from 0 "
+                                         r"to 1$"):
+        load_settings({"max_failed_share": 1.5}, {})
+
+
+async def test_our_own_error_while_publishing_keeps_its_words_and_the_manifest_says_fatal(
+        fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
+    import collector.pipeline
+    from collector.errors import FatalRunError
+
+    def unreadable(*args: object) -> None:
+        raise FatalRunError("output x: image_status/snapshot_date=2026-11-30/part-1.parquet "
+                            "cannot be read")
+
+    monkeypatch.setattr(collector.pipeline, "stage_changes", unreadable)
+    out = await collect(fake, fake.dataset.image_ids())
+    assert out.error is not None and out.error.exit_code == 3
+    doc = manifest(out.output, out.record.run_id)
+    assert (doc["status"], doc["exit_code"], doc["error"]) == ("fatal", 3, str(out.error))
+    assert str(out.error).endswith("part-1.parquet cannot be read")
