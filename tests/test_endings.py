@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
+import pyarrow.dataset as ds
 import pytest
 
 from collector.fake import Dataset, FakeCph
@@ -423,3 +424,22 @@ async def test_our_own_error_while_publishing_keeps_its_words_and_the_manifest_s
     doc = manifest(out.output, out.record.run_id)
     assert (doc["status"], doc["exit_code"], doc["error"]) == ("fatal", 3, str(out.error))
     assert str(out.error).endswith("part-1.parquet cannot be read")
+
+
+async def test_a_publish_stopped_while_gathering_is_finished_by_the_next_one(
+        fake: FakeCph, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    out = tmp_path / "out"
+    await _two_shards(fake, collect, out)
+    staging = out / "_staging" / "snapshot_date=2026-12-01"
+    for table in ("image_status", "members"):  # one chunk moved, one copied but not deleted
+        (staging / table).mkdir()
+        first, second = sorted((staging / "shard-1-of-2" / table).glob("*.parquet"))[:2]
+        first.rename(staging / table / first.name)
+        shutil.copy(second, staging / table / second.name)
+    code, _ = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert code == 0
+    rows = ds.dataset(out / "image_status", format="parquet").to_table().to_pylist()
+    assert sorted(r["image_id"] for r in rows) == sorted(fake.dataset.image_ids())
