@@ -255,23 +255,23 @@ def gather(store: Store, snapshot_date: dt.date, count: int) -> None:
                     store.delete(key)
 
 
-def left_over(store: Store, snapshot_date: dt.date, count: int) -> bool:
-    """The date's shard folders are what its finished publish left (its clean-up failed):
-    every mark still there names a shard run that publish published."""
+def left_over(store: Store, snapshot_date: dt.date, count: int, staged: list[str]) -> bool:
+    """The date's shard folders (``staged``) are what its finished publish left (its
+    clean-up failed): each has its mark, naming a shard run that publish published. A folder
+    without a mark is a shard running (a re-run removes its mark first) or stopped: not."""
     doc = latest_finished(store, snapshot_date)
     if doc is None or not str(doc.get("input", "")).startswith(f"{count} shards: "):
         return False
     published = set(str(doc["input"]).removeprefix(f"{count} shards: ").split(", "))
     staging = date_staging(snapshot_date)
-    for index in range(1, count + 1):
-        key = f"{staging}/shard-{index}-of-{count}/{SHARD_MARK}"
-        if store.exists(key):
-            try:
-                run_id = parse_mark(store.read(key), f"{index}/{count}").run_id
-            except BadMark:
-                return False
-            if run_id not in published:
-                return False  # a shard run since: a new publish
+    for name in staged:
+        try:
+            shard = name.removeprefix("shard-").replace("-of-", "/")
+            run_id = parse_mark(store.read(f"{staging}/{name}/{SHARD_MARK}"), shard).run_id
+        except (OSError, BadMark):
+            return False
+        if run_id not in published:
+            return False  # a shard run since: a new publish
     return True
 
 
@@ -319,7 +319,7 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
     staging = date_staging(snapshot_date)
     staged = [n for n in store.folders(staging) if n.startswith("shard-")]
     if snapshot_date in published_dates(store) and (
-            not staged or left_over(store, snapshot_date, count)):
+            not staged or left_over(store, snapshot_date, count, staged)):
         if staged:  # a clean-up that failed after the publish: done now
             _discard(store, snapshot_date)
         return already_published(store, snapshot_date, record)

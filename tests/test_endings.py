@@ -443,3 +443,23 @@ async def test_a_publish_stopped_while_gathering_is_finished_by_the_next_one(
     assert code == 0
     rows = ds.dataset(out / "image_status", format="parquet").to_table().to_pylist()
     assert sorted(r["image_id"] for r in rows) == sorted(fake.dataset.image_ids())
+
+
+async def test_a_shard_run_again_after_its_date_was_published_is_never_taken_for_a_leftover(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = Dataset(seed=49, images=30)
+    out = tmp_path / "out"
+    await _two_shards(await fake_factory(dataset), collect, out)
+    assert (await asyncio.to_thread(_publish_cli, out, capsys))[0] == 0
+    ours = [i for i in dataset.image_ids() if place(dataset.project_ids[0], i, 2) == 0]
+    dying = await fake_factory(dataset, script={ours[7]: ["unauthorized"]})
+    rerun = await collect(dying, dataset.image_ids(), output=out, shard="1/2",
+                          snapshot_date=DAY, chunk_images=5, concurrency=1)
+    assert rerun.record.status == "fatal"  # stopped part-way: its folder has no mark
+    folder = out / "_staging" / "snapshot_date=2026-12-01" / "shard-1-of-2"
+    code, line = await asyncio.to_thread(_publish_cli, out, capsys)
+    assert (code, line) == (3, "cph-collector: error: publish 2026-12-01: shard 1/2 has not "
+                               "finished (run it again with the same arguments); nothing "
+                               "published")
+    assert list((folder / "image_status").glob("*.parquet"))  # its work is still there
