@@ -47,7 +47,7 @@ def _add_some_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> 
 
 
 PUBLISH_SETTINGS = ("output", "storage_endpoint", "storage_addressing", "region",
-                    "trusted_projects", "fail_on_untrusted", "log_format")
+                    "trusted_projects", "fail_on_untrusted", "max_failed_share", "log_format")
 DIFF_SETTINGS = ("storage_endpoint", "storage_addressing", "region")
 
 
@@ -204,7 +204,8 @@ def _publish(args: argparse.Namespace) -> int:
     try:
         with lock(store, run_id):
             record = publish_shards(store, day, args.shards, run_id, settings.trusted,
-                                    settings.public(), settings.fail_on_untrusted)
+                                    settings.public(), settings.fail_on_untrusted,
+                                    settings.max_failed_share)
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: publish failed ({reason(exc)}); run it "
                             "again to finish it") from None

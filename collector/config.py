@@ -65,6 +65,7 @@ class Settings:
     proxy: str | None = None
     chunk_images: int = 10_000  # ~2 KB of Python buffers per image of chunk: ~20 MB
     fail_fast_after: int = 20
+    max_failed_share: float = 0.1
     progress_interval: float = 10.0
     auth: str = "auto"
     token_file: Path | None = None
@@ -402,6 +403,9 @@ SPECS: dict[str, Spec] = {
     "fail_fast_after": spec(whole(1, 1_000_000),
                             "stop (exit 3) when, before any answer proved the endpoint, this many "
                             "requests got no answer, or 10 times as many no API answer"),
+    "max_failed_share": spec(number(0, 1), "publish nothing (exit 3) when more than this share of "
+                                           "the night's images, or of its listings, failed; a "
+                                           "re-run retries them"),
     "progress_interval": spec(positive(3600, SECONDS),
                               "seconds between progress lines when not on a terminal"),
     "auth": spec(choice(AUTH_METHODS), "credentials: token, password (IAM), agency (IAM "

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from collector.conclude import verdict_of
 from collector.errors import RunStatus
 from collector.secrets import redact
 from collector.store import Store
@@ -71,6 +72,37 @@ class RunRecord:
         return redact(text.decode()).encode()
 
 
+def record_of(doc: dict[str, Any]) -> RunRecord:
+    """A manifest read back as the record that wrote it (its summary line is the same)."""
+    ended = doc.get("ended_at")
+    return RunRecord(
+        str(doc["run_id"]), dt.date.fromisoformat(str(doc["snapshot_date"])),
+        dt.datetime.fromisoformat(str(doc["started_at"])), str(doc.get("input") or ""),
+        dict(doc.get("settings") or {}), str(doc["status"]),
+        dt.datetime.fromisoformat(ended) if isinstance(ended, str) else None,
+        doc.get("exit_code"), doc.get("error"), dict(doc.get("counts") or {}),
+        int(doc.get("requests") or 0), int(doc.get("retries") or 0),
+        int(doc.get("throttled_429") or 0), dict(doc.get("rate_per_second") or {}),
+        dict(doc.get("auth") or {}), list(doc.get("files") or []),
+        dict(doc.get("changes") or {}))
+
+
+def read_manifest(store: Store, run_id: str) -> dict[str, Any] | None:
+    """Run ``run_id``'s manifest, or None (missing, unreadable, not ours)."""
+    return _read(store, f"{run_id}.json")
+
+
+def latest_finished(store: Store, snapshot_date: dt.date) -> dict[str, Any] | None:
+    """The manifest of the run that published ``snapshot_date`` last (the newest ``finished``
+    one of that date), or None."""
+    found = [doc for name in store.files("runs") if name.endswith(".json")
+             and (doc := _read(store, name)) is not None
+             and doc.get("status") == RunStatus.FINISHED
+             and doc.get("snapshot_date") == snapshot_date.isoformat()]
+    return max(found, key=lambda d: (str(d.get("ended_at") or ""), str(d["run_id"])),
+               default=None)
+
+
 def write_manifest(store: Store, record: RunRecord) -> str:
     """Write the manifest so that it exists only complete; returns its key."""
     key = f"runs/{record.run_id}.json"
@@ -112,9 +144,9 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     doc = _read(store, name)
     if doc is None or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
         return False  # fatal: its publish failed part-way, and was finished since
-    failed = counts.get("failed", 0) + counts.get("forbidden", 0)
-    doc.update(status=RunStatus.FINISHED.value, exit_code=1 if failed else 0, error=None,
-               files=files, counts={**doc.get("counts", {}), **counts}, recorded_by=by)
+    counts = {**doc.get("counts", {}), **counts}
+    doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict_of(counts).exit_code),
+               error=None, files=files, counts=counts, recorded_by=by)
     _rewrite(store, doc)
     return True
 

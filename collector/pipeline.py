@@ -30,7 +30,7 @@ from collector.auth import AkSkAuth
 from collector.build import Parts
 from collector.changes import line_of
 from collector.collect import GRACE, Collection, Tally
-from collector.conclude import Conclusion, conclude
+from collector.conclude import Conclusion, conclude, with_changes
 from collector.config import Settings
 from collector.discover import Listing, discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
@@ -277,8 +277,12 @@ class Run:
         verdict = next((f.endpoint.verdict() for f in self._cph_fetchers()
                         if f.endpoint_unproven()), None)
         failed = sum(x.status is not Status.OK for x in self.listings)
-        conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed)
-        if conclusion.publishes and (self.shard is not None or self.plan):
+        staged = self.shard is not None or self.plan  # the night's verdict is the publish's
+        conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed,
+                              listings=(sum(x.status is Status.FAILED for x in self.listings),
+                                        len(self.listings)),
+                              max_failed_share=None if staged else self.settings.max_failed_share)
+        if conclusion.publishes and staged:
             await self._stage_shard(sink, conclusion)
             return
         if conclusion.publishes:
@@ -365,31 +369,51 @@ class Run:
             summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
                                               self.settings.trusted)
             self.record.changes = summary.to_json()
-            if summary.untrusted_alerts and self.settings.fail_on_untrusted:
-                conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
+            conclusion = with_changes(conclusion, summary.untrusted_alerts,
+                                      self.settings.fail_on_untrusted)
             await asyncio.to_thread(sink.publish)
-        except OSError as exc:
-            error = (f"output {sink.store.url}: publish failed ({reason(exc)}); the next run "
-                     "finishes it")
+        except CollectorError as exc:  # ours: its own words and exit code
+            self._conclude(Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
+            await self._save(quiet=True)
+            raise
+        except Exception as exc:  # whatever it is: the manifest says fatal, one line says why
+            log.debug("publish failed", exc_info=True)
+            error = (f"output {sink.store.url}: publish failed ({publish_failure(exc)}); the "
+                     "next run finishes it")
             self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
             await self._save(quiet=True)
             raise FatalRunError(error) from None
         self._conclude(conclusion)
         self.record.files = list(sink.files)
         await self._save(after_publish=True)
-        await asyncio.to_thread(sink.discard)
+        try:
+            await asyncio.to_thread(sink.discard)
+        except OSError as exc:  # published and recorded: the night's verdict stands
+            log.warning("output %s: %s is published, but its staging could not be removed "
+                        "(%s); the next run removes it", sink.store.url, self.snapshot_date,
+                        reason(exc))
 
     async def _stage_shard(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """A shard (or the plan) publishes nothing: it leaves its share committed in its
-        staging, and a mark that says it finished, for which input and settings (``publish
-        --shards N`` checks that every mark agrees)."""
-        self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED))
+        staging, and a mark that says it finished, for which input and settings, with its
+        counts (``publish --shards N`` checks every mark against the rows). Staged is the
+        task's success, exit 0 whatever its images' statuses: the night's verdict is the
+        publish's. The manifest first, then the mark: a mark always has its manifest."""
+        self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED,
+                                           exit_code=ExitCode.OK))
+        await self._save()
         mark = {"shard": str(self.shard) if self.shard else PLAN, "run_id": self.run_id,
                 "fingerprint": self._fingerprint, "exit_code": self.record.exit_code,
                 "counts": self.record.counts}
-        await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
-                                orjson.dumps(mark))
-        await self._save()
+        try:
+            await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
+                                    orjson.dumps(mark))
+        except OSError as exc:
+            error = (f"output {sink.store.url}: cannot write the mark {sink.staging}/"
+                     f"{SHARD_MARK} ({reason(exc)}); run it again")
+            self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
+            await self._save(quiet=True)
+            raise FatalRunError(error) from None
 
     def _conclude(self, conclusion: Conclusion) -> None:
         record = self.record
@@ -462,11 +486,19 @@ class Run:
                 loop.remove_signal_handler(signum)
 
 
+def publish_failure(exc: BaseException) -> str:
+    """Why a publish failed, in a few words: a store's reason, or an internal error named by
+    its type."""
+    if isinstance(exc, OSError):
+        return reason(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 def run_counts(intake: Intake, tally: Tally, listings: list[Listing] | None) -> dict[str, int]:
     """The manifest's ``counts``: the input's, the statuses', and (discovery) the listings'."""
     by_status = tally.by_status
     counts = {
-        "input_lines": intake.lines,
+        "input_lines": intake.lines - intake.other_shards,  # a shard's share: they add up
         "unique_ids": intake.unique,
         "duplicates": intake.duplicates,
         "resumed": intake.resumed,
@@ -499,7 +531,7 @@ def progress_json(snap: Snapshot) -> str:
 
 def summary_json(record: RunRecord) -> str:
     """The summary for ``log_format = json``: the manifest's figures as one object."""
-    return json_line({"event": "summary", "status": record.status,
+    return json_line({"event": "summary", "run_id": record.run_id, "status": record.status,
                       "exit_code": record.exit_code, "error": record.error,
                       "snapshot_date": record.snapshot_date.isoformat(),
                       "counts": record.counts, "requests": record.requests,

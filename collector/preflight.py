@@ -56,9 +56,10 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
         raise FatalRunError(f"output {store.url}: write failed ({reason(exc)})") from None
     if removed:
         log.info("removed leftovers of unfinished runs for other dates: %s", ", ".join(removed))
-    if resumed.chunks:
-        log.info("resuming: %d chunk(s), %d images already committed for %s",
-                 resumed.chunks, len(resumed.keys), sink.snapshot_date)
+    if resumed.chunks or resumed.retried:
+        log.info("resuming: %d chunk(s), %d images already committed for %s; %d failed "
+                 "images are asked again", resumed.chunks, len(resumed.keys),
+                 sink.snapshot_date, resumed.retried)
     return Prepared(about, resumed)
 
 

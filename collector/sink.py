@@ -96,6 +96,8 @@ TABLES = {"images": IMAGES_SCHEMA, "listing_status": LISTING_SCHEMA,
 OPTIONAL = frozenset({"changes"})  # a first snapshot has no changes: no file, not an empty one
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
+# What a resume adopts: definitive answers. A ``failed`` row is asked again.
+ADOPTED = frozenset({Status.OK, Status.NOT_FOUND, Status.FORBIDDEN, Status.INVALID_ID})
 LISTED_FILE = "listed.json"  # in staging once a discovery run's listing is all committed
 LATER = "later-changes"  # a later date's change table, recomputed by a backfill
 PUBLISHING = "publishing"  # in staging while its tables are being swapped in
@@ -217,6 +219,7 @@ class Resumed:
     counts: dict[str, int] = field(default_factory=dict)
     member_rows: int = 0
     chunks: int = 0
+    retried: int = 0  # failed rows removed: those images are asked again
 
 
 class ParquetSink:
@@ -232,12 +235,15 @@ class ParquetSink:
         self.staging = date_staging(snapshot_date) + (f"/{shard}" if shard else "")
         self._sequence = 0
         self._later: dt.date | None = None  # a later date whose changes this run restaged
+        self.retried = 0  # failed rows of earlier runs that ``resume`` removed, to ask again
         self.files: list[str] = []  # relative to output, as published
 
     def resume(self, fingerprint: str | None) -> Resumed:
-        """Adopt the committed chunks of an unfinished earlier run of the same date and input.
+        """Adopt the committed chunks of an unfinished earlier run of the same date and input:
+        their definitive answers only (``ADOPTED``); their ``failed`` images are asked again.
 
-        A different input (``fingerprint``), or stdin (None), starts over. Files an earlier run
+        A different input (``fingerprint``), or stdin (None), starts over. A shard's mark goes
+        first: the share is no longer finished once it changes. Files an earlier run
         did not finish (``.tmp``, member chunks without their status file, a bucket's packed
         tables of a publish that never began) are removed.
         """
@@ -253,6 +259,7 @@ class ParquetSink:
             store.delete_tree(staging)
         for table in TABLES:
             store.make_folder(f"{staging}/{table}")
+        store.delete(f"{staging}/{SHARD_MARK}")
         self._write_marker(fingerprint)
         if previous is None or previous != fingerprint:
             return found
@@ -261,10 +268,14 @@ class ParquetSink:
             for name in store.files(f"{staging}/{table}"):
                 if name.endswith(".tmp"):
                     store.delete(f"{staging}/{table}/{name}")
+        if self.listed() and self._listing_failed():  # a failed listing: list again
+            store.delete(f"{staging}/{LISTED_FILE}")
         if not self.listed():  # a listing that did not finish is listed again, from scratch
             for table in ("images", "listing_status"):
                 for key in parquet_files(store, f"{staging}/{table}"):
                     store.delete(key)
+        for key in parquet_files(store, f"{staging}/image_status"):
+            self._retry_failed(key)
         committed = set(store.files(f"{staging}/image_status"))
         for key in parquet_files(store, f"{staging}/members"):
             if key.rsplit("/", 1)[1] not in committed:
@@ -279,7 +290,32 @@ class ParquetSink:
                 found.counts[status] = found.counts.get(status, 0) + 1
                 found.member_rows += count
             found.chunks += 1
+        found.retried = self.retried
         return found
+
+    def _listing_failed(self) -> bool:
+        """A committed listing with a ``failed`` row (a listing that never got its answer)."""
+        return any(Status.FAILED.value in read_parquet(self.store, key, ["status"]).column(0)
+                   .to_pylist() for key in parquet_files(self.store,
+                                                         f"{self.staging}/listing_status"))
+
+    def _retry_failed(self, key: str) -> None:
+        """Keep only the definitive answers of a committed status chunk (``ADOPTED``): its
+        ``failed`` rows are removed, so the re-run asks those images again and each image
+        still has one row. A failed row has no member rows; a chunk left with no row goes,
+        status file first (its members file, alone, is then removed like any uncommitted
+        one). The rewrite replaces the file whole, so a crash leaves the old or the new."""
+        store = self.store
+        statuses = read_parquet(store, key, ["status"]).column(0)
+        adopted = pc.is_in(statuses, value_set=pa.array(sorted(ADOPTED), pa.string()))
+        if pc.all(adopted).as_py() is not False:
+            return
+        kept = read_parquet(store, key).filter(adopted)
+        if len(kept):
+            write_parquet(store, key, kept.cast(STATUS_SCHEMA))
+        else:
+            store.delete(key)
+        self.retried += len(statuses) - len(kept)
 
     def _write_marker(self, fingerprint: str | None) -> None:
         self.store.write(f"{self.staging}/{RESUME_FILE}",
@@ -567,6 +603,7 @@ def read_published(store: Store, snapshot_date: dt.date) -> Published:
     """The counts and files of a date's published partitions (for a manifest a crash left
     ``running``): status counts from ``image_status``, member rows from Parquet metadata."""
     counts: dict[str, int] = {s.value: 0 for s in Status}
+    listings: dict[str, int] = {}
     files, members = [], 0
     for table in TABLES:
         for key in parquet_files(store, partition_key(table, snapshot_date)):
@@ -577,9 +614,13 @@ def read_published(store: Store, snapshot_date: dt.date) -> Published:
             elif table == "image_status":
                 for status in read_parquet(store, key, ["status"]).column(0).to_pylist():
                     counts[status] = counts.get(status, 0) + 1
+            elif table == "listing_status":  # a discovery run's: its verdict counts them
+                for status in read_parquet(store, key, ["status"]).column(0).to_pylist():
+                    listings[f"listings_{status}"] = listings.get(f"listings_{status}", 0) + 1
+                    listings["listings"] = listings.get("listings", 0) + 1
     invalid = counts.pop(Status.INVALID_ID.value, 0)
     return Published({**counts, "invalid": invalid, "member_rows": members,
-                      "status_rows": sum(counts.values()) + invalid}, files)
+                      "status_rows": sum(counts.values()) + invalid, **listings}, files)
 
 
 def date_staging(snapshot_date: dt.date) -> str:
