@@ -314,3 +314,20 @@ async def test_a_token_with_a_quote_echoed_in_a_401_never_reaches_the_manifest(
     # a fatal run's manifest has its real counts
     assert (doc["requests"], doc["auth"]["method"], doc["rate_per_second"]["configured"]) == \
         (6, "X-Auth-Token from CPH_AUTH_TOKEN or token_file", 100_000)
+
+
+async def test_iam_answering_429_then_503_is_retried_for_tokens_and_projects_alike(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=48, projects=1, images=20, locked_project=False)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD}, tokens=(),
+                              script={"iam:tokens": ["throttle", "http_503"],
+                                      "iam:projects": ["throttle", "http_503"]})
+    out = await collect(fake, discover=True, region="cn-north-4", endpoint=fake.url,
+                        iam_endpoint=fake.url, project_id=None, auth=iam(fake))
+    assert out.error is None and out.record.exit_code == 0, out.error
+    tokens = [e.status for e in fake.log if e.path == "/v3/auth/tokens"]
+    assert tokens[:3] == [429, 503, 201] and set(tokens[3:]) == {201}
+    projects = [e.status for e in fake.log if e.path == "/v3/auth/projects"]
+    assert projects == [429, 503, 200]
+    check_published(out, {(p, i) for p in dataset.project_ids
+                          for i in dataset.listed(p, "private")}, dataset, fake)
