@@ -5,7 +5,8 @@
     images    for each project and image_type (private, share): GET /v1/{p}/cloud-phone/images
               ?image_type=T&offset=O&limit=100 until offset >= total (a missing total: until a
               short page). A listing that lies fails: an empty page before ``total``, or a
-              page that repeats any earlier one; an image on two pages is kept once, counted.
+              page of images all listed before (a page repeated, in any order, however
+              long ago: the offset ignored); an image on two pages is kept once, counted.
 
 Every page goes through the fetcher: the same limiter, retries, auth and endpoint check as the
 member calls. Each listing leaves one ledger row (``Listing``): a listing that failed is
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import itertools
 import logging
 import math
@@ -260,7 +260,7 @@ async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: 
                       stop: asyncio.Event | None = None) -> Listing:
     """Every page of one listing, each handed to ``write`` as it comes; returns the ledger row.
     A set ``stop`` ends it between pages (the listing stays unfinished: a re-run lists again)."""
-    offset, pages_seen, images_seen = 0, set[bytes](), IdSet()
+    offset, images_seen = 0, IdSet()
     for _ in range(MAX_LISTING_PAGES):
         if stop is not None and stop.is_set():
             listing.error_msg = "stopped before the listing ended"
@@ -273,21 +273,18 @@ async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: 
                 listing.status = Status.FAILED
             return listing
         infos, total = page
-        fingerprint = hashlib.blake2b(b"".join(i["image_id"].encode() + b"\0" for i in infos),
-                                      digest_size=16).digest()
-        if infos and fingerprint in pages_seen:
-            listing.status, listing.error_code = Status.FAILED, ErrorCode.PAGING_LOOP
-            listing.error_msg = (f"the page at offset {offset} repeats an earlier page (the "
-                                 "server ignores the offset?)")
-            return listing
         if not infos and total is not None and offset < total:
             listing.status, listing.error_code = Status.FAILED, ErrorCode.EMPTY_PAGE
             listing.error_msg = (f"the page at offset {offset} is empty, but total says "
                                  f"{total} images")
             return listing
-        pages_seen.add(fingerprint)
-        listing.pages += 1
         fresh = [i for i in infos if images_seen.add("", i["image_id"])]
+        if infos and not fresh:  # a page seen before, in any order: the offset is ignored
+            listing.status, listing.error_code = Status.FAILED, ErrorCode.PAGING_LOOP
+            listing.error_msg = (f"the page at offset {offset} shows only images of earlier "
+                                 "pages (the server ignores the offset?)")
+            return listing
+        listing.pages += 1
         listing.repeated += len(infos) - len(fresh)
         listing.images += len(fresh)
         if fresh:

@@ -167,8 +167,9 @@ async def test_times_and_values_that_do_not_fit_are_null_and_counted_and_a_resum
 
 @pytest.mark.parametrize(("lie", "code", "message"), [
     ("empty", "empty_page", "the page at offset 0 is empty, but total says 1000000000 images"),
-    ("first_page", "paging_loop", "the page at offset 100 repeats an earlier page"),
-    ("alternate", "paging_loop", "the page at offset 200 repeats an earlier page"),
+    ("first_page", "paging_loop", "the page at offset 100 shows only images of earlier pages"),
+    ("alternate", "paging_loop", "the page at offset 200 shows only images of earlier pages"),
+    ("reordered", "paging_loop", "the page at offset 100 shows only images of earlier pages"),
 ])
 async def test_a_listing_that_lies_is_a_failed_listing(
         fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch,

@@ -44,6 +44,7 @@ LIES = {  # what a project's listings do instead of paging honestly (``listing_l
     "empty": "every page empty, with a total of 10**9",
     "first_page": "every page is the first (offset ignored)",
     "alternate": "the first and the second page in turn (offset ignored)",
+    "reordered": "every page is the first, reversed on every other (offset ignored)",
     "overlap": "each page starts one image early: an image on two pages",
 }
 
@@ -147,9 +148,11 @@ class CphApi:
         assert ex.project_id is not None
         ids = self.dataset.listed(ex.project_id, image_type)
         lie = self.config.listing_lies.get(ex.project_id)
-        start = {"first_page": 0, "alternate": limit * (offset // limit % 2),
+        start = {"first_page": 0, "reordered": 0, "alternate": limit * (offset // limit % 2),
                  "overlap": max(offset - 1, 0)}.get(lie or "", offset)
         shown = [] if lie == "empty" else ids[start:start + limit]
+        if lie == "reordered" and offset // limit % 2:
+            shown.reverse()
         odd = self.config.listed_fields
         infos = [{**self.dataset.image_info(i, start + n, image_type, ex.project_id),
                   **odd.get(i, {})} for n, i in enumerate(shown)]
