@@ -61,6 +61,7 @@ class Parts:
     regions: list[Region]
     store: Store  # the output: a folder or a bucket prefix
     stores: Callable[[BucketUrl], Store]  # another bucket prefix (an input's), same settings
+    iam_post: PacedPost | None = None  # IAM's token requests: their retries count as the run's
 
     @property
     def endpoint(self) -> str:
@@ -123,7 +124,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
                               fetcher(iam_url, iam_limiter(iam_url))))
     return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env),
-                 lambda url: open_store(s, url, env))
+                 lambda url: open_store(s, url, env), post)
 
 
 def shard_rate(settings: Settings) -> float:

@@ -411,9 +411,10 @@ class Run:
     def _count_requests(self) -> None:
         parts, record = self.parts, self.record
         counters = [f.counters for f in parts.fetchers]
+        iam = parts.iam_post  # token requests: counted as "token_requests", their retries here
         record.requests = sum(c.requests for c in counters)
-        record.retries = sum(c.retries for c in counters)
-        record.throttled = sum(c.throttled for c in counters)
+        record.retries = sum(c.retries for c in counters) + (iam.retries if iam else 0)
+        record.throttled = sum(c.throttled for c in counters) + (iam.throttled if iam else 0)
         record.rate = {"configured": self.settings.rate_limit,
                        "lowest": round(parts.limiter.lowest, 1),
                        "final": round(parts.limiter.rate, 1)}

@@ -329,6 +329,7 @@ async def test_iam_answering_429_then_503_is_retried_for_tokens_and_projects_ali
     assert tokens[:3] == [429, 503, 201] and set(tokens[3:]) == {201}
     projects = [e.status for e in fake.log if e.path == "/v3/auth/projects"]
     assert projects == [429, 503, 200]
+    assert (out.record.retries, out.record.throttled) == (4, 2)  # IAM's, in the manifest too
     check_published(out, {(p, i) for p in dataset.project_ids
                           for i in dataset.listed(p, "private")}, dataset, fake)
 
