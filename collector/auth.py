@@ -12,7 +12,8 @@ number with them; it reports an answer that was not a 401 (``accepted``), and af
 ``refresh(project, generation)``, which renews at most once per generation however many
 workers saw the 401, and says whether a retry can help; ``rejection_hint`` adds what a 401
 suggests (a skewed clock, for a signature). IAM requests go through the ``post`` callable the
-builder gives (the pool's ``AiohttpClient.post``), so they share its TLS trust and proxy.
+builder gives (``PacedPost`` over the pool's ``AiohttpClient.post``), so they share its TLS
+trust and proxy, and wait for IAM's rate limiter and are retried as every other call is.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,10 +35,57 @@ from collector.api import parse_error
 from collector.client import BodyTooLarge
 from collector.config import Settings
 from collector.errors import FatalRunError, UsageError
+from collector.limiter import RateLimiter
+from collector.retry import Action, Backoff, classify, is_throttled, parse_retry_after
 from collector.secrets import Secret, check_credential, token_from
 
 # POST (url, body, headers) -> (status, headers, body): ``client.AiohttpClient.post``
 Post = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, Mapping[str, str], bytes]]]
+
+
+@dataclass
+class PacedPost:
+    """IAM's POST (token requests) under the rules of every other call: each attempt waits
+    for ``limiter`` (IAM's own rate), and what ``retry.classify`` calls retryable (429, 5xx,
+    a reset, a timeout) is tried again after the same backoff, up to ``max_attempts``; the
+    last answer, or the last transport error, is the caller's to judge."""
+
+    post: Post
+    limiter: RateLimiter
+    backoff: Backoff
+    max_attempts: int
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    retries: int = 0  # for the manifest's sake, as the fetchers count theirs
+    throttled: int = 0
+
+    async def __call__(self, url: str, body: bytes,
+                       headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
+        attempt = 1
+        while True:
+            await self.limiter.acquire()
+            try:
+                status, answer_headers, payload = await self.post(url, body, headers)
+            except (TimeoutError, OSError) as exc:
+                if attempt >= self.max_attempts or \
+                        classify(None, None, exc).action is not Action.RETRY:
+                    raise
+                retry_after = None
+            else:
+                error = parse_error(payload) if status >= 300 else None
+                code = error.code if error is not None else None
+                if is_throttled(status, code):
+                    self.throttled += 1
+                    self.limiter.on_throttled(error.message if error is not None else None)
+                else:
+                    self.limiter.on_accepted()
+                if attempt >= self.max_attempts or \
+                        classify(status, code).action is not Action.RETRY:
+                    return status, answer_headers, payload
+                retry_after = parse_retry_after(answer_headers.get("Retry-After"))
+            self.retries += 1
+            await self.sleep(self.backoff.wait(attempt, retry_after, self.rng))
+            attempt += 1
 
 
 class Auth(Protocol):

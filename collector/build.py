@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector import proxy as proxies
-from collector.auth import Auth, Post, build_auth
+from collector.auth import Auth, PacedPost, Post, build_auth
 from collector.client import AiohttpClient, Timeouts, tls_context
 from collector.clock import SYSTEM, Clock, Sleep
 from collector.config import Settings
@@ -61,6 +61,7 @@ class Parts:
     regions: list[Region]
     store: Store  # the output: a folder or a bucket prefix
     stores: Callable[[BucketUrl], Store]  # another bucket prefix (an input's), same settings
+    iam_post: PacedPost | None = None  # IAM's token requests: their retries count as the run's
 
     @property
     def endpoint(self) -> str:
@@ -94,14 +95,23 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
                                              s.request_timeout),
                            max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle,
                            proxy=s.proxy, env=env, clock=clock.now)
-    credentials = auth(client.post) if auth is not None else build_auth(s, env, client.post)
+    iam_limiters: dict[str, RateLimiter] = {}  # one per IAM endpoint: its own quota
+
+    def iam_limiter(url: str) -> RateLimiter:
+        return iam_limiters.setdefault(url, RateLimiter(min(s.rate_limit, IAM_RATE),
+                                                        clock=clock.now))
+
+    backoff = Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap)
+    post = PacedPost(client.post, iam_limiter(s.iam_url), backoff, s.max_attempts,
+                     backoff_sleep or clock.sleep)  # token requests: IAM's limiter, retried
+    credentials = auth(post) if auth is not None else build_auth(s, env, post)
     client.add_static_headers(credentials.static_headers())
     limiter = RateLimiter(shard_rate(s), clock=clock.now)
 
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
         return Fetcher(client, credentials, rate, endpoint=endpoint,
                        max_attempts=s.max_attempts,
-                       backoff=Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap),
+                       backoff=backoff,
                        budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
                        fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
                        max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
@@ -112,10 +122,9 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         assert endpoint is not None
         iam_url = s.iam_url_for(name or None)
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
-                              fetcher(iam_url, RateLimiter(min(s.rate_limit, IAM_RATE),
-                                                           clock=clock.now))))
+                              fetcher(iam_url, iam_limiter(iam_url))))
     return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env),
-                 lambda url: open_store(s, url, env))
+                 lambda url: open_store(s, url, env), post)
 
 
 def shard_rate(settings: Settings) -> float:

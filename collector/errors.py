@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     REDIRECT = "redirect"  # a 3xx: never followed
     PAGING_LOOP = "paging_loop"  # a next_marker seen before
     PAGING_LIMIT = "paging_limit"  # more than max_pages pages
+    EMPTY_PAGE = "empty_page"  # a listing's page was empty before its total was reached
     TOO_MANY_MEMBERS = "too_many_members"  # more than max_members members
 
 

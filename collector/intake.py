@@ -140,8 +140,8 @@ class Intake:
             return None
         if problem is not None:
             self.rejected += 1
-            return Rejected(line.number, project or "", line.image_id,
-                            f"line {line.number}: {problem}")
+            return Rejected(line.number, project or "", line.image_id,  # 0: a listed ID
+                            f"line {line.number}: {problem}" if line.number else problem)
         assert project is not None
         self.targets += 1
         return Target(project, line.image_id)

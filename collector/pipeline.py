@@ -32,10 +32,11 @@ from collector.changes import line_of
 from collector.collect import GRACE, Collection, Tally
 from collector.conclude import Conclusion, conclude, with_changes
 from collector.config import Settings
-from collector.discover import Listing, discover
+from collector.discover import Listing, committed_listings, discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
 from collector.fetch import Fetcher
+from collector.ids import problem_with
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.logs import RunId, json_line
@@ -97,9 +98,13 @@ def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
 
 
 def discovered_lines(sink: ParquetSink) -> Iterator[Line]:
-    """The listed private images, as input lines (read back from staging, in batches)."""
-    for number, (project, image) in enumerate(sink.private_images(), 1):
-        yield Line(number, image, project)
+    """The listed private images, as input lines (read back from staging, in batches); an ID
+    no URL may carry is a line with its problem (an ``invalid_id`` row naming the listing)."""
+    for project, image in sink.private_images():
+        problem = problem_with(image)
+        yield Line(0, image, project, None if problem is None else
+                   f"ListImages of project {project} (image_type private) listed an image ID "
+                   f"that is not one: {problem}")
 
 
 def local_input(input_path: str, scratch: Path, stores: Callable[[BucketUrl], Store]) -> str:
@@ -133,7 +138,7 @@ def read_plan(store: Store, snapshot_date: dt.date, run_id: str, fingerprint: st
     if orjson.loads(store.read(mark)).get("fingerprint") != fingerprint:
         raise UsageError(f"shard {shard}: the plan of {snapshot_date} was made with other "
                          "settings (endpoint, projects or region)")
-    return [Listing.from_row(row) for row in plan.listings()], discovered_lines(plan)
+    return committed_listings(plan), discovered_lines(plan)
 
 
 def emit_metrics(settings: Settings, live: RunRecord, final: bool,
@@ -430,9 +435,10 @@ class Run:
     def _count_requests(self) -> None:
         parts, record = self.parts, self.record
         counters = [f.counters for f in parts.fetchers]
+        iam = parts.iam_post  # token requests: counted as "token_requests", their retries here
         record.requests = sum(c.requests for c in counters)
-        record.retries = sum(c.retries for c in counters)
-        record.throttled = sum(c.throttled for c in counters)
+        record.retries = sum(c.retries for c in counters) + (iam.retries if iam else 0)
+        record.throttled = sum(c.throttled for c in counters) + (iam.throttled if iam else 0)
         record.rate = {"configured": self.settings.rate_limit,
                        "lowest": round(parts.limiter.lowest, 1),
                        "final": round(parts.limiter.rate, 1)}
@@ -517,6 +523,8 @@ def run_counts(intake: Intake, tally: Tally, listings: list[Listing] | None) -> 
             "private_images_listed": sum(x.images for x in listings
                                          if x.image_type == "private"),
             "unreadable_image_times": sum(x.bad_times for x in listings),
+            "unfit_image_values": sum(x.unfit for x in listings),
+            "repeated_listed_images": sum(x.repeated for x in listings),
         })
     return counts
 

@@ -411,25 +411,38 @@ class ParquetSink:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def commit_images(self, rows: dict[str, list[object]]) -> None:
-        """Write one chunk of the inventory (columns as ``IMAGES_SCHEMA``, without run_id)."""
+    def commit_images(self, rows: dict[str, list[object]], number: int) -> None:
+        """Write inventory chunk ``number`` (columns as ``IMAGES_SCHEMA``, without run_id).
+        Listings commit side by side, each in a thread: the caller numbers the chunks before
+        their writes begin, so no two writes ever share a file."""
         if not rows["image_id"]:
             return
-        name = f"part-{self.run_id}-L{self._sequence:05d}.parquet"
+        name = f"part-{self.run_id}-L{number:05d}.parquet"
         write_parquet(self.store, f"{self.staging}/images/{name}",
                       _table(rows, IMAGES_SCHEMA, self.run_id))
-        self._sequence += 1
 
-    def commit_listings(self, rows: dict[str, list[object]]) -> None:
+    def commit_listings(self, rows: dict[str, list[object]],
+                        notes: list[list[object]] | None = None) -> None:
         """Write the listing ledger and mark the listing complete: a re-run does not list
-        again, it collects members for the images listed here."""
+        again, it collects members for the images listed here. ``notes``: what the manifest
+        counts of each listing beyond its row (``discover.notes``), kept in the mark."""
         write_parquet(self.store,
                       f"{self.staging}/listing_status/part-{self.run_id}-00000.parquet",
                       _table(rows, LISTING_SCHEMA, self.run_id))
-        self.store.write(f"{self.staging}/{LISTED_FILE}", b"{}")
+        self.store.write(f"{self.staging}/{LISTED_FILE}", orjson.dumps({"notes": notes or []}))
 
     def listed(self) -> bool:
         return self.store.exists(f"{self.staging}/{LISTED_FILE}")
+
+    def listing_notes(self) -> list[list[Any]]:
+        """The ``notes`` of the committed listing ([] from a mark without them)."""
+        try:
+            doc = orjson.loads(self.store.read(f"{self.staging}/{LISTED_FILE}"))
+        except orjson.JSONDecodeError:
+            return []
+        notes = doc.get("notes") if isinstance(doc, dict) else None
+        return [n for n in notes if isinstance(n, list) and len(n) >= 3] \
+            if isinstance(notes, list) else []
 
     def listings(self) -> list[dict[str, object]]:
         """The committed listing ledger's rows."""

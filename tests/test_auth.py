@@ -314,3 +314,60 @@ async def test_a_token_with_a_quote_echoed_in_a_401_never_reaches_the_manifest(
     # a fatal run's manifest has its real counts
     assert (doc["requests"], doc["auth"]["method"], doc["rate_per_second"]["configured"]) == \
         (6, "X-Auth-Token from CPH_AUTH_TOKEN or token_file", 100_000)
+
+
+async def test_iam_answering_429_then_503_is_retried_for_tokens_and_projects_alike(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=48, projects=1, images=20, locked_project=False)
+    fake = await fake_factory(dataset, iam_users={"acct/alice": PASSWORD}, tokens=(),
+                              script={"iam:tokens": ["throttle", "http_503"],
+                                      "iam:projects": ["throttle", "http_503"]})
+    out = await collect(fake, discover=True, region="cn-north-4", endpoint=fake.url,
+                        iam_endpoint=fake.url, project_id=None, auth=iam(fake))
+    assert out.error is None and out.record.exit_code == 0, out.error
+    tokens = [e.status for e in fake.log if e.path == "/v3/auth/tokens"]
+    assert tokens[:3] == [429, 503, 201] and set(tokens[3:]) == {201}
+    projects = [e.status for e in fake.log if e.path == "/v3/auth/projects"]
+    assert projects == [429, 503, 200]
+    assert (out.record.retries, out.record.throttled) == (4, 2)  # IAM's, in the manifest too
+    check_published(out, {(p, i) for p in dataset.project_ids
+                          for i in dataset.listed(p, "private")}, dataset, fake)
+
+
+THROTTLED = (429, {"Retry-After": "7"}, orjson.dumps({
+    "error_code": "APIGW.0308", "error_msg": "The throttling threshold has been reached: "
+    "policy user over ratelimit,limit:4,time:1 second"}))
+UNAVAILABLE = (503, {}, orjson.dumps({"error": {"code": 503, "message": "unavailable"}}))
+ISSUED = (201, {"X-Subject-Token": "t"}, b"{}")
+REFUSED = (401, {}, orjson.dumps({"error": {"code": 401, "message": "wrong password"}}))
+
+
+@pytest.mark.parametrize(("answers", "status", "waits"), [
+    ([THROTTLED, ISSUED], 201, [7.0]),  # Retry-After honoured, as for every call
+    ([UNAVAILABLE, UNAVAILABLE, UNAVAILABLE, ISSUED], 503, [0.5, 1.0]),  # max_attempts 3
+    ([REFUSED, ISSUED], 401, []),  # not retryable: IAM's answer is final
+])
+async def test_a_token_request_is_retried_by_the_rules_and_a_429_slows_iams_limiter(
+        answers: list[tuple[int, dict[str, str], bytes]], status: int,
+        waits: list[float]) -> None:
+    from collector.auth import PacedPost
+    from collector.limiter import MARGIN, RateLimiter
+    from collector.retry import Backoff
+
+    sent, slept = [], []
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str],
+                                                                              bytes]:
+        sent.append(url)
+        return answers[len(sent) - 1]
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    limiter = RateLimiter(10.0)
+    paced = PacedPost(post, limiter, Backoff(base=0.5), 3, sleep)
+    paced.rng.uniform = lambda low, high: high  # type: ignore[method-assign]  # the jitter's top
+    answer = await paced("https://iam.example/v3/auth/tokens", b"{}", {})
+    assert (answer[0], slept, paced.retries) == (status, waits, len(waits))
+    # the gateway's announced limit reached IAM's limiter, as a member call's reaches the run's
+    assert limiter.ceiling == (MARGIN * 4 if answers[0] is THROTTLED else 10.0)

@@ -33,6 +33,12 @@ DAY = dt.date(2026, 12, 1)
     ("1713320018058", 1713320018058),  # epoch ms as digits
     ("1713320018", 1713320018000),  # epoch seconds as digits
     (1713320018058, 1713320018058),
+    (1713320018, 1713320018000),  # a JSON number of epoch seconds, not 1970-01-20
+    (1713320018.25, 1713320018250), (1713320018058.0, 1713320018058),
+    ("1713320018.5", 1713320018500),
+    ("9999999999999999", None), ("9" * 5000, None), (2**70, None), (float("nan"), None),
+    (-1713320018, None), (0, None), ("4102444800000", None),  # 2100: no image's time
+    ("0001-01-01T00:00:00+01:00", None), ("9999-12-31T23:59:59-01:00", None),
     ("yesterday", None), ("", None), (None, None), (True, None),
 ])
 def test_listimages_times_in_any_documented_shape(raw: Any, ms: int | None) -> None:

@@ -16,7 +16,8 @@ LAYERS = [
     {"metrics"},  # the run as Prometheus metrics
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk
-    {"auth", "retry"},  # credentials; the retry policy
+    {"retry"},  # the retry policy
+    {"auth"},  # credentials (IAM's token requests follow the retry policy)
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
     # output; the wiring; what publishing adds; the diff command

@@ -40,6 +40,13 @@ TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BO
                               Outcome.HUGE_BODY, Outcome.INTERIM, Outcome.HUGE_HEADER,
                               Outcome.ENDLESS_HEADER})
 LOGIN_PAGE = "https://auth.example.invalid/login?service=cph"
+LIES = {  # what a project's listings do instead of paging honestly (``listing_lies``)
+    "empty": "every page empty, with a total of 10**9",
+    "first_page": "every page is the first (offset ignored)",
+    "alternate": "the first and the second page in turn (offset ignored)",
+    "reordered": "every page is the first, reversed on every other (offset ignored)",
+    "overlap": "each page starts one image early: an image on two pages",
+}
 
 
 def route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -140,9 +147,17 @@ class CphApi:
             return error(ex, 400, "CPS.0002", "Parameter: offset or limit is invalid.")
         assert ex.project_id is not None
         ids = self.dataset.listed(ex.project_id, image_type)
-        infos = [self.dataset.image_info(i, offset + n, image_type, ex.project_id)
-                 for n, i in enumerate(ids[offset:offset + limit])]
-        good = orjson.dumps({"request_id": ex.rid, "total": len(ids), "image_infos": infos})
+        lie = self.config.listing_lies.get(ex.project_id)
+        start = {"first_page": 0, "reordered": 0, "alternate": limit * (offset // limit % 2),
+                 "overlap": max(offset - 1, 0)}.get(lie or "", offset)
+        shown = [] if lie == "empty" else ids[start:start + limit]
+        if lie == "reordered" and offset // limit % 2:
+            shown.reverse()
+        odd = self.config.listed_fields
+        infos = [{**self.dataset.image_info(i, start + n, image_type, ex.project_id),
+                  **odd.get(i, {})} for n, i in enumerate(shown)]
+        good = orjson.dumps({"request_id": ex.rid, "total": 10**9 if lie == "empty" else
+                             len(ids), "image_infos": infos})
         if outcome is Outcome.NORMAL:
             return Answer(200, good)
         return self._fault_answer(ex, outcome, good) or Answer(200, good)

@@ -6,23 +6,29 @@
     GET  /v3/projects       the account's projects (AK/SK signature or a token); ``?name=``
 
 Projects are the dataset's (the region's project and its sub-projects), one of another region
-and one that CPH refuses, as a real account has.
+and one that CPH refuses, as a real account has. A script (``ServerConfig.script``) makes IAM
+answer 429 or 5xx first: keys ``iam:tokens`` and ``iam:projects``, outcomes ``throttle`` and
+``http_5xx``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections import Counter
 from collections.abc import Mapping
 from http import HTTPStatus
 
 import orjson
 
+from collector.fake.faults import FaultPlan, Outcome
 from collector.fake.gateway import MSG, Gateway, error
 from collector.fake.model import Answer, Exchange, ServerConfig
 
 TOKENS_PATH = "/v3/auth/tokens"
 PROJECT_PATHS = ("/v3/auth/projects", "/v3/projects")
+SCRIPTED = {Outcome.HTTP_500: 500, Outcome.HTTP_502: 502, Outcome.HTTP_503: 503,
+            Outcome.HTTP_504: 504}
 
 
 def iam_error(status: int, message: str) -> Answer:
@@ -43,7 +49,9 @@ class Iam:
         self.config = config
         self.gateway = gateway
         self.projects = projects
-        self.listed = listed
+        self.listed = listed + config.iam_extra_projects
+        self.faults = FaultPlan(None, config.script)
+        self.attempts: Counter[str] = Counter()
 
     def handles(self, path: str) -> bool:
         """True for the paths IAM answers."""
@@ -52,6 +60,16 @@ class Iam:
     def answer(self, ex: Exchange, path: str, query: Mapping[str, str],
                headers: Mapping[str, str], body: bytes) -> Answer:
         """A token (201 with X-Subject-Token), the projects, or IAM's error."""
+        key = "iam:projects" if path in PROJECT_PATHS else "iam:tokens"
+        self.attempts[key] += 1
+        ex.attempt = self.attempts[key]
+        outcome = self.faults.outcome(key, ex.attempt)
+        if outcome is Outcome.THROTTLE:
+            ex.outcome = "throttle"
+            return self.gateway.throttled(ex, self.config.rate_limit or 10, backend=False)
+        if outcome in SCRIPTED:
+            ex.outcome = outcome.value
+            return iam_error(SCRIPTED[outcome], "The service is unavailable.")
         if path in PROJECT_PATHS:
             return self._projects(ex, query, headers, body)
         ex.outcome = "iam_token"

@@ -36,6 +36,11 @@ class ServerConfig:
     agencies: set[str] = field(default_factory=set)  # "account/agency" any IAM user may assume
     iam_token_ttl: float = 86_400.0  # seconds an IAM-issued token is valid
     record: bool = True  # keep a LogEntry per request (tests); counters are always kept
+    # A ListImages that misbehaves: image -> fields over its entry (an ID no URL may carry, a
+    # status of 2**31, a time in epoch seconds ...); project -> a lie its listings tell (cph.LIES)
+    listed_fields: dict[str, dict[str, object]] = field(default_factory=dict)
+    listing_lies: dict[str, str] = field(default_factory=dict)
+    iam_extra_projects: list[dict[str, object]] = field(default_factory=list)  # IAM lists too
 
 
 @dataclass(slots=True)
