@@ -17,6 +17,12 @@ from collector.errors import RunStatus
 from collector.secrets import redact
 from collector.store import Store
 
+# A discovery run's counts of its listings (``pipeline.run_counts`` gives them; ``publish
+# --shards`` carries them over from the plan).
+LISTING_COUNTS = ("projects", "listings", "listings_ok", "listings_forbidden", "listings_failed",
+                  "images_listed", "private_images_listed", "unreadable_image_times",
+                  "unfit_image_values", "repeated_listed_images")
+
 
 @dataclass(slots=True)
 class RunRecord:

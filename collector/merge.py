@@ -26,6 +26,7 @@ from collector.conclude import verdict_of, with_changes
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
 from collector.manifest import (
+    LISTING_COUNTS,
     RunRecord,
     latest_finished,
     read_manifest,
@@ -52,8 +53,6 @@ log = logging.getLogger("collector")
 RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 ROW_COUNTS = ("ok", "not_found", "forbidden", "failed", "invalid", "member_rows", "status_rows")
 SUMMED = ("input_lines", "unique_ids", "duplicates", "resumed")  # each shard counts its share
-LISTING_COUNTS = ("projects", "listings", "listings_ok", "listings_forbidden", "listings_failed",
-                  "images_listed", "private_images_listed", "unreadable_image_times")
 
 
 @dataclass(frozen=True, slots=True)

@@ -463,3 +463,16 @@ async def test_a_shard_run_again_after_its_date_was_published_is_never_taken_for
                                "finished (run it again with the same arguments); nothing "
                                "published")
     assert list((folder / "image_status").glob("*.parquet"))  # its work is still there
+
+
+def test_the_listing_counts_a_run_gives_are_the_ones_publish_carries_over() -> None:
+    """``publish --shards`` copies the plan's listing counts by name: a count a run adds must
+    be in that list, or a sharded night's manifest silently lacks it."""
+    from collector.collect import Tally
+    from collector.intake import Intake
+    from collector.manifest import LISTING_COUNTS
+    from collector.pipeline import run_counts
+
+    without = run_counts(Intake(None), Tally(), None)
+    with_listings = run_counts(Intake(None), Tally(), [])
+    assert set(with_listings) - set(without) == set(LISTING_COUNTS)
