@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -238,12 +239,13 @@ async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_
     next run lists again)."""
     inventory, bad_times = Inventory(), 0
     gate = asyncio.Semaphore(LISTINGS_AT_ONCE)
+    numbers = itertools.count()  # drawn on the loop: each chunk's file is its own
 
     async def flush() -> None:
         nonlocal inventory, bad_times
         full, inventory = inventory, Inventory()
         bad_times += full.bad_times
-        await asyncio.to_thread(sink.commit_images, full.columns)
+        await asyncio.to_thread(sink.commit_images, full.columns, next(numbers))
 
     async def write(listing: Listing, infos: list[dict[str, Any]]) -> None:
         inventory.add(listing, infos, time.time_ns() // 1_000_000)

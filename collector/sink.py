@@ -375,14 +375,15 @@ class ParquetSink:
 
     # -- discovery ------------------------------------------------------------------------------
 
-    def commit_images(self, rows: dict[str, list[object]]) -> None:
-        """Write one chunk of the inventory (columns as ``IMAGES_SCHEMA``, without run_id)."""
+    def commit_images(self, rows: dict[str, list[object]], number: int) -> None:
+        """Write inventory chunk ``number`` (columns as ``IMAGES_SCHEMA``, without run_id).
+        Listings commit side by side, each in a thread: the caller numbers the chunks before
+        their writes begin, so no two writes ever share a file."""
         if not rows["image_id"]:
             return
-        name = f"part-{self.run_id}-L{self._sequence:05d}.parquet"
+        name = f"part-{self.run_id}-L{number:05d}.parquet"
         write_parquet(self.store, f"{self.staging}/images/{name}",
                       _table(rows, IMAGES_SCHEMA, self.run_id))
-        self._sequence += 1
 
     def commit_listings(self, rows: dict[str, list[object]]) -> None:
         """Write the listing ledger and mark the listing complete: a re-run does not list

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -40,6 +41,8 @@ TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BO
                               Outcome.HUGE_BODY, Outcome.INTERIM, Outcome.HUGE_HEADER,
                               Outcome.ENDLESS_HEADER})
 LOGIN_PAGE = "https://auth.example.invalid/login?service=cph"
+ECHO_FAULTS = {Outcome.ECHO_400: (400, "CPS.0001"), Outcome.ECHO_401: (401, "APIGW.0301"),
+               Outcome.ECHO_REDIRECT: (302, "APIGW.0000")}
 
 
 def route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -171,7 +174,20 @@ class CphApi:
             return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
         if outcome is Outcome.REDIRECT:
             return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
+        if outcome in ECHO_FAULTS:
+            return _echo(ex, outcome)
         return None
+
+
+def _echo(ex: Exchange, outcome: Outcome) -> Answer:
+    """An answer that carries the request's credentials back, everywhere a server can."""
+    status, code = ECHO_FAULTS[outcome]
+    said = f"request with {ex.credentials} refused"
+    answer = error(ex, status, code, said)
+    answer.request_id = f"{ex.rid} {ex.credentials}"
+    if status == 302:
+        answer.location = f"{LOGIN_PAGE}&auth={quote(ex.credentials, safe='')}"
+    return answer
 
 
 def _wrong_answer(ex: Exchange, outcome: Outcome, image: str, dataset: Dataset,
