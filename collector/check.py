@@ -29,6 +29,7 @@ from collector.intake import Intake, Rejected, Target
 from collector.outdir import check_writable, lock
 from collector.pipeline import local_input, open_input
 from collector.results import ImageResult
+from collector.secrets import printable, redact
 from collector.store import reason
 
 
@@ -40,7 +41,9 @@ class Check:
     exit_code: int = 0
 
     def line(self) -> str:
-        return f"check {self.name}: {'ok' if self.ok else 'failed'} ({self.detail})"
+        """The check's line; its detail may quote a server, so it is redacted and escaped."""
+        return (f"check {self.name}: {'ok' if self.ok else 'failed'} "
+                f"({printable(redact(self.detail))})")
 
 
 def passed(name: str, detail: str) -> Check:

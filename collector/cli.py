@@ -20,8 +20,7 @@ from typing import Any
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
-from collector.logs import setup_logging
-from collector.secrets import redact
+from collector.logs import Format, final_line, setup_logging
 
 log = logging.getLogger("collector")
 
@@ -265,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     guard_standard_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the format of the lines on stderr, even for a usage error before the settings are read
+    Format.current = "json" if (getattr(args, "log_format", None) or os.environ.get(
+        "CPH_LOG_FORMAT", "")).strip().lower() == "json" else "text"
     try:
         if args.command in ("run", "plan"):
             return _run(args)
@@ -285,10 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("info")
         return serve(args)
     except CollectorError as exc:
-        print(f"cph-collector: error: {redact(str(exc))}", file=sys.stderr)
+        print(final_line(f"error: {exc}"), file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("cph-collector: interrupted", file=sys.stderr)
+        print(final_line("interrupted", "warning"), file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception:
         log.exception("internal error; please report it with this traceback")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import secrets
@@ -172,3 +173,77 @@ async def test_a_proxy_user_name_is_not_scrubbed_from_paths_and_an_echoed_basic_
                                 else p.read_text() for p in out.output.rglob("*") if p.is_file())
     for form in (password, quote(password, safe=""), basic):
         assert form not in text
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202e]")  # what may steer a terminal
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_control_characters_from_a_server_never_reach_the_terminal(
+        tmp_path: Path, log_format: str) -> None:
+    env = {"CPH_AUTH_TOKEN": "hostile-token-1"}
+    with fake_server(tmp_path, "hostile_400=0.5", env=env) as (url, project, ids):
+        run = cli("run", "--input", str(ids), "--project-id", project, "--endpoint", url,
+                  "--output", str(tmp_path / "out"), "--log-format", log_format,
+                  "--log-level", "debug", env=env)
+    with fake_server(tmp_path, "hostile_401=1", env=env) as (url, project, ids):
+        fatal = cli("run", "--input", str(ids), "--project-id", project, "--endpoint", url,
+                    "--output", str(tmp_path / "out2"), "--log-format", log_format, env=env)
+        check = cli("check", "--input", str(ids), "--project-id", project, "--endpoint", url,
+                    "--output", str(tmp_path / "out3"), "--log-format", log_format, env=env)
+    assert (run.returncode, fatal.returncode, check.returncode) == (1, 3, 3)
+    for done in (run, fatal, check):
+        assert not CONTROL.search(done.stdout + done.stderr)
+        assert not re.search(r"^run \S+ finished: 0 images; exit 0", done.stdout + done.stderr,
+                             re.MULTILINE)
+        if log_format == "json":
+            assert all(orjson.loads(line) for line in done.stderr.splitlines())
+    last = fatal.stderr.splitlines()[-1]
+    said = orjson.loads(last)["message"] if log_format == "json" else last
+    assert said.startswith("cph-collector: error: credentials rejected: HTTP 401 APIGW.0301 "
+                           "denied")
+    assert "\\x1b[2J" in check.stdout  # escaped, not dropped: the user sees what was sent
+
+
+def test_python_warnings_and_the_last_error_line_are_json_lines(tmp_path: Path) -> None:
+    done = cli("run", "--input", str(tmp_path / "none.txt"), "--project-id", "p",
+               "--endpoint", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
+               "--log-format", "json", env={"CPH_AUTH_TOKEN": "token-12345678",
+                                            "PYTHONWARNINGS": "always"})
+    assert done.returncode == 2
+    lines = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert lines[-1]["level"] == "error"
+    assert lines[-1]["message"].startswith("cph-collector: error: input ")
+
+
+def test_python_warnings_become_log_records(capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    from collector.logs import setup_logging
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # not pytest's "error": as a run sees them
+        setup_logging("info", "json")
+        warnings.warn("a library's warning\x1b[2J", UserWarning, stacklevel=1)
+        logging.captureWarnings(False)
+    line = capsys.readouterr().err.strip()
+    assert orjson.loads(line)["logger"] == "py.warnings"
+    assert "\x1b" not in line
+
+
+def test_diff_table_escapes_control_characters_in_ids() -> None:
+    import datetime as dt
+    import io
+
+    import pyarrow as pa
+
+    from collector.diff import render
+
+    table = pa.table({"change": ["added"], "update_time": [dt.datetime(2026, 12, 1)],
+                      "project_id": ["p\x1b[2J"], "image_id": ["i\r\nforged"],
+                      "member_id": ["m\x07"], "trusted": [False], "run_id": ["r"]})
+    stream = io.BytesIO()
+    render(table, "table", stream)
+    text = stream.getvalue().decode()
+    assert not CONTROL.search(text) and text.count("\n") == 2
+    assert "p\\x1b[2J" in text and "i\\r\\nforged" in text and "m\\x07" in text

@@ -43,6 +43,8 @@ TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BO
 LOGIN_PAGE = "https://auth.example.invalid/login?service=cph"
 ECHO_FAULTS = {Outcome.ECHO_400: (400, "CPS.0001"), Outcome.ECHO_401: (401, "APIGW.0301"),
                Outcome.ECHO_REDIRECT: (302, "APIGW.0000")}
+HOSTILE_TEXT = ("denied\r\nrun 20261201T020000Z-000000 finished: 0 images; exit 0\n"
+                "\x1b[2J\x1b]0;owned\x07\u202e")
 
 
 def route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -176,6 +178,9 @@ class CphApi:
             return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
         if outcome in ECHO_FAULTS:
             return _echo(ex, outcome)
+        if outcome in (Outcome.HOSTILE_400, Outcome.HOSTILE_401):
+            return error(ex, *((400, "CPS.0001") if outcome is Outcome.HOSTILE_400
+                               else (401, "APIGW.0301")), HOSTILE_TEXT)
         return None
 
 

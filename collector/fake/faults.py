@@ -46,6 +46,9 @@ class Outcome(StrEnum):
     ECHO_400 = "echo_400"  # 400 CPS.0001 (forbidden) with the credentials in both
     ECHO_401 = "echo_401"  # 401 APIGW.0301, the same
     ECHO_REDIRECT = "echo_redirect"  # 302 to a Location that carries them
+    # error_msg with CR/LF, ANSI escapes and BEL, forging a summary line and clearing the screen
+    HOSTILE_400 = "hostile_400"  # 400 CPS.0001 (forbidden)
+    HOSTILE_401 = "hostile_401"  # 401 APIGW.0301
 
 
 class FaultPlan:
