@@ -334,6 +334,8 @@ def _prom(raw: Any) -> Path:
     path = _path(raw)
     if path.suffix != ".prom":
         raise ValueError("the textfile collector reads only files named *.prom")
+    if path.exists() and not path.is_file():  # a FIFO would hold the run, a device take it
+        raise ValueError("it is a FIFO, a device or a folder, not a regular file")
     return path
 
 

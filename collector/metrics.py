@@ -10,8 +10,10 @@ previous file's value over (0 when no run ever finished, so "no success for 26 h
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -27,10 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.errors import RunStatus, Status
 from collector.manifest import RunRecord
-from collector.secrets import redact
+from collector.secrets import from_server, redact
 
 PREFIX = "cph_collector_"
 JOB = "cph_collector"
+PUSH_DEADLINE = 15.0  # seconds for the whole push: connect, send, the answer's head
 log = logging.getLogger("collector")
 
 
@@ -104,6 +107,8 @@ def previous_success(path: Path) -> float | None:
     """``last_success_timestamp_seconds`` in an earlier metrics file, read with
     ``prometheus_client``'s own parser; None when there is none or it does not parse."""
     try:
+        if not path.is_file():  # never open a FIFO: reading it waits for a writer
+            return None
         text = path.read_text(encoding="utf-8")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -124,15 +129,39 @@ def write_file(path: Path, registry: CollectorRegistry) -> None:
                     exc.strerror or type(exc).__name__)
 
 
-def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str]) -> bool:
-    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down or
-    refuses is a warning, never a failed run."""
-    try:
-        push_to_gateway(gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
-                        timeout=10)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError and refused connections
+def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
+         deadline: float | None = None) -> bool:
+    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down,
+    refuses, answers something that is not HTTP, or has not answered within ``deadline``
+    seconds in all is a warning, never a failed or held run.
+
+    ``urllib``'s timeout is per socket read (a byte every few seconds holds it for ever), so
+    the push runs in a daemon thread that is abandoned at the deadline; it dies with the
+    process."""
+    deadline = PUSH_DEADLINE if deadline is None else deadline
+    failure: list[str] = []
+
+    def send() -> None:
+        try:
+            push_to_gateway(gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
+                            timeout=min(deadline, 10.0))
+        except Exception as exc:  # URLError, HTTPError, http.client's errors for non-HTTP
+            said = str(getattr(exc, "reason", None) or exc)
+            if isinstance(exc, http.client.HTTPException):  # what answered is not HTTP
+                said = f"not an HTTP answer: {type(exc).__name__} {said}"
+            code = getattr(exc, "code", None)
+            failure.append(" ".join(filter(None, (
+                f"HTTP {code}" if isinstance(code, int) else None,
+                said if said and said != "None" else None))) or type(exc).__name__)
+
+    sender = threading.Thread(target=send, name="pushgateway", daemon=True)
+    sender.start()
+    sender.join(deadline)
+    if sender.is_alive():
+        failure.append(f"no answer within {deadline:g} s")
+    if failure:
         log.warning("pushgateway %s: push failed (%s)", redact(gateway),
-                    redact(str(getattr(exc, "reason", exc)))[:200])
+                    from_server(failure[0], 200))
         return False
     return True
 
