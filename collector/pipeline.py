@@ -368,6 +368,10 @@ class Run:
             if summary.untrusted_alerts and self.settings.fail_on_untrusted:
                 conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
             await asyncio.to_thread(sink.publish)
+        except FatalRunError as exc:  # a snapshot of ours that cannot be read: its manifest
+            self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, str(exc)))  # says so
+            await self._save(quiet=True)
+            raise
         except OSError as exc:
             error = (f"output {sink.store.url}: publish failed ({reason(exc)}); the next run "
                      "finishes it")
