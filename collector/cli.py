@@ -228,6 +228,9 @@ def _diff(args: argparse.Namespace) -> int:
             dates.append(dt.date.fromisoformat(raw))
         except ValueError:
             raise UsageError(f"{flag}={raw!r}: must be a date YYYY-MM-DD") from None
+    if dates[0] > dates[1]:
+        raise UsageError(f"--from={args.since} is later than --to={args.until}: give the "
+                         "earlier snapshot as --from")
     settings = load_settings({name: getattr(args, name) for name in (
         "output", "trusted_projects", *DIFF_SETTINGS)}, os.environ)
     store = open_store(settings, settings.output)

@@ -14,6 +14,7 @@ import http.client
 import logging
 import os
 import threading
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -129,22 +130,14 @@ def write_file(path: Path, registry: CollectorRegistry) -> None:
                     exc.strerror or type(exc).__name__)
 
 
-def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
-         deadline: float | None = None) -> bool:
-    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down,
-    refuses, answers something that is not HTTP, or has not answered within ``deadline``
-    seconds in all is a warning, never a failed or held run.
-
-    ``urllib``'s timeout is per socket read (a byte every few seconds holds it for ever), so
-    the push runs in a daemon thread that is abandoned at the deadline; it dies with the
-    process."""
-    deadline = PUSH_DEADLINE if deadline is None else deadline
+def _within(deadline: float, call: Callable[[], object]) -> str | None:
+    """``call()`` in a daemon thread, abandoned after ``deadline`` s (``urllib``'s timeout is
+    per read: a byte every few seconds would hold it for ever); None, or why it failed."""
     failure: list[str] = []
 
-    def send() -> None:
+    def run() -> None:
         try:
-            push_to_gateway(gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
-                            timeout=min(deadline, 10.0))
+            call()
         except Exception as exc:  # URLError, HTTPError, http.client's errors for non-HTTP
             said = str(getattr(exc, "reason", None) or exc)
             if isinstance(exc, http.client.HTTPException):  # what answered is not HTTP
@@ -154,14 +147,36 @@ def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
                 f"HTTP {code}" if isinstance(code, int) else None,
                 said if said and said != "None" else None))) or type(exc).__name__)
 
-    sender = threading.Thread(target=send, name="pushgateway", daemon=True)
-    sender.start()
-    sender.join(deadline)
-    if sender.is_alive():
-        failure.append(f"no answer within {deadline:g} s")
-    if failure:
-        log.warning("pushgateway %s: push failed (%s)", redact(gateway),
-                    from_server(failure[0], 200))
+    worker = threading.Thread(target=run, name="pushgateway", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        return f"no answer within {deadline:g} s"
+    return from_server(failure[0], 200) if failure else None
+
+
+def probe(gateway: str, deadline: float = 5.0) -> str | None:
+    """``GET /-/ready`` of a Pushgateway (``check``: nothing is pushed); None when it is
+    ready, else why not."""
+    def ready() -> None:
+        with urllib.request.urlopen(f"{gateway.rstrip('/')}/-/ready",  # noqa: S310 (http(s) only)
+                                    timeout=deadline):
+            pass
+
+    return _within(deadline, ready)
+
+
+def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
+         deadline: float | None = None) -> bool:
+    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down,
+    refuses, answers something that is not HTTP, or has not answered within ``deadline``
+    seconds in all (``_within``) is a warning, never a failed or held run."""
+    deadline = PUSH_DEADLINE if deadline is None else deadline
+    failure = _within(deadline, lambda: push_to_gateway(
+        gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
+        timeout=min(deadline, 10.0)))
+    if failure is not None:
+        log.warning("pushgateway %s: push failed (%s)", redact(gateway), failure)
         return False
     return True
 

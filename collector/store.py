@@ -345,6 +345,8 @@ def reason(exc: OSError) -> str:
     if found:
         code, operation, message = found.groups()
         known = _KNOWN.get(code)
+        if code == "NETWORK_CONNECTION" and "curlCode: 28" in text:  # connected, then silence
+            known = "the store did not answer in time (timeout)"
         if known is None and "InvalidAccessKeyId" in message:
             known = _KNOWN["INVALID_ACCESS_KEY_ID"]
         if known is None and "SignatureDoesNotMatch" in message:
