@@ -95,7 +95,7 @@ def test_a_store_that_times_out_is_called_a_timeout_not_cannot_connect(
                                access_key="AKSTORETEST000000000", secret_key="s" * 40,
                                connect_timeout=0.5, request_timeout=0.5,
                                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
-        with pytest.raises(OSError) as caught:
+        with pytest.raises(OSError, match="NETWORK_CONNECTION") as caught:
             fs.get_file_info("bucket/key")
         return reason(caught.value)
 
