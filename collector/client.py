@@ -200,7 +200,7 @@ class AiohttpClient:
                                     proxy=proxy, allow_redirects=False)
         status, answer, body = await self._exchange(request, proxy)
         return Reply(status, body, from_server(answer.get("X-Request-Id"), 200),
-                     answer.get("Retry-After"), from_server(answer.get("Date"), 100),
+                     answer.get("Retry-After"), answer.get("Date"),  # Date: only parsed
                      from_server(answer.get("Location"), 300))
 
     async def post(self, url: str, body: bytes,
