@@ -15,7 +15,8 @@ name is not a secret at all: only the proxy's password (and ``user:password``, w
 a ``Basic`` credential) is registered.
 
 Text a server sent is redacted *before* it is shortened (``from_server``), so no tail of a long
-token survives a cut.
+token survives a cut; and in it, any piece of a secret (as it is or URL-encoded) of 27
+characters or more is scrubbed too, for a server that echoes part of a token (its own cut).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ REDACTED = "***"
 MIN_SCRUBBED = 8  # shorter secrets are not scrubbed as substrings: see the module docstring
 _known: set[str] = set()
 _by_length: list[str] = []  # _known, longest first; rebuilt when a secret is registered
+WINDOW = 24
+_windows: set[int] = set()  # hashes of every WINDOW characters of a secret (plain, URL-encoded)
 # Credentials by their shape: a URL's userinfo, an Authorization-style value, a signature.
 _SHAPES = (
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@"), r"\1***@"),
@@ -56,6 +59,8 @@ class Secret:
         if len(value) >= MIN_SCRUBBED and value not in _known:
             _known.update(forms(value))
             _by_length[:] = sorted(_known, key=len, reverse=True)
+            for form in {value, urllib.parse.quote(value, safe="")}:
+                _windows.update(hash(form[i:i + WINDOW]) for i in range(len(form) - WINDOW + 1))
 
     def reveal(self) -> str:
         """The value itself: only for the header or body that needs it."""
@@ -109,7 +114,31 @@ def from_server(text: str | None, limit: int) -> str | None:
     only then cut to ``limit`` characters (a cut first would let a long token's tail by)."""
     if text is None:
         return None
-    return printable(redact(text))[:limit]
+    return printable(_pieces(redact(text)))[:limit]
+
+
+def _pieces(text: str) -> str:
+    """``text`` with every run of characters that lies in a secret (``WINDOW`` at least)
+    replaced: what is left of a token a server cut before echoing it."""
+    if not _windows or len(text) < WINDOW:
+        return text
+    windows, last = _windows, len(text) - WINDOW + 1
+    # every 4th window first (a request id a request passes here): any piece of 27 characters
+    # or more has one; then every window, so that all of each piece is covered
+    if not any(hash(text[i:i + WINDOW]) in windows for i in range(0, last, 4)):
+        return text
+    hits = [i for i in range(last) if hash(text[i:i + WINDOW]) in windows]
+    covered = bytearray(len(text))
+    for start in hits:
+        covered[start:start + WINDOW] = b"\1" * WINDOW
+    out, start = [], 0
+    while start < len(text):
+        end = start
+        while end < len(text) and covered[end] == covered[start]:
+            end += 1
+        out.append(REDACTED if covered[start] else text[start:end])
+        start = end
+    return "".join(out)
 
 
 def printable(text: str) -> str:

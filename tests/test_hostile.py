@@ -247,3 +247,15 @@ def test_diff_table_escapes_control_characters_in_ids() -> None:
     text = stream.getvalue().decode()
     assert not CONTROL.search(text) and text.count("\n") == 2
     assert "p\\x1b[2J" in text and "i\\r\\nforged" in text and "m\\x07" in text
+
+
+def test_a_token_a_server_cut_before_echoing_it_leaves_no_piece() -> None:
+    from collector.secrets import Secret, from_server
+
+    token = "MIIT" + base64.b64encode(secrets.token_bytes(3_000)).decode()
+    Secret(token)
+    said = from_server(f"bad token {token[1000:1300]}... and {quote(token[:90], safe='')}", 500)
+    assert said is not None and said.startswith("bad token ***... and ***")
+    assert leaks(said, token) == []
+    assert from_server("0f3c2b1a-9d8e-4c7b-a6f5-e4d3c2b1a098", 200) == \
+        "0f3c2b1a-9d8e-4c7b-a6f5-e4d3c2b1a098"
