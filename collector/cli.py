@@ -268,8 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # the format of the lines on stderr, even for a usage error before the settings are read
-    Format.current = "json" if (getattr(args, "log_format", None) or os.environ.get(
+    fmt = "json" if (getattr(args, "log_format", None) or os.environ.get(
         "CPH_LOG_FORMAT", "")).strip().lower() == "json" else "text"
+    setup_logging("warning", fmt)  # each command sets its own level; until then, warnings
     try:
         if args.command in ("run", "plan"):
             return _run(args)

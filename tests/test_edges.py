@@ -128,3 +128,13 @@ def test_check_says_whether_the_metrics_file_and_the_pushgateway_would_work(
            f"{tmp_path / 'nowhere'} does not exist; a run would warn and go on)" in lines
     assert any(line.startswith("check pushgateway: warning (http://127.0.0.1:9: not ready (")
                for line in lines), lines
+
+
+def test_diff_in_json_logs_says_everything_in_json_lines(tmp_path: Path) -> None:
+    import orjson
+
+    done = cli("diff", "--output", str(tmp_path), "--from", "2026-12-02", "--to", "2026-12-01",
+               env={"CPH_LOG_FORMAT": "json"})
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert orjson.loads(line)["message"].startswith("cph-collector: error: --from=2026-12-02 ")
