@@ -20,7 +20,7 @@ from typing import Any
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
-from collector.logs import Format, final_line, setup_logging
+from collector.logs import final_line, setup_logging
 
 log = logging.getLogger("collector")
 
