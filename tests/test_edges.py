@@ -138,3 +138,16 @@ def test_diff_in_json_logs_says_everything_in_json_lines(tmp_path: Path) -> None
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
     assert orjson.loads(line)["message"].startswith("cph-collector: error: --from=2026-12-02 ")
+
+
+def test_a_store_error_that_echoes_a_long_session_token_is_redacted_before_it_is_cut() -> None:
+    import base64
+    import secrets
+
+    from collector.secrets import Secret
+
+    token = "FwoG" + base64.b64encode(secrets.token_bytes(1_500)).decode()
+    Secret(token)
+    said = reason(OSError(f"Unexpected answer from the store: x-amz-security-token={token}\n"
+                          "second line"))
+    assert said == "Unexpected answer from the store: x-amz-security-token=***"
