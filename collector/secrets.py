@@ -125,7 +125,10 @@ def _pieces(text: str) -> str:
     windows, last = _windows, len(text) - WINDOW + 1
     # every 4th window first (a request id a request passes here): any piece of 27 characters
     # or more has one; then every window, so that all of each piece is covered
-    if not any(hash(text[i:i + WINDOW]) in windows for i in range(0, last, 4)):
+    for start in range(0, last, 4):
+        if hash(text[start:start + WINDOW]) in windows:
+            break
+    else:
         return text
     hits = [i for i in range(last) if hash(text[i:i + WINDOW]) in windows]
     covered = bytearray(len(text))
