@@ -20,7 +20,7 @@ from typing import Any
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
-from collector.logs import final_line, setup_logging
+from collector.logs import Format, final_line, json_line, setup_logging
 
 log = logging.getLogger("collector")
 
@@ -238,8 +238,10 @@ def _diff(args: argparse.Namespace) -> int:
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     render(table, fmt, sys.stdout.buffer)
     sys.stdout.flush()
-    print(summary.line().replace(f"changes since {dates[0]}",
-                                 f"changes from {dates[0]} to {dates[1]}"), file=sys.stderr)
+    said = summary.line().replace(f"changes since {dates[0]}",
+                                  f"changes from {dates[0]} to {dates[1]}")
+    print(json_line({"event": "summary", "message": said}) if Format.current == "json"
+          else said, file=sys.stderr)
     return int(ExitCode.UNTRUSTED) if args.fail_on_untrusted and summary.untrusted_alerts \
         else int(ExitCode.OK)
 

@@ -27,10 +27,11 @@ def manifest(out: Run) -> dict[str, object]:
     return orjson.loads((out.output / "runs" / f"{out.record.run_id}.json").read_bytes())
 
 
-def diff(output: Path, since: str, until: str) -> subprocess.CompletedProcess[str]:
+def diff(output: Path, since: str, until: str,
+         **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "collector", "diff", "--output", str(output),
                            "--from", since, "--to", until, "--format", "csv"],
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
 
 
 def plant_foreign_files(output: Path) -> list[Path]:
@@ -75,6 +76,9 @@ async def test_foreign_files_in_an_earlier_partition_are_ignored_with_one_warnin
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith('"previous_snapshot_date"') and "Traceback" not in done.stderr
     assert "garbage.parquet: no manifest of ours" in done.stderr
+    in_json = diff(first.output, str(NIGHT1), str(NIGHT2), CPH_LOG_FORMAT="json")
+    said = [orjson.loads(line) for line in in_json.stderr.splitlines()]  # each line JSON
+    assert said[-1]["event"] == "summary" and said[-1]["message"].startswith("changes from ")
     only_foreign = diff(first.output, "2026-11-01", str(NIGHT2))
     assert only_foreign.returncode == 2
     assert only_foreign.stderr.strip().endswith("snapshot 2026-11-01: no finished snapshot in "
