@@ -15,6 +15,7 @@ from urllib.parse import quote
 import orjson
 
 from collector.ids import is_valid_id
+from collector.secrets import from_server
 
 
 class BodyError(ValueError):
@@ -125,7 +126,7 @@ def parse_error(body: bytes) -> ApiError:
         for key in keys:
             value = doc.get(key)
             if isinstance(value, str | int) and not isinstance(value, bool):
-                return str(value)[:500]
+                return from_server(str(value), 500)  # redacted before it is cut
         return None
 
     return ApiError(pick("error_code", "errorCode", "code"),

@@ -1,7 +1,8 @@
 """``cph-collector check``: what a run would check before its first request, then one request
 of each kind it would send, each said in one line; nothing is collected or published.
 
-    settings ─> input (or discovery) ─> CA bundle and proxy ─> output (writable, lockable)
+    settings ─> input (or discovery) ─> CA bundle and proxy ─> metrics file and Pushgateway
+             ─> output (writable, lockable)
              ─> credentials and endpoint (one member call, or ``ListImages?limit=1`` a project)
 
 The exit code is the one a run would have given: that of the first check that failed (2 for
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from collector import metrics
 from collector import proxy as proxies
 from collector.auth import AkSkAuth, Auth, Post
 from collector.build import Parts, build, open_store
@@ -29,6 +32,7 @@ from collector.intake import Intake, Rejected, Target
 from collector.outdir import check_writable, lock
 from collector.pipeline import local_input, open_input
 from collector.results import ImageResult
+from collector.secrets import printable, redact
 from collector.store import reason
 
 
@@ -38,13 +42,20 @@ class Check:
     ok: bool
     detail: str
     exit_code: int = 0
+    warning: bool = False  # ok for the exit code, as a run goes on with a warning
 
     def line(self) -> str:
-        return f"check {self.name}: {'ok' if self.ok else 'failed'} ({self.detail})"
+        """The check's line; its detail may quote a server, so it is redacted and escaped."""
+        said = "warning" if self.warning else "ok" if self.ok else "failed"
+        return f"check {self.name}: {said} ({printable(redact(self.detail))})"
 
 
 def passed(name: str, detail: str) -> Check:
     return Check(name, True, detail)
+
+
+def warned(name: str, detail: str) -> Check:
+    return Check(name, True, detail, warning=True)
 
 
 def failed(name: str, detail: str, code: ExitCode = ExitCode.USAGE) -> Check:
@@ -105,6 +116,8 @@ async def _after_input(settings: Settings, input_path: str | None, local: str | 
                                 f"{settings.project_id or 'from IAM'}"))
     say(_ca_bundle(settings))
     say(_proxy(settings, env))
+    for check in await asyncio.to_thread(_metrics, settings):
+        say(check)
     parts: Parts | None = None
     try:
         quick = dataclasses.replace(settings, max_attempts=min(settings.max_attempts, 2),
@@ -152,6 +165,29 @@ def _proxy(settings: Settings, env: Mapping[str, str]) -> Check:
     endpoint = settings.cph_endpoint or ""
     chosen = proxies.choose(endpoint, settings.proxy, env) if endpoint else None
     return passed("proxy", f"via {proxies.shown(chosen)}" if chosen else "direct")
+
+
+def _metrics(settings: Settings) -> list[Check]:
+    """The metrics file's folder is writable and the Pushgateway ready (``/-/ready``; nothing
+    is pushed); a run only warns about either, so they are warnings here too."""
+    checks = []
+    path = settings.metrics_file
+    if path is not None:
+        folder = path.parent
+        if not folder.is_dir():
+            checks.append(warned("metrics_file", f"{path}: its folder {folder} does not exist; "
+                                                 "a run would warn and go on"))
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            checks.append(warned("metrics_file", f"{path}: its folder {folder} is not "
+                                                 "writable; a run would warn and go on"))
+        else:
+            checks.append(passed("metrics_file", f"{path}: its folder is writable"))
+    if settings.pushgateway is not None:
+        failure = metrics.probe(settings.pushgateway)
+        checks.append(passed("pushgateway", f"{settings.pushgateway}: ready") if failure is None
+                      else warned("pushgateway", f"{settings.pushgateway}: not ready ({failure}); "
+                                                 "a run would warn and go on"))
+    return checks
 
 
 def _output(parts: Parts) -> Check:

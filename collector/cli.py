@@ -20,8 +20,7 @@ from typing import Any
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
-from collector.logs import setup_logging
-from collector.secrets import redact
+from collector.logs import Format, final_line, json_line, setup_logging
 
 log = logging.getLogger("collector")
 
@@ -230,6 +229,9 @@ def _diff(args: argparse.Namespace) -> int:
             dates.append(dt.date.fromisoformat(raw))
         except ValueError:
             raise UsageError(f"{flag}={raw!r}: must be a date YYYY-MM-DD") from None
+    if dates[0] > dates[1]:
+        raise UsageError(f"--from={args.since} is later than --to={args.until}: give the "
+                         "earlier snapshot as --from")
     settings = load_settings({name: getattr(args, name) for name in (
         "output", "trusted_projects", *DIFF_SETTINGS)}, os.environ)
     store = open_store(settings, settings.output)
@@ -237,8 +239,10 @@ def _diff(args: argparse.Namespace) -> int:
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     render(table, fmt, sys.stdout.buffer)
     sys.stdout.flush()
-    print(summary.line().replace(f"changes since {dates[0]}",
-                                 f"changes from {dates[0]} to {dates[1]}"), file=sys.stderr)
+    said = summary.line().replace(f"changes since {dates[0]}",
+                                  f"changes from {dates[0]} to {dates[1]}")
+    print(json_line({"event": "summary", "message": said}) if Format.current == "json"
+          else said, file=sys.stderr)
     return int(ExitCode.UNTRUSTED) if args.fail_on_untrusted and summary.untrusted_alerts \
         else int(ExitCode.OK)
 
@@ -266,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     guard_standard_fds()
     parser = build_parser()
     args = parser.parse_args(argv)
+    # the format of the lines on stderr, even for a usage error before the settings are read
+    fmt = "json" if (getattr(args, "log_format", None) or os.environ.get(
+        "CPH_LOG_FORMAT", "")).strip().lower() == "json" else "text"
+    setup_logging("warning", fmt)  # each command sets its own level; until then, warnings
     try:
         if args.command in ("run", "plan"):
             return _run(args)
@@ -286,10 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("info")
         return serve(args)
     except CollectorError as exc:
-        print(f"cph-collector: error: {redact(str(exc))}", file=sys.stderr)
+        print(final_line(f"error: {exc}"), file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("cph-collector: interrupted", file=sys.stderr)
+        print(final_line("interrupted", "warning"), file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception:
         log.exception("internal error; please report it with this traceback")

@@ -41,6 +41,7 @@ import aiohttp
 from yarl import URL
 
 from collector import proxy as proxies
+from collector.secrets import from_server
 
 USER_AGENT = "cph-collector/0.1"
 SWEEP = 0.05  # seconds between whole-request timeout checks: a timeout fires up to this late
@@ -198,8 +199,9 @@ class AiohttpClient:
         request = self._session.get(URL(url, encoded=True), headers=headers or None,
                                     proxy=proxy, allow_redirects=False)
         status, answer, body = await self._exchange(request, proxy)
-        return Reply(status, body, answer.get("X-Request-Id"), answer.get("Retry-After"),
-                     answer.get("Date"), answer.get("Location"))
+        return Reply(status, body, from_server(answer.get("X-Request-Id"), 200),
+                     answer.get("Retry-After"), answer.get("Date"),  # Date: only parsed
+                     from_server(answer.get("Location"), 300))
 
     async def post(self, url: str, body: bytes,
                    headers: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
@@ -285,7 +287,8 @@ def _translate(exc: aiohttp.ClientError, proxy: URL | None) -> BaseException:
     via = proxies.shown(str(proxy)) if proxy is not None else None
     if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy refused the CONNECT tunnel
         return ProxyRefused(f"proxy {via} refused the connection: HTTP {exc.status} "
-                             f"{exc.message}; check the proxy and its credentials")
+                             f"{from_server(exc.message, 200)}; check the proxy and its "
+                             "credentials")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return ConnectFailed(f"cannot connect to proxy {via}: {_os_reason(exc.os_error)}", via)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -296,12 +299,12 @@ def _translate(exc: aiohttp.ClientError, proxy: URL | None) -> BaseException:
     if isinstance(exc, TimeoutError):  # any other timeout aiohttp may raise
         return TimeoutError("request timed out")
     if isinstance(exc, aiohttp.ClientResponseError):  # the parser refused the answer's head
-        return BrokenBody(f"malformed HTTP response: {exc.message.splitlines()[0][:200]}")
+        return BrokenBody(f"malformed HTTP response: {from_server(exc.message, 200)}")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return BrokenBody("response body ended early or was malformed")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ConnectionDropped("server closed the connection before answering")
-    return ConnectionDropped(f"{type(exc).__name__}: {str(exc)[:200]}")
+    return ConnectionDropped(f"{type(exc).__name__}: {from_server(str(exc), 200)}")
 
 
 def _os_reason(exc: OSError) -> str:

@@ -279,11 +279,17 @@ def _project_id(raw: Any) -> str:
     return ",".join(values)
 
 
+TRUSTED_FILE_BYTES = 16 << 20
+
+
 def _trusted(raw: Any) -> str:
     """Project IDs: a list, a comma list, or ``@FILE`` with one a line (``#`` comments)."""
     if isinstance(raw, str) and raw.strip().startswith("@"):
         path = Path(raw.strip()[1:]).expanduser()
         try:
+            if path.stat().st_size > TRUSTED_FILE_BYTES:  # a wrong file, not a partner list
+                raise ValueError(f"its file {path} is over {TRUSTED_FILE_BYTES >> 20} MiB "
+                                 "(a partner list of 200,000 projects is 7 MiB)")
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"its file {path} cannot be read ({type(exc).__name__})") from None
@@ -335,6 +341,8 @@ def _prom(raw: Any) -> Path:
     path = _path(raw)
     if path.suffix != ".prom":
         raise ValueError("the textfile collector reads only files named *.prom")
+    if path.exists() and not path.is_file():  # a FIFO would hold the run, a device take it
+        raise ValueError("it is a FIFO, a device or a folder, not a regular file")
     return path
 
 

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 
 from collector.changes import Summary, compare
 from collector.errors import UsageError
+from collector.secrets import printable
 from collector.sink import published_dates, published_night
 from collector.store import Store, reason
 
@@ -55,6 +56,8 @@ def render(table: pa.Table, fmt: str, stream: BinaryIO) -> None:
     for row in rows:
         mark = " " if row["trusted"] else "!"
         when = row["update_time"].strftime("%Y-%m-%d %H:%M:%S")
-        text.write(f"{mark} {row['change']:<10} {when:<19}  {row['project_id']:<32}  "
-                   f"{row['image_id']:<32}  {row['member_id']}\n")
+        project, image, member = (printable(row[k]) for k in ("project_id", "image_id",
+                                                               "member_id"))
+        text.write(f"{mark} {row['change']:<10} {when:<19}  {project:<32}  {image:<32}  "
+                   f"{member}\n")
     stream.write(text.getvalue().encode())

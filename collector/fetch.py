@@ -40,6 +40,7 @@ from collector.retry import (
     is_throttled,
     parse_retry_after,
 )
+from collector.secrets import from_server
 
 ACCEPTED = classify(200, None)
 T = TypeVar("T")
@@ -76,7 +77,7 @@ def _client_error(exc: BaseException) -> tuple[str, str]:
         return ErrorCode.CONNECT, f"cannot connect: {exc.reason}"
     if isinstance(exc, BrokenBody):
         return ErrorCode.BROKEN_BODY, str(exc)
-    return ErrorCode.CONNECTION, f"{type(exc).__name__}: {str(exc)[:200]}"
+    return ErrorCode.CONNECTION, f"{type(exc).__name__}: {from_server(str(exc), 200)}"
 
 
 class Fetcher:

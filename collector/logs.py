@@ -2,6 +2,10 @@
 
 Every record, progress line and the summary carries the run id in JSON (``run_id``), and the
 encoded line is redacted as a whole, so no escaped form of a secret survives either format.
+Text a server sent is data, never terminal or log control: the text format escapes control
+characters in every message (JSON escapes them by itself); Python warnings (a library's too)
+become log records, and the last line of a failed command (``final_line``) is a JSON object in
+the JSON format as well.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 
 import orjson
 
-from collector.secrets import RedactingFilter, redact
+from collector.secrets import RedactingFilter, printable, redact
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 class RunId(logging.Filter):
@@ -41,14 +47,39 @@ class JsonFormatter(logging.Formatter):
         return json_line(fields, record.levelname.lower())
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, its message's control characters escaped (a traceback stays as it is:
+    its line breaks are ours)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, "%Y-%m-%dT%H:%M:%S%z")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+class Format:
+    """The format of the lines on stderr, as set up (``final_line`` follows it)."""
+
+    current = "text"
+
+
+def final_line(message: str, level: str = "error") -> str:
+    """The last line of a command that failed: ``cph-collector: error: ...`` in text, one JSON
+    object in JSON; redacted and escaped alike."""
+    if Format.current == "json":
+        return json_line({"logger": "collector", "message": f"cph-collector: {message}"}, level)
+    return f"cph-collector: {printable(redact(message))}"
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
-    """Log lines on stderr, each scrubbed of secrets by the redacting filter."""
+    """Log lines on stderr, each scrubbed of secrets by the redacting filter; Python warnings
+    are logged too (``py.warnings``), so that none bypasses the format."""
+    Format.current = fmt
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logging.captureWarnings(True)
     handler.addFilter(RedactingFilter())
     handler.addFilter(RunId())
     root = logging.getLogger()

@@ -126,6 +126,28 @@ def is_ours(name: str, doc: object) -> bool:
             and name == f"{doc['run_id']}.json")
 
 
+_FINISHED_FILES: dict[tuple[str, str], frozenset[str]] = {}  # (output, manifest): its files
+
+
+def listed_files(store: Store) -> frozenset[str]:
+    """Every key our manifests list in ``files``: the published files that are ours, whatever
+    else lies in a partition. A finished run's list never changes: read once a process."""
+    found: set[str] = set()
+    for name in store.files("runs"):
+        if not name.endswith(".json"):
+            continue
+        files = _FINISHED_FILES.get((store.url, name))
+        if files is None:
+            doc = _read(store, name)
+            listed = doc.get("files") if doc is not None else None
+            files = frozenset(f for f in listed if isinstance(f, str)) \
+                if isinstance(listed, list) else frozenset()
+            if doc is not None and doc.get("status") == RunStatus.FINISHED:
+                _FINISHED_FILES[(store.url, name)] = files
+        found |= files
+    return frozenset(found)
+
+
 def _read(store: Store, name: str) -> dict[str, Any] | None:
     """One of ours from ``runs/``, or None (unreadable, not JSON, not ours)."""
     try:

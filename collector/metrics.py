@@ -10,8 +10,11 @@ previous file's value over (0 when no run ever finished, so "no success for 26 h
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
 import os
+import threading
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -27,10 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.errors import RunStatus, Status
 from collector.manifest import RunRecord
-from collector.secrets import redact
+from collector.secrets import from_server, redact
 
 PREFIX = "cph_collector_"
 JOB = "cph_collector"
+PUSH_DEADLINE = 15.0  # seconds for the whole push: connect, send, the answer's head
 log = logging.getLogger("collector")
 
 
@@ -104,6 +108,8 @@ def previous_success(path: Path) -> float | None:
     """``last_success_timestamp_seconds`` in an earlier metrics file, read with
     ``prometheus_client``'s own parser; None when there is none or it does not parse."""
     try:
+        if not path.is_file():  # never open a FIFO: reading it waits for a writer
+            return None
         text = path.read_text(encoding="utf-8")
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -124,15 +130,53 @@ def write_file(path: Path, registry: CollectorRegistry) -> None:
                     exc.strerror or type(exc).__name__)
 
 
-def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str]) -> bool:
-    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down or
-    refuses is a warning, never a failed run."""
-    try:
-        push_to_gateway(gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
-                        timeout=10)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError and refused connections
-        log.warning("pushgateway %s: push failed (%s)", redact(gateway),
-                    redact(str(getattr(exc, "reason", exc)))[:200])
+def _within(deadline: float, call: Callable[[], object]) -> str | None:
+    """``call()`` in a daemon thread, abandoned after ``deadline`` s (``urllib``'s timeout is
+    per read: a byte every few seconds would hold it for ever); None, or why it failed."""
+    failure: list[str] = []
+
+    def run() -> None:
+        try:
+            call()
+        except Exception as exc:  # URLError, HTTPError, http.client's errors for non-HTTP
+            said = str(getattr(exc, "reason", None) or exc)
+            if isinstance(exc, http.client.HTTPException):  # what answered is not HTTP
+                said = f"not an HTTP answer: {type(exc).__name__} {said}"
+            code = getattr(exc, "code", None)
+            failure.append(" ".join(filter(None, (
+                f"HTTP {code}" if isinstance(code, int) else None,
+                said if said and said != "None" else None))) or type(exc).__name__)
+
+    worker = threading.Thread(target=run, name="pushgateway", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        return f"no answer within {deadline:g} s"
+    return from_server(failure[0], 200) if failure else None
+
+
+def probe(gateway: str, deadline: float = 5.0) -> str | None:
+    """``GET /-/ready`` of a Pushgateway (``check``: nothing is pushed); None when it is
+    ready, else why not."""
+    def ready() -> None:
+        with urllib.request.urlopen(f"{gateway.rstrip('/')}/-/ready",  # noqa: S310 (http(s) only)
+                                    timeout=deadline):
+            pass
+
+    return _within(deadline, ready)
+
+
+def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
+         deadline: float | None = None) -> bool:
+    """The metrics to a Pushgateway (``job="cph_collector"``); a Pushgateway that is down,
+    refuses, answers something that is not HTTP, or has not answered within ``deadline``
+    seconds in all (``_within``) is a warning, never a failed or held run."""
+    deadline = PUSH_DEADLINE if deadline is None else deadline
+    failure = _within(deadline, lambda: push_to_gateway(
+        gateway, job=JOB, registry=registry, grouping_key=dict(grouping),
+        timeout=min(deadline, 10.0)))
+    if failure is not None:
+        log.warning("pushgateway %s: push failed (%s)", redact(gateway), failure)
         return False
     return True
 

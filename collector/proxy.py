@@ -3,8 +3,10 @@
 ``HTTP_PROXY`` / ``HTTPS_PROXY`` (either case, the lower-case one winning, as curl and Python's
 ``urllib`` read them) by the target's scheme, ``ALL_PROXY`` as the fallback, and ``NO_PROXY``
 (host names, domain suffixes, ``host:port``, ``*``) to go direct. The ``proxy`` setting
-overrides the proxy variables; ``NO_PROXY`` still applies to it. A proxy URL's user and
-password are secrets: they are registered for redaction and never shown (``shown``).
+overrides the proxy variables; ``NO_PROXY`` still applies to it. A proxy URL's userinfo is
+never shown (``shown``, and ``redact`` by its shape); its password (and ``user:password``, the
+``Basic`` credential) is registered for redaction. The user name alone is not a secret: it is
+often an ordinary word, and scrubbing it everywhere mangled paths (see ``collector.secrets``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from collector.secrets import Secret
 
@@ -46,11 +48,13 @@ def choose(url: str, setting: str | None, env: Mapping[str, str]) -> str | None:
 
 
 def register_credentials(proxy: str) -> None:
-    """Make ``redact`` scrub the proxy's user and password wherever they might surface."""
+    """Make ``redact`` scrub the proxy's password (as given and decoded) and the ``user:password``
+    of its ``Basic`` credential wherever they might surface."""
     parts = urlsplit(proxy)
-    for value in (parts.username, parts.password):
-        if value:
-            Secret(value)
+    if parts.password:
+        for password in {parts.password, unquote(parts.password)}:
+            Secret(password)
+            Secret(f"{unquote(parts.username or '')}:{password}")
 
 
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")

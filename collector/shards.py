@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collector.secrets import printable
+
 JOB_INDEX = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs: 0 to completions - 1
 
 
@@ -40,7 +42,7 @@ def place(project_id: str, image_id: str, count: int) -> int:
 def parse_shard(text: str) -> Shard:
     """``K/N`` with 1 <= K <= N; ValueError saying what is wrong."""
     index, sep, count = text.strip().partition("/")
-    if not sep or not index.isdigit() or not count.isdigit():
+    if not sep or not _whole(index) or not _whole(count):
         raise ValueError("give K/N, e.g. 2/3")
     shard = Shard(int(index), int(count))
     if not 1 <= shard.index <= shard.count or shard.count > 10_000:
@@ -52,7 +54,12 @@ def from_job_index(count: int, env: Mapping[str, str]) -> Shard:
     """Shard ``JOB_COMPLETION_INDEX + 1`` of ``count``; ValueError if the index is missing or
     out of range."""
     raw = env.get(JOB_INDEX, "").strip()
-    if not raw.isdigit() or int(raw) >= count:
+    if not _whole(raw) or int(raw) >= count:
         raise ValueError(f"--shards {count} takes the shard from {JOB_INDEX} (0 to "
-                         f"{count - 1}), which is {raw or 'not set'}")
+                         f"{count - 1}), which is {printable(raw) or 'not set'}")
     return Shard(int(raw) + 1, count)
+
+
+def _whole(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` says yes to ``²``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()

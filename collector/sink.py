@@ -30,10 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from collector.changes import CHANGES_SCHEMA, SHARE, Night, share_dictionaries, text
-from collector.errors import Status
+from collector.errors import FatalRunError, Status
 from collector.intake import REJECTED, IdSet, Rejected
+from collector.manifest import listed_files
 from collector.results import ImageResult
-from collector.secrets import redact
+from collector.secrets import from_server, redact
 from collector.store import TMP, Store
 
 TS = pa.timestamp("ms", tz="UTC")
@@ -477,25 +478,50 @@ def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: An
 
 def published_dates(store: Store) -> list[dt.date]:
     """The dates with a published snapshot (an ``image_status`` partition with its files:
-    finished runs)."""
+    finished runs); a partition holding no file of ours (``ours``) is not one."""
+    listed = listed_files(store)
     return sorted(d for name in store.folders("image_status")
                   if (d := _staged_date(name)) is not None
-                  and parquet_files(store, f"image_status/{name}"))
+                  and ours(store, parquet_files(store, f"image_status/{name}"), listed))
 
 
-def read_night(store: Store, folder: Callable[[str], str]) -> Night:
+_WARNED: set[str] = set()  # foreign files already named, once a process
+
+
+def ours(store: Store, keys: list[str], listed: frozenset[str]) -> list[str]:
+    """The ``keys`` that a manifest of ours lists; each other one (another tool's file, a
+    copy, garbage) is ignored with one warning naming it."""
+    for key in keys:
+        if key not in listed and f"{store.url}/{key}" not in _WARNED:
+            _WARNED.add(f"{store.url}/{key}")
+            log.warning("ignoring %s/%s: no manifest of ours in runs/ lists it (another tool's "
+                        "file, or a copy); it is never read as a snapshot", store.url, key)
+    return [key for key in keys if key in listed]
+
+
+def read_night(store: Store, folder: Callable[[str], str],
+               listed: frozenset[str] | None = None) -> Night:
     """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``, with
     the ID columns as dictionaries status and members share (``changes.share_dictionaries``):
-    a fraction of the memory of the strings, and coded for the comparison as they are."""
+    a fraction of the memory of the strings, and coded for the comparison as they are.
+    With ``listed`` (a published snapshot), only the files our manifests list are read, and
+    one of them that cannot be read is ``FatalRunError`` naming it."""
     def read(table: str, columns: list[str]) -> pa.Table:
         keys = parquet_files(store, folder(table))
+        if listed is not None:
+            keys = ours(store, keys, listed)
         if not keys:
             return TABLES[table].empty_table().select(columns)
         ids = [c for c in columns if c in SHARE]
         parts = []
         for key in keys:
             # ParquetFile, not read_table: that one imports pyarrow.dataset, and pandas with it
-            parts.append(read_parquet(store, key, columns, read_dictionary=ids))
+            try:
+                parts.append(read_parquet(store, key, columns, read_dictionary=ids))
+            except (ValueError, KeyError, pa.ArrowException) as exc:  # truncated, garbage,
+                raise FatalRunError(  # or of another schema
+                    f"output {store.url}: {key} cannot be read ({from_server(str(exc), 200)}); "
+                    "a manifest of ours lists it: restore it, or remove that snapshot") from None
             pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
         return pa.concat_tables(parts)
 
@@ -511,7 +537,8 @@ def read_night(store: Store, folder: Callable[[str], str]) -> Night:
 
 
 def published_night(store: Store, snapshot_date: dt.date) -> Night:
-    return read_night(store, lambda table: partition_key(table, snapshot_date))
+    return read_night(store, lambda table: partition_key(table, snapshot_date),
+                      listed_files(store))
 
 
 def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:

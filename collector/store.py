@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from collector.files import fsync_dir, write_atomically
+from collector.secrets import from_server
 
 TMP = "_staging/.tmp"  # a bucket's temporary uploads
 
@@ -345,9 +346,11 @@ def reason(exc: OSError) -> str:
     if found:
         code, operation, message = found.groups()
         known = _KNOWN.get(code)
+        if code == "NETWORK_CONNECTION" and "curlCode: 28" in text:  # connected, then silence
+            known = "the store did not answer in time (timeout)"
         if known is None and "InvalidAccessKeyId" in message:
             known = _KNOWN["INVALID_ACCESS_KEY_ID"]
         if known is None and "SignatureDoesNotMatch" in message:
             known = _KNOWN["SIGNATURE_DOES_NOT_MATCH"]
         return f"{known or code}, in {operation}"
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return from_server(text.splitlines()[0], 200) or type(exc).__name__  # a store's words

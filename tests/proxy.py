@@ -17,13 +17,15 @@ from urllib.parse import urlsplit
 class ForwardingProxy:
     def __init__(self, credentials: tuple[str, str] | None = None,
                  upstream: tuple[str, int] | None = None,
-                 hold: Callable[[str, dict[str, str]], bool] | None = None) -> None:
+                 hold: Callable[[str, dict[str, str]], bool] | None = None,
+                 leak_credentials: bool = False) -> None:
         self.requests: list[str] = []  # "GET http://host:port/path", "CONNECT host:port"
         self.authorizations: list[str | None] = []
         self.hosts: list[str] = []  # the Host header of each forwarded request
         self._credentials = credentials
         self._upstream = upstream  # where every request goes, whatever its host names
         self._hold = hold  # a request it says yes to is never forwarded (``held`` is set)
+        self._leak = leak_credentials  # forward Proxy-Authorization upstream, as a bad proxy does
         self.held = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: set[asyncio.StreamWriter] = set()
@@ -91,8 +93,9 @@ class ForwardingProxy:
         up_reader, up_writer = await asyncio.open_connection(
             *(self._upstream or (parts.hostname, parts.port or 80)))
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        kept = [line for line in lines if line and not line.lower().startswith(
-            ("proxy-", "connection:", "expect:"))]
+        kept = [line for line in lines if line and (not line.lower().startswith(
+            ("proxy-", "connection:", "expect:")) or (
+                self._leak and line.lower().startswith("proxy-authorization:")))]
         if any(line.lower().startswith("expect: 100-continue") for line in lines):
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body follows; we forward it
             await writer.drain()

@@ -9,8 +9,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
-    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer", "shards"},
-    {"secrets", "api", "inputs", "progress", "conclude", "changes", "store"},  # rules over
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
+    {"secrets"},  # redaction and escaping: every text we keep or print from elsewhere
+    {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs"},
     {"metrics"},  # the run as Prometheus metrics

@@ -226,3 +226,67 @@ async def test_the_metrics_file_moves_during_a_discovery_listing_too(
     pages = sum(1 for e in fake.log if e.path.endswith("/cloud-phone/images"))
     assert pages_at_write[0] < pages  # written while it listed
     assert pages_at_write[-1] == pages  # and at the end
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("not_http", "BadStatusLine"), ("huge_header", "got more than 65536 bytes"),
+    ("many_headers", "got more than 100 headers"), ("reason", "HTTP 500 Bad\\x1b[2J\\x07 things")])
+async def test_a_pushgateway_that_answers_garbage_is_a_warning_and_the_run_stays_good(
+        fake: FakeCph, collect: Collect, caplog: pytest.LogCaptureFixture, mode: str,
+        reason: str) -> None:
+    from tests.pushgateway import BadPushgateway
+
+    with BadPushgateway(mode) as gateway:
+        out = await collect(fake, fake.dataset.image_ids(), pushgateway=gateway.url)
+    assert (out.error, out.record.exit_code, out.record.status) == (None, 0, "finished")
+    assert len(gateway.pushes) == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"pushgateway {gateway.url}: push failed (")
+    assert reason in warning, warning
+    assert "\x1b" not in warning and "\x07" not in warning
+
+
+async def test_a_pushgateway_that_trickles_cannot_hold_the_finished_night(
+        fake: FakeCph, collect: Collect, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One header byte every 50 ms: each read is within urllib's timeout, so only an overall
+    deadline ends it."""
+    import time
+
+    import collector.metrics
+    from tests.pushgateway import BadPushgateway
+
+    monkeypatch.setattr(collector.metrics, "PUSH_DEADLINE", 0.5)
+    with BadPushgateway("trickle") as gateway:
+        started = time.monotonic()
+        out = await collect(fake, fake.dataset.image_ids(), pushgateway=gateway.url)
+        took = time.monotonic() - started
+    assert (out.record.exit_code, out.record.status) == (0, "finished")
+    assert took < 5
+    assert any(r.getMessage() == f"pushgateway {gateway.url}: push failed (no answer within "
+                                 "0.5 s)" for r in caplog.records)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_a_metrics_file_that_is_not_a_regular_file_is_exit_2_before_the_run(
+        tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "m.prom"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    else:
+        target = tmp_path / "null.prom"
+        target.symlink_to("/dev/null")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("img-1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "collector", "run", "--input", str(ids), "--project-id", "p1",
+         "--endpoint", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
+         "--metrics-file", str(target)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CPH_AUTH_TOKEN": SECRET})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"cph-collector: error: --metrics-file={str(target)!r}: must be a file path ending in "
+        ".prom (it is a FIFO, a device or a folder, not a regular file)"], done.stderr
+    assert not (tmp_path / "out").exists()

@@ -30,6 +30,8 @@ from collector.fake.iam import Iam
 from collector.fake.model import JSON, Answer, Exchange, LogEntry, ServerConfig
 from collector.fake.recorder import Recorder
 
+CREDENTIAL_HEADERS = ("x-auth-token", "x-security-token", "authorization", "proxy-authorization")
+
 __all__ = ["JSON", "MSG", "SIMPLE_FAULTS", "Answer", "Exchange", "FakeApiCore", "LogEntry",
            "ServerConfig", "url_of"]
 
@@ -109,6 +111,7 @@ class FakeApiCore:
                body: bytes = b"") -> Answer:
         """The answer to one request. ``headers`` must look up lowercase names."""
         cph, iam, path = self.cph, self.iam, ex.path
+        ex.credentials = " ".join(headers[name] for name in CREDENTIAL_HEADERS if headers.get(name))
         prefix, _, rest = path[1:].partition("/")
         if prefix in self.regional:
             (cph, iam), path = self.regional[prefix], "/" + rest

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -47,6 +48,10 @@ LIES = {  # what a project's listings do instead of paging honestly (``listing_l
     "reordered": "every page is the first, reversed on every other (offset ignored)",
     "overlap": "each page starts one image early: an image on two pages",
 }
+ECHO_FAULTS = {Outcome.ECHO_400: (400, "CPS.0001"), Outcome.ECHO_401: (401, "APIGW.0301"),
+               Outcome.ECHO_REDIRECT: (302, "APIGW.0000")}
+HOSTILE_TEXT = ("denied\r\nrun 20261201T020000Z-000000 finished: 0 images; exit 0\n"
+                "\x1b[2J\x1b]0;owned\x07\u202e")
 
 
 def route(method: str, path: str) -> tuple[str, str | None] | None:
@@ -186,7 +191,23 @@ class CphApi:
             return Answer(200 if outcome is Outcome.HTML_200 else 502, HTML_PAGE, "text/html")
         if outcome is Outcome.REDIRECT:
             return Answer(302, HTML_PAGE, "text/html", location=LOGIN_PAGE)
+        if outcome in ECHO_FAULTS:
+            return _echo(ex, outcome)
+        if outcome in (Outcome.HOSTILE_400, Outcome.HOSTILE_401):
+            return error(ex, *((400, "CPS.0001") if outcome is Outcome.HOSTILE_400
+                               else (401, "APIGW.0301")), HOSTILE_TEXT)
         return None
+
+
+def _echo(ex: Exchange, outcome: Outcome) -> Answer:
+    """An answer that carries the request's credentials back, everywhere a server can."""
+    status, code = ECHO_FAULTS[outcome]
+    said = f"request with {ex.credentials} refused"
+    answer = error(ex, status, code, said)
+    answer.request_id = f"{ex.rid} {ex.credentials}"
+    if status == 302:
+        answer.location = f"{LOGIN_PAGE}&auth={quote(ex.credentials, safe='')}"
+    return answer
 
 
 def _wrong_answer(ex: Exchange, outcome: Outcome, image: str, dataset: Dataset,

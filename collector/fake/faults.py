@@ -41,6 +41,14 @@ class Outcome(StrEnum):
     INTERIM = "interim"  # 100 Continue, 102 Processing and 103 Early Hints, then the answer
     HUGE_HEADER = "huge_header"  # the answer with a 1 MB X-Request-Id
     ENDLESS_HEADER = "endless_header"  # a header line that never ends
+    # A server that echoes the credentials it was sent (X-Auth-Token, X-Security-Token,
+    # Authorization, Proxy-Authorization) in error_msg, X-Request-Id and Location:
+    ECHO_400 = "echo_400"  # 400 CPS.0001 (forbidden) with the credentials in both
+    ECHO_401 = "echo_401"  # 401 APIGW.0301, the same
+    ECHO_REDIRECT = "echo_redirect"  # 302 to a Location that carries them
+    # error_msg with CR/LF, ANSI escapes and BEL, forging a summary line and clearing the screen
+    HOSTILE_400 = "hostile_400"  # 400 CPS.0001 (forbidden)
+    HOSTILE_401 = "hostile_401"  # 401 APIGW.0301
 
 
 class FaultPlan:

@@ -57,6 +57,7 @@ class Exchange:
     marker: str | None = None
     attempt: int = 0
     outcome: str = "normal"
+    credentials: str = ""  # the credential headers it carried, for the echoing faults
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +86,4 @@ class Answer:
     backend: bool = True  # it passed the gateway, so the configured latency applies
     subject_token: str | None = None  # X-Subject-Token of an IAM answer
     location: str | None = None  # Location of a redirect
+    request_id: str | None = None  # X-Request-Id, when not the exchange's own

@@ -25,7 +25,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 def answer_headers(ex: Exchange, answer: Answer) -> dict[str, str]:
     """The headers every answer carries, besides the framing ones."""
-    headers = {"X-Request-Id": ex.rid}
+    headers = {"X-Request-Id": answer.request_id or ex.rid}
     if answer.location is not None:
         headers["Location"] = answer.location
     if answer.retry_after is not None:
