@@ -434,12 +434,13 @@ def published_dates(store: Store) -> list[dt.date]:
                   and parquet_files(store, f"image_status/{name}"))
 
 
-def read_night(store: Store, folder: Callable[[str], str]) -> Night:
-    """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``, with
+def read_night(store: Store, folder: Callable[[str], str], members: bool = True) -> Night:
+    """A snapshot's statuses, members (none when not ``members``: which images are comparable
+    needs only the statuses) and (discovery) listings, from ``folder(table)``, with
     the ID columns as dictionaries status and members share (``changes.share_dictionaries``):
     a fraction of the memory of the strings, and coded for the comparison as they are."""
     def read(table: str, columns: list[str]) -> pa.Table:
-        keys = parquet_files(store, folder(table))
+        keys = parquet_files(store, folder(table)) if members or table != "members" else []
         if not keys:
             return TABLES[table].empty_table().select(columns)
         ids = [c for c in columns if c in SHARE]
@@ -461,8 +462,8 @@ def read_night(store: Store, folder: Callable[[str], str]) -> Night:
     return Night(status, members, listed_ok)
 
 
-def published_night(store: Store, snapshot_date: dt.date) -> Night:
-    return read_night(store, lambda table: partition_key(table, snapshot_date))
+def published_night(store: Store, snapshot_date: dt.date, members: bool = True) -> Night:
+    return read_night(store, lambda table: partition_key(table, snapshot_date), members)
 
 
 def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
