@@ -361,14 +361,24 @@ def _changes(store: Store, day: dt.date, previous: dt.date | None, manifest: dic
         Table("uncomparable", "Images not comparable, and why",
               ("image_name", "image_id", "project_id", str(previous), str(day), "why"),
               why_rows, len(unsettled),
-              f"SELECT project_id, image_id, p.status AS before, d.status AS after FROM "
-              f"(SELECT * FROM {s} WHERE snapshot_date = '{previous}') p FULL JOIN (SELECT * "
-              f"FROM {s} WHERE snapshot_date = '{sql.day}') d USING (project_id, image_id) "
-              f"WHERE p.status IN ('failed', 'forbidden', 'invalid_id') OR d.status IN "
-              f"('failed', 'forbidden', 'invalid_id') OR (p.status = 'ok' AND d.status IS NULL "
-              f"AND project_id NOT IN (SELECT project_id FROM {sql.t('listing_status')} WHERE "
-              f"snapshot_date = '{sql.day}' AND image_type = 'private' AND status = 'ok')) "
-              f"ORDER BY project_id, image_id",
+              f"WITH {sql.names}, p AS (SELECT * FROM {s} WHERE snapshot_date = '{previous}'), "
+              f"d AS (SELECT * FROM {s} WHERE snapshot_date = '{sql.day}'), ok AS (SELECT "
+              f"project_id FROM {sql.t('listing_status')} WHERE snapshot_date = '{sql.day}' AND "
+              f"image_type = 'private' AND status = 'ok'), listed AS (SELECT count(*) AS n FROM "
+              f"{sql.t('listing_status')} WHERE snapshot_date = '{sql.day}') SELECT coalesce(n."
+              f"image_name, o.image_name, '') AS image_name, image_id, project_id, coalesce("
+              f"p.status, 'absent') AS before, coalesce(d.status, 'absent') AS after, CASE WHEN "
+              f"d.status IN ('failed', 'forbidden', 'invalid_id') THEN d.status || ' tonight' "
+              f"|| coalesce(' (' || d.error_code || ')', '') WHEN p.status IN ('failed', "
+              f"'forbidden', 'invalid_id') THEN p.status || ' on {previous}' WHEN (SELECT n "
+              f"FROM listed) > 0 THEN 'its project''s listing was not ok tonight' ELSE 'not in "
+              f"tonight''s input' END AS why FROM p FULL JOIN d USING (project_id, image_id) "
+              f"LEFT JOIN names n ON n.snapshot_date = '{sql.day}' AND n.project_id = "
+              f"project_id AND n.image_id = image_id LEFT JOIN names o ON o.snapshot_date = "
+              f"'{previous}' AND o.project_id = project_id AND o.image_id = image_id WHERE "
+              f"p.status IN ('failed', 'forbidden', 'invalid_id') OR d.status IN ('failed', "
+              f"'forbidden', 'invalid_id') OR (p.status = 'ok' AND d.status IS NULL AND "
+              f"project_id NOT IN (SELECT project_id FROM ok)) ORDER BY project_id, image_id",
               empty="none: every image was compared"),
     ])
 

@@ -190,7 +190,8 @@ def _table(table: Table) -> str:
             f'<p class="filter" hidden><label>Filter <input type="search" '
             f'aria-controls="tab-{key}" placeholder="any text in a row"></label> '
             f'<output aria-live="polite"></output></p>'
-            f'<div class="scroll" tabindex="0" role="region" aria-label="{escape(table.title)}">'
+            f'<div class="scroll" tabindex="0" role="region" '
+            f'aria-label="{escape(table.title)}: the table, scrolls sideways">'
             f'<table id="tab-{key}" data-total="{table.total}"><caption>{extent}</caption>'
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
             f"<details><summary>The full list: a DuckDB query</summary>"
