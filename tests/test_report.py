@@ -402,17 +402,22 @@ def test_write_report_returns_the_key_it_wrote(demo_output: tuple[Path, str]) ->
     assert_figures_equal_the_tables(parsed.figures, expected_figures(output, NIGHT1, None))
 
 
-async def test_the_report_passes_axe_cores_accessibility_rules(
-        demo_output: tuple[Path, str]) -> None:
-    """axe-core from the npm registry (``.ci/run`` installs it and sets AXE_CORE_JS), injected
-    through DevTools (page script stays what the CSP allows)."""
+@pytest.fixture
+def axe_source() -> str:
+    """axe-core from the npm registry (``.ci/run`` installs it and sets AXE_CORE_JS)."""
     found = os.environ.get("AXE_CORE_JS")
     if not found or not Path(found).is_file():
         pytest.skip("axe-core is not installed (npm install axe-core; AXE_CORE_JS=.../axe.min.js)")
+    return Path(found).read_text()
+
+
+async def test_the_report_passes_axe_cores_accessibility_rules(
+        demo_output: tuple[Path, str], axe_source: str) -> None:
+    """axe-core injected through DevTools (the page's own script stays what the CSP allows)."""
     output, _ = demo_output
     async with chromium() as page:
         await page.open((output / report_key(NIGHT2)).as_uri())
-        await page.evaluate(Path(found).read_text())
+        await page.evaluate(axe_source)
         violations = await page.evaluate(
             "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => "
             "v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).slice(0, 3)"
