@@ -262,10 +262,12 @@ def _report(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from collector.build import open_store
+    from collector.changes import lean_memory
     from collector.report import write_report
     from collector.sink import published_dates
     from collector.store import reason
 
+    lean_memory()  # it reads whole nights, as diff does
     if not 1 <= args.nights <= 3660 or not 0 <= args.older_than <= 36_600:
         raise UsageError("--nights must be 1 to 3,660 and --older-than 0 to 36,600 days")
     settings = load_settings({name: getattr(args, name) for name in ("output", *DIFF_SETTINGS)},

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from collector.changes import CHANGE_KINDS, line_of, text, uncomparable_images
+from collector.changes import (
+    CHANGE_KINDS,
+    line_of,
+    share_dictionaries,
+    text,
+    uncomparable_images,
+)
 from collector.errors import Status, UsageError
 from collector.manifest import is_ours
 from collector.sink import (
@@ -134,6 +141,55 @@ def _trusted_mask(members: pa.ChunkedArray | pa.Array, trusted: frozenset[str]) 
     return pc.is_in(members, value_set=pa.array(sorted(trusted), pa.string()))
 
 
+def _top(table: pa.Table, k: int, keys: list[tuple[str, str]]) -> pa.Table:
+    """The first ``k`` rows in the order of ``keys`` (which end in unique IDs: a total order),
+    without sorting the rest: a heap of ``k`` over a million rows."""
+    if len(table) <= k:
+        return table.sort_by(keys)
+    return table.take(pc.select_k_unstable(table, k, sort_keys=keys)).sort_by(keys)
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A night's members with each ID column as int32 ranks into its sorted dictionary: the
+    grouping, counting and top-N run on integers, and rank order is the IDs' string order
+    (DuckDB's ORDER BY), so the page's rows are the printed queries' first rows."""
+
+    table: pa.Table  # project_id, image_id, member_id (ranks), create_time
+    ids: dict[str, pa.Array]  # the sorted dictionary of each ID column
+
+    @classmethod
+    def read(cls, store: Store, day: dt.date) -> Coded:
+        names = ["project_id", "image_id", "member_id"]
+        (table,) = share_dictionaries([_read(store, "members", day, [*names, "create_time"],
+                                             names)], names)
+        ids = {}
+        for name in names:
+            column = table[name]
+            chunks = [c for c in column.chunks if len(c)]
+            dictionary = chunks[0].dictionary if chunks else pa.array([], pa.string())
+            order = pc.sort_indices(dictionary)
+            rank = pc.sort_indices(order).cast(pa.int32())  # the inverse permutation
+            ids[name] = dictionary.take(order)
+            table = table.set_column(table.column_names.index(name), name, pa.chunked_array(
+                [rank.take(c.indices) for c in chunks], pa.int32()))
+        return cls(table, ids)
+
+    def codes(self, name: str, values: frozenset[str]) -> pa.Array:
+        """The ranks of ``values`` that occur (for is_in on a coded column)."""
+        return pc.drop_null(pc.index_in(pa.array(sorted(values), pa.string()),
+                                        value_set=self.ids[name])).cast(pa.int32())
+
+    def decoded(self, rows: pa.Table) -> list[dict[str, Any]]:
+        """``rows`` (of this table or grouped from it) with their IDs as strings again."""
+        for name in self.ids:
+            if name in rows.column_names:
+                rows = rows.set_column(rows.column_names.index(name), name,
+                                       self.ids[name].take(rows[name]))
+        listed: list[dict[str, Any]] = rows.to_pylist()
+        return listed
+
+
 class _Sql:
     """The DuckDB queries printed under the tables: the output's globs, one date."""
 
@@ -169,17 +225,21 @@ def build_report(store: Store, day: dt.date, nights: int = 30,
     names = Names(store, day)
     status = _read(store, "image_status", day, ["project_id", "image_id", "status",
                                                  "http_status", "error_code", "error_msg",
-                                                 "attempts"])
-    members = _read(store, "members", day, ["project_id", "image_id", "member_id",
-                                            "create_time"])
+                                                 "attempts"],
+                   ["project_id", "image_id", "status", "error_code"])
+    status = status.set_column(2, "status", status["status"].cast(pa.string()))
+    members = Coded.read(store, day)
     glance, complete, verdict = _glance(store, day, manifest, status, members, sql, names)
+    exposure = _exposure(day, members, trusted, older_than_days, sql, names)
+    not_compared = _plain(status.filter(pc.is_in(status["status"],
+                                                 value_set=pa.array(NOT_COMPARED))))
+    del status, members  # the comparison reads both nights' statuses: only one night at a time
     earlier = [d for d in dates if d < day]
-    sections = [glance,
-                _changes(store, day, earlier[-1] if earlier else None, manifest, status, sql,
-                         names),
-                _exposure(day, members, trusted, older_than_days, sql, names),
-                _trends(store, [d for d in dates if d <= day][-nights:], trusted, sql)]
-    return Report(day, store.url, run_id, complete, verdict, sections)
+    changes = _changes(store, day, earlier[-1] if earlier else None, manifest, not_compared,
+                       sql, names)
+    trends = _trends(store, [d for d in dates if d <= day][-nights:], trusted, sql)
+    return Report(day, store.url, run_id, complete, verdict,
+                  [glance, changes, exposure, trends])
 
 
 class Names:
@@ -212,7 +272,8 @@ def _named(names: Names, rows: list[dict[str, object]],
 
 
 def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.Table,
-            members: pa.Table, sql: _Sql, names: Names) -> tuple[Section, bool, str]:
+            coded: Coded, sql: _Sql, names: Names) -> tuple[Section, bool, str]:
+    members = coded.table
     by_status = dict.fromkeys((s.value for s in Status), 0)
     counted = status.group_by("status").aggregate([("status", "count")]).to_pydict()
     by_status.update(zip(counted["status"], counted["status_count"], strict=True))
@@ -252,11 +313,10 @@ def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.
         verdict = (f"Incomplete: {unanswered:,} images failed or forbidden and "
                    f"{len(bad_listings):,} listings not ok (exit {exit_code}); their shares "
                    "are not known tonight.")
-    failed = status.filter(pc.is_in(status["status"], value_set=pa.array(UNANSWERED)))
+    failed = _plain(status.filter(pc.is_in(status["status"], value_set=pa.array(UNANSWERED))))
     failed = failed.append_column("code", pc.fill_null(failed["error_code"], text("")))
-    failed = failed.sort_by([("status", "ascending"), ("code", "ascending"),
-                             ("project_id", "ascending"), ("image_id", "ascending")])
-    top = failed.slice(0, TOP).to_pylist()
+    top = _top(failed, TOP, [("status", "ascending"), ("code", "ascending"),
+                             ("project_id", "ascending"), ("image_id", "ascending")]).to_pylist()
     rows: list[tuple[Cell, ...]] = [
         (name, r["image_id"], r["project_id"], r["status"], r["http_status"], r["error_code"],
          r["error_msg"], r["attempts"]) for name, r in zip(_named(names, top), top, strict=True)]
@@ -297,6 +357,14 @@ def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.
     return Section("glance", "The night at a glance", lead, figures, tables), complete, verdict
 
 
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary columns as plain strings (for a few rows)."""
+    for n, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(n, f.name, table[f.name].cast(pa.string()))
+    return table
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
@@ -307,6 +375,7 @@ def _float(value: object) -> float:
 
 def _changes(store: Store, day: dt.date, previous: dt.date | None, manifest: dict[str, object],
              status: pa.Table, sql: _Sql, names: Names) -> Section:
+    """``status``: tonight's images that were failed, forbidden or invalid (for their codes)."""
     if previous is None:
         return Section("changes", "What changed", "The first snapshot in this output: nothing "
                        "to compare with yet.")
@@ -323,10 +392,9 @@ def _changes(store: Store, day: dt.date, previous: dt.date | None, manifest: dic
     before, after = (published_night(store, d, members=False) for d in (previous, day))
     unsettled = uncomparable_images(before, after)
     figures.append(Figure("uncomparable_images", "images not comparable", len(unsettled)))
-    order = table.sort_by([("trusted", "ascending"), ("update_time", "descending"),
-                           ("change", "ascending"), ("project_id", "ascending"),
-                           ("image_id", "ascending"), ("member_id", "ascending")])
-    top = order.slice(0, TOP).to_pylist()
+    top = _top(table, TOP, [("trusted", "ascending"), ("update_time", "descending"),
+                            ("change", "ascending"), ("project_id", "ascending"),
+                            ("image_id", "ascending"), ("member_id", "ascending")]).to_pylist()
     rows: list[tuple[Cell, ...]] = [
         ("trusted" if r["trusted"] else "untrusted", r["change"], name, r["image_id"],
          r["project_id"], r["member_id"], r["update_time"])
@@ -395,27 +463,31 @@ def _why(before: str | None, after: str | None, code: str | None, previous: dt.d
     return "not in tonight's input"
 
 
-def _exposure(day: dt.date, members: pa.Table, trusted: frozenset[str], older_than_days: int,
+def _exposure(day: dt.date, coded: Coded, trusted: frozenset[str], older_than_days: int,
               sql: _Sql, names: Names) -> Section:
-    untrusted = pc.invert(_trusted_mask(members["member_id"], trusted))
+    members = coded.table
+    untrusted = pc.invert(pc.is_in(members["member_id"],
+                                   value_set=coded.codes("member_id", trusted)))
     members = members.append_column("untrusted", untrusted.cast(pa.int64()))
     per_image = members.group_by(["project_id", "image_id"]).aggregate(
         [("member_id", "count"), ("untrusted", "sum")])
     exposed = per_image.filter(pc.greater(per_image["untrusted_sum"], 0))
-    exposed = exposed.sort_by([("untrusted_sum", "descending"), ("project_id", "ascending"),
-                               ("image_id", "ascending")])
-    most = per_image.sort_by([("member_id_count", "descending"), ("project_id", "ascending"),
-                              ("image_id", "ascending")])
-    receiving = members.group_by("member_id").aggregate([("image_id", "count")]).sort_by(
-        [("image_id_count", "descending"), ("member_id", "ascending")])
+    exposed_top = _top(exposed, TOP, [("untrusted_sum", "descending"),
+                                      ("project_id", "ascending"), ("image_id", "ascending")])
+    most = _top(per_image, TOP_SMALL, [("member_id_count", "descending"),
+                                       ("project_id", "ascending"), ("image_id", "ascending")])
+    receiving = members.group_by("member_id").aggregate([("image_id", "count")])
+    receiving_top = _top(receiving, TOP_SMALL, [("image_id_count", "descending"),
+                                                ("member_id", "ascending")])
     cutoff = dt.datetime.combine(day, dt.time(), dt.UTC) - dt.timedelta(days=older_than_days)
     old = members.filter(pc.less(members["create_time"],
                                  pa.scalar(cutoff, members.schema.field("create_time").type)))
-    old = old.sort_by([("create_time", "ascending"), ("project_id", "ascending"),
-                       ("image_id", "ascending"), ("member_id", "ascending")])
+    old_top = _top(old.select(["project_id", "image_id", "member_id", "create_time"]), TOP,
+                   [("create_time", "ascending"), ("project_id", "ascending"),
+                    ("image_id", "ascending"), ("member_id", "ascending")])
 
     def named(rows: pa.Table, *columns: str) -> list[tuple[Cell, ...]]:
-        listed = rows.to_pylist()
+        listed = coded.decoded(rows)
         return [(name, r["image_id"], r["project_id"], *(r[c] for c in columns))
                 for name, r in zip(_named(names, listed), listed, strict=True)]
 
@@ -425,9 +497,9 @@ def _exposure(day: dt.date, members: pa.Table, trusted: frozenset[str], older_th
     m = sql.t("members")
     where = f"WHERE m.snapshot_date = '{sql.day}'"
     join = "LEFT JOIN names n USING (snapshot_date, project_id, image_id)"
-    top_receiving = receiving.slice(0, TOP_SMALL).to_pylist()
-    old_rows = named(old.slice(0, TOP), "member_id", "create_time")
-    most_rows = named(most.slice(0, TOP_SMALL), "member_id_count", "untrusted_sum")
+    top_receiving = coded.decoded(receiving_top)
+    old_rows = named(old_top, "member_id", "create_time")
+    most_rows = named(most, "member_id_count", "untrusted_sum")
     figures = [
         Figure("untrusted_shares", "shares to untrusted projects", _count(untrusted)),
         Figure("untrusted_images", "images shared with untrusted projects", len(exposed)),
@@ -440,7 +512,7 @@ def _exposure(day: dt.date, members: pa.Table, trusted: frozenset[str], older_th
     return Section("exposure", "Exposure", lead, figures, [
         Table("untrusted_images", "Images shared with untrusted projects",
               ("image_name", "image_id", "project_id", "untrusted projects", "projects"),
-              named(exposed.slice(0, TOP), "untrusted_sum", "member_id_count"), len(exposed),
+              named(exposed_top, "untrusted_sum", "member_id_count"), len(exposed),
               f"WITH {sql.trusted}, {sql.names} SELECT coalesce(n.image_name, '') AS "
               f"image_name, image_id, project_id, count(*) FILTER (WHERE m.member_id NOT IN "
               f"(SELECT member_id FROM trusted)) AS untrusted, count(*) AS projects FROM {m} m "
@@ -449,7 +521,7 @@ def _exposure(day: dt.date, members: pa.Table, trusted: frozenset[str], older_th
               untrusted=[True] * min(len(exposed), TOP), empty="none"),
         Table("most_shared", "The most-shared images",
               ("image_name", "image_id", "project_id", "projects", "untrusted projects"),
-              most_rows, len(most),
+              most_rows, len(per_image),
               f"WITH {sql.trusted}, {sql.names} SELECT coalesce(n.image_name, '') AS "
               f"image_name, image_id, project_id, count(*) AS projects, count(*) FILTER (WHERE "
               f"m.member_id NOT IN (SELECT member_id FROM trusted)) AS untrusted FROM {m} m "
