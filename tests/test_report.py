@@ -285,6 +285,13 @@ async def test_a_night_with_failures_says_incomplete_and_why_and_its_numbers_are
                if v in why)
     assert parsed.tables["failed_listings"]["rows"][0][3] == "failed"
     assert_tables_are_their_queries(parsed)
+    uri = (second.output / report_key(NIGHT2)).as_uri()
+    async with chromium() as browser:  # every kind of table filled: still quiet and local
+        await browser.open(uri)
+        shown = await browser.evaluate("document.querySelectorAll('#tab-failed_images tbody tr')"
+                                       ".length")
+        assert shown == len(victims)
+        assert browser.console == [] and browser.requests == [uri]
 
 
 def test_the_page_allows_no_request_of_any_kind() -> None:
@@ -341,6 +348,10 @@ async def test_typing_into_a_filter_narrows_its_table_and_a_header_sorts_it(
         assert counts == sorted(counts) and counts[0] < counts[-1]  # ascending, on the 2nd
         wide = await page.evaluate("document.documentElement.scrollWidth")
         assert wide <= 375  # nothing but the tables' own scroll boxes is wider than a phone
+        await page.send("Emulation.setEmulatedMedia", media="print")
+        boxes = await page.evaluate("[...document.querySelectorAll('.filter')].map(e => "
+                                    "getComputedStyle(e).display)")
+        assert boxes and set(boxes) == {"none"}  # on paper: the tables, not the search boxes
         assert page.console == []
 
 
