@@ -17,6 +17,9 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from collector.diff import changes_between
 from collector.fake import Dataset, FakeCph
@@ -26,6 +29,7 @@ from collector.report.page import CSP, cell_text
 from collector.store import LocalStore
 from tests.browser import chromium
 from tests.conftest import S3_ENV, Outcome
+from tests.test_changes import NIGHTS_OF_IMAGES, _night_table
 
 Collect = Callable[..., Awaitable[Outcome]]
 Factory = Callable[..., Awaitable[FakeCph]]
@@ -434,3 +438,28 @@ async def test_the_report_passes_axe_cores_accessibility_rules(
             "v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).slice(0, 3)"
             ".join(', ') + ')'))")
         assert violations == []
+
+
+@hyp_settings(max_examples=100, deadline=None)
+@given(NIGHTS_OF_IMAGES, NIGHTS_OF_IMAGES, st.sampled_from(["strings", "files", "shared"]),
+       st.integers(1, 4))
+def test_the_images_not_compared_are_the_ones_compare_counts_and_the_readmes_rule(
+        before: tuple[dict[str, str], dict[tuple[str, str], int]],
+        after: tuple[dict[str, str], dict[tuple[str, str], int]], form: str,
+        chunk: int) -> None:
+    """The report's list of images not comparable is ``compare``'s count, image by image."""
+    from collector.changes import Night, compare, uncomparable_images
+
+    nights = [Night(*_night_table(*night, form, chunk)) for night in (before, after)]
+    _, summary = compare(*nights, NIGHT1, "r", frozenset())
+    got = uncomparable_images(*nights).to_pylist()
+    def compared(image: str) -> bool:  # README: ok/ok, ok/not_found, new, or nothing either side
+        p, d = before[0].get(image), after[0].get(image)
+        return (p == "ok" and d in ("ok", "not_found")) or (p in (None, "not_found")
+                                                           and d in ("ok", None, "not_found"))
+
+    truth = sorted(i for i in set(before[0]) | set(after[0]) if not compared(i))
+    assert [r["image_id"] for r in got] == truth
+    assert len(got) == summary.uncomparable_images
+    assert all(r["before"] == before[0].get(r["image_id"]) and
+               r["after"] == after[0].get(r["image_id"]) for r in got)
