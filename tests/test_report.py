@@ -463,3 +463,17 @@ def test_the_images_not_compared_are_the_ones_compare_counts_and_the_readmes_rul
     assert len(got) == summary.uncomparable_images
     assert all(r["before"] == before[0].get(r["image_id"]) and
                r["after"] == after[0].get(r["image_id"]) for r in got)
+
+
+def test_a_snapshot_without_its_manifest_still_reports_from_the_tables(
+        demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("runs", "report"))
+    (output / "runs").mkdir()
+    write_report(LocalStore(output), NIGHT2)
+    parsed = parse((output / report_key(NIGHT2)).read_text())
+    assert parsed.figures["complete"][1].startswith("No finished run manifest in runs/")
+    assert parsed.figures["untrusted_shares"] == parsed.figures["shares"]  # no partner known
+    assert_tables_are_their_queries(parsed)

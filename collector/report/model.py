@@ -199,7 +199,8 @@ class _Sql:
         self.day = day.isoformat()
         self.trusted = (f"trusted AS (SELECT unnest(string_split(coalesce("
                         f"settings.trusted_projects, ''), ',')) AS member_id FROM "
-                        f"read_json('{base}/runs/{run_id}.json'))")
+                        f"read_json('{base}/runs/{run_id}.json'))" if run_id else
+                        "trusted AS (SELECT '' AS member_id)")  # no manifest: none trusted
         self.names = (f"names AS (SELECT DISTINCT snapshot_date, project_id, image_id, "
                       f"image_name FROM {self.t('images')} WHERE image_type = 'private')")
 
