@@ -30,9 +30,10 @@ def main() -> None:
     if browser is None:
         sys.exit("bench/report_screenshot.py: needs chromium (apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="cph-shot-") as work:
-        output = Path(work) / "output"
-        subprocess.run([sys.executable, "-m", "collector", "demo", "--output", str(output),
-                        "--images", str(args.images)], stdout=subprocess.DEVNULL, check=True)
+        output = Path(work) / "output"  # named "output" in the page, as a user's would be
+        subprocess.run([sys.executable, "-m", "collector", "demo", "--output", "output",
+                        "--images", str(args.images)], cwd=work, stdout=subprocess.DEVNULL,
+                       check=True)
         page = output / report_key(dt.date.fromisoformat(NIGHT))
         target = DOCS / "report.png"
         subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -353,8 +353,8 @@ def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.
               f"AND status <> 'ok' ORDER BY region, project_id, image_type",
               frozenset({"http_status"}), empty="none (or not a discovery run)"),
     ]
-    lead = (f"Run {manifest.get('run_id', '?')}, {manifest.get('started_at', '?')} to "
-            f"{manifest.get('ended_at', '?')} (UTC), input {manifest.get('input', '?')}.")
+    lead = (f"Run {manifest.get('run_id', '?')}, from {_when(manifest.get('started_at'))} to "
+            f"{_when(manifest.get('ended_at'))} UTC, input {manifest.get('input', '?')}.")
     return Section("glance", "The night at a glance", lead, figures, tables), complete, verdict
 
 
@@ -364,6 +364,15 @@ def _plain(table: pa.Table) -> pa.Table:
         if pa.types.is_dictionary(f.type):
             table = table.set_column(n, f.name, table[f.name].cast(pa.string()))
     return table
+
+
+def _when(value: object) -> str:
+    """A manifest's ISO time as ``2026-12-01 02:00:00`` (UTC)."""
+    try:
+        return dt.datetime.fromisoformat(str(value)).astimezone(dt.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return "?"
 
 
 def _int(value: object) -> int:

@@ -255,8 +255,8 @@ def render(report: Report) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>CPH image shares: the night of {day}</title><style>{STYLE}</style></head>"
         f"<body><header><h1>CPH image shares: the night of {day}</h1>"
-        f'<p class="lead">Output {escape(report.output)}, from the published tables and '
-        f"runs/{escape(report.run_id or '?')}.json.</p>"
+        f'<p class="lead">From the tables published under <code>{escape(report.output)}</code> '
+        f"and its manifest <code>runs/{escape(report.run_id or '?')}.json</code>.</p>"
         f'<p class="verdict {state}" role="status" data-figure="complete">'
         f"{escape(report.verdict)}</p>"
         f'<nav aria-label="Sections"><ul>{nav}</ul></nav></header><main>'
