@@ -113,7 +113,7 @@ async def chromium(width: int = 1280, height: int = 900) -> AsyncIterator[Page]:
             "about:blank", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
-            for _ in range(300):
+            for _ in range(1200):  # a minute: a loaded machine starts it slowly
                 if port_file.exists() and len(port_file.read_text().splitlines()) >= 2:
                     break
                 if proc.returncode is not None:

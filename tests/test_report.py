@@ -31,6 +31,7 @@ from tests.browser import chromium
 from tests.conftest import S3_ENV, Outcome
 from tests.test_changes import NIGHTS_OF_IMAGES, _night_table
 
+pytestmark = pytest.mark.timeout(300)  # the demo and a browser, on a machine that may be busy
 Collect = Callable[..., Awaitable[Outcome]]
 Factory = Callable[..., Awaitable[FakeCph]]
 NIGHT1, NIGHT2 = dt.date(2026, 11, 30), dt.date(2026, 12, 1)
@@ -196,7 +197,7 @@ def demo_output(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``cph-collector demo``, as a user runs it (small), and what it printed."""
     output = tmp_path_factory.mktemp("demo") / "out"
     done = subprocess.run([sys.executable, "-m", "collector", "demo", "--output", str(output),
-                           "--images", "600"], capture_output=True, text=True, timeout=120,
+                           "--images", "600"], capture_output=True, text=True, timeout=280,
                           check=False)
     assert done.returncode == 0, done.stderr
     return output, done.stdout
