@@ -138,7 +138,7 @@ def expected_figures(output: Path, day: dt.date, previous: dt.date | None) -> di
         "shared_images": one(f"SELECT count(DISTINCT (project_id, image_id)) FROM {t('members')}"),
         "shares": one(f"SELECT count(*) FROM {t('members')}"),
         "receiving_projects": one(f"SELECT count(DISTINCT member_id) FROM {t('members')}"),
-        "seconds": round(doc["seconds"], 1), "requests": doc["requests"],
+        "seconds": round(summary_seconds(doc), 1), "requests": doc["requests"],
         "retries": doc["retries"], "throttled_429": doc["throttled_429"],
         "untrusted_shares": one(f"SELECT count(*) FROM {t('members')} WHERE {outside}"),
         "untrusted_images": one(f"SELECT count(DISTINCT (project_id, image_id)) FROM "
@@ -154,7 +154,7 @@ def expected_figures(output: Path, day: dt.date, previous: dt.date | None) -> di
     assert got["invalid_id"] == counts["invalid"]
     if "listings" in counts:
         assert got["listings"] == counts["listings"]
-    got["images_per_second"] = round(counts["status_rows"] / doc["seconds"])
+    got["images_per_second"] = round(counts["status_rows"] / summary_seconds(doc))
     if previous is not None:
         _, summary = changes_between(LocalStore(output), previous, day, frozenset(trusted))
         for kind, n in summary.counts.items():
@@ -216,6 +216,12 @@ def test_the_demo_ends_with_its_report_and_every_figure_equals_the_tables(
     doc = manifest_of(output, NIGHT2)
     assert f"{parsed.figures['images_per_second'][1]} images/s" in summary_line_of(doc)
     assert len(page.encode()) < 2_000_000
+
+
+def summary_seconds(doc: dict[str, Any]) -> float:
+    """The duration the summary line divides by (``RunRecord.seconds``)."""
+    return (dt.datetime.fromisoformat(doc["ended_at"])
+            - dt.datetime.fromisoformat(doc["started_at"])).total_seconds()
 
 
 def summary_line_of(doc: dict[str, Any]) -> str:
@@ -488,3 +494,27 @@ def test_a_snapshot_without_its_manifest_still_reports_from_the_tables(
     assert parsed.figures["complete"][1].startswith("No finished run manifest in runs/")
     assert parsed.figures["untrusted_shares"] == parsed.figures["shares"]  # no partner known
     assert_tables_are_their_queries(parsed)
+
+
+def test_images_per_second_is_the_summary_lines_even_where_the_manifest_rounds_seconds(
+        demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    """The manifest keeps seconds to 3 decimals; the summary line divides by the exact time
+    between start and end. 304 images in 1.5164 s are 200/s (1.516 s would say 201/s)."""
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("report"))
+    path = next(p for p in (output / "runs").glob("*.json")
+                if orjson.loads(p.read_bytes())["snapshot_date"] == NIGHT2.isoformat())
+    doc = orjson.loads(path.read_bytes())
+    doc["counts"]["status_rows"] = 304
+    started = dt.datetime.fromisoformat(doc["started_at"])
+    doc["ended_at"] = (started + dt.timedelta(seconds=1.5164)).isoformat()
+    doc["seconds"] = 1.516
+    path.write_bytes(orjson.dumps(doc))
+    write_report(LocalStore(output), NIGHT2)
+    figures = parse((output / report_key(NIGHT2)).read_text()).figures
+    rows = figures["images"][0]
+    assert rows == "304"  # the demo's second night, as image_status has it
+    assert " 200 images/s " in summary_line_of(doc)
+    assert figures["images_per_second"][1] == "200"

@@ -284,7 +284,7 @@ def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.
     bad_listings = listings.filter(pc.not_equal(listings["status"], text(Status.OK.value)))
     unanswered = sum(by_status[s] for s in UNANSWERED)
     exit_code = manifest.get("exit_code")
-    seconds = _float(manifest.get("seconds")) or 1e-9
+    seconds = _seconds(manifest)
     images = len(status)
     figures = [
         Figure("exit_code", "exit code", exit_code if isinstance(exit_code, int) else "?"),
@@ -364,6 +364,17 @@ def _plain(table: pa.Table) -> pa.Table:
         if pa.types.is_dictionary(f.type):
             table = table.set_column(n, f.name, table[f.name].cast(pa.string()))
     return table
+
+
+def _seconds(manifest: dict[str, object]) -> float:
+    """The run's duration as the summary line has it (``RunRecord.seconds``: end minus start,
+    exactly; the manifest's ``seconds`` is rounded to 3 decimals)."""
+    try:
+        start = dt.datetime.fromisoformat(str(manifest["started_at"]))
+        end = dt.datetime.fromisoformat(str(manifest["ended_at"]))
+    except (KeyError, ValueError):
+        return _float(manifest.get("seconds")) or 1e-9
+    return max((end - start).total_seconds(), 1e-9)
 
 
 def _when(value: object) -> str:
