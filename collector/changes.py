@@ -230,9 +230,9 @@ def _statuses(before: Night, after: Night, sizes: list[int]) -> pa.Table:
 
 
 def _fates(both: pa.Table, listed_ok: frozenset[object] | None,
-           images: int) -> tuple[pa.Array, pa.Array, pa.Array, int]:
-    """(compared, gone, new) image keys, and how many images are not comparable; a key's
-    project is its code ``key // images``."""
+           images: int) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+    """(compared, gone, new, not comparable) image keys; a key's project is its code
+    ``key // images``."""
     ok, missing = text(Status.OK.value), text(Status.NOT_FOUND.value)
     p, d = both["p"], both["d"]
     p_ok, d_ok = pc.equal(p, ok), pc.equal(d, ok)
@@ -250,11 +250,10 @@ def _fates(both: pa.Table, listed_ok: frozenset[object] | None,
     new = pc.and_kleene(p_none, d_ok)
     nothing = pc.and_kleene(p_none, d_none)  # no shares on either night: nothing to compare
     settled = pc.or_kleene(pc.or_kleene(compared, gone), pc.or_kleene(new, nothing))
-    settled_count = pc.sum(pc.fill_null(settled, False).cast(pa.int64())).as_py() or 0
-    uncomparable = len(both) - settled_count
     keys = both["key"].combine_chunks()
     return (keys.filter(pc.fill_null(compared, False)), keys.filter(pc.fill_null(gone, False)),
-            keys.filter(pc.fill_null(new, False)), int(uncomparable))
+            keys.filter(pc.fill_null(new, False)),
+            keys.filter(pc.invert(pc.fill_null(settled, False))))
 
 
 def _key(table: pa.Table, names: list[str], sizes: list[int],
@@ -340,8 +339,9 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
     """The change rows (``CHANGES_SCHEMA``) from ``before`` (date ``previous``) to ``after``."""
     before, after, dictionaries = _encoded(before, after)
     sizes = [len(dictionaries[name]) for name in SHARE]
-    compared, gone, new, uncomparable = _fates(_statuses(before, after, sizes), after.listed_ok,
-                                               sizes[1])
+    compared, gone, new, unsettled = _fates(_statuses(before, after, sizes), after.listed_ok,
+                                            sizes[1])
+    uncomparable = len(unsettled)
     columns = [*SHARE, "create_time", "update_time"]
     old, cur = before.members.select(columns), after.members.select(columns)
     old_images, cur_images = _key(old, KEY, sizes[:2]), _key(cur, KEY, sizes[:2])
@@ -373,3 +373,22 @@ def compare(before: Night, after: Night, previous: dt.date, run_id: str,
         untrusted = pc.and_(of_kind, pc.invert(table["trusted"]))
         summary.untrusted[kind] = pc.sum(untrusted.cast(pa.int64())).as_py() or 0
     return table, summary
+
+
+def uncomparable_images(before: Night, after: Night) -> pa.Table:
+    """The images ``compare`` counts as not comparable, by the same rule: ``project_id``,
+    ``image_id``, and their ``before`` and ``after`` statuses (null: absent that night), sorted
+    by project and image. Members are not needed: the statuses and listings decide."""
+    before, after, dictionaries = _encoded(before, after)
+    sizes = [len(dictionaries[name]) for name in SHARE]
+    both = _statuses(before, after, sizes)
+    *_, unsettled = _fates(both, after.listed_ok, sizes[1])
+    rows = both.filter(pc.is_in(both["key"], value_set=unsettled))
+    images = pa.scalar(sizes[1], pa.int64())
+    project = pc.divide(rows["key"], images)
+    image = pc.subtract(rows["key"], pc.multiply(project, images))
+    table = pa.table({
+        "project_id": dictionaries["project_id"].take(project.cast(pa.int32())),
+        "image_id": dictionaries["image_id"].take(image.cast(pa.int32())),
+        "before": rows["p"], "after": rows["d"]})
+    return table.sort_by([("project_id", "ascending"), ("image_id", "ascending")])

@@ -2,6 +2,7 @@
 
     cph-collector run --input ids.txt --project-id P --endpoint URL [--output DIR] ...
     cph-collector diff --output DIR --from D1 --to D2 [--format table|csv|jsonl]
+    cph-collector report --output DIR [--snapshot-date D] [--nights 30]
     cph-collector demo
     cph-collector fake-server --port 8080 --images 1000 --ids-file ids.txt
 """
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(commands)
     _add_demo(commands)
     _add_diff(commands)
+    _add_report(commands)
     fake = commands.add_parser(
         "fake-server", help="serve a fake CPH API on loopback (token: CPH_AUTH_TOKEN, "
                             "default 'fake-token')")
@@ -127,6 +129,20 @@ def _add_diff(commands: Commands) -> None:
                       help="partner projects (comma-separated or @FILE) [CPH_TRUSTED_PROJECTS]")
     diff.add_argument("--fail-on-untrusted", action="store_true",
                       help="exit 4 when a share to an untrusted project was added or updated")
+
+
+def _add_report(commands: Commands) -> None:
+    report = commands.add_parser("report", help="write the morning report of a published "
+                                                 "snapshot: one self-contained HTML page")
+    report.add_argument("--output", default="output",
+                        help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
+    _add_some_flags(report, DIFF_SETTINGS)
+    report.add_argument("--snapshot-date", default=None, metavar="DATE",
+                        help="the snapshot, YYYY-MM-DD (default: the latest published)")
+    report.add_argument("--nights", type=int, default=30, metavar="N",
+                        help="nights in the trends (default 30)")
+    report.add_argument("--older-than", type=int, default=365, metavar="DAYS",
+                        help="shares older than this are listed (default 365)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -247,6 +263,43 @@ def _diff(args: argparse.Namespace) -> int:
         else int(ExitCode.OK)
 
 
+def _report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from collector.build import open_store
+    from collector.changes import lean_memory
+    from collector.report import write_report
+    from collector.sink import published_dates
+    from collector.store import reason
+
+    lean_memory()  # it reads whole nights, as diff does
+    if not 1 <= args.nights <= 3660 or not 0 <= args.older_than <= 36_600:
+        raise UsageError("--nights must be 1 to 3,660 and --older-than 0 to 36,600 days")
+    settings = load_settings({name: getattr(args, name) for name in ("output", *DIFF_SETTINGS)},
+                             os.environ)
+    store = open_store(settings, settings.output)
+    try:
+        if args.snapshot_date is not None:
+            day = dt.date.fromisoformat(args.snapshot_date)
+        else:
+            dates = published_dates(store)
+            if not dates:
+                raise UsageError(f"output {store.url}: no finished snapshot to report on")
+            day = dates[-1]
+    except ValueError:
+        raise UsageError(f"--snapshot-date={args.snapshot_date!r}: must be a date "
+                         "YYYY-MM-DD") from None
+    except OSError as exc:
+        raise UsageError(f"output {store.url}: cannot be read ({reason(exc)})") from None
+    try:
+        key = write_report(store, day, args.nights, args.older_than)
+    except OSError as exc:
+        raise FatalRunError(f"output {store.url}: the report could not be written "
+                            f"({reason(exc)})") from None
+    print(f"report: {store.url}/{key}", flush=True)
+    return int(ExitCode.OK)
+
+
 def guard_standard_fds() -> set[int]:
     """Put /dev/null on any of fds 0-2 that was closed (cron's ``<&-``), so that no socket or
     file we open takes that number: a library writing to "stderr" would write into it, and
@@ -281,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diff(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "publish":
             return _publish(args)
         if args.command == "demo":

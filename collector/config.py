@@ -82,6 +82,7 @@ class Settings:
     log_format: str = "text"
     metrics_file: Path | None = None
     pushgateway: str | None = None
+    report: bool = False
 
     @property
     def shard_spec(self) -> Shard | None:
@@ -444,6 +445,9 @@ SPECS: dict[str, Spec] = {
                          "at every progress interval and at the end"),
     "pushgateway": spec(ENDPOINT, "Prometheus Pushgateway URL: the metrics are pushed at the "
                                   "end (a Pushgateway that is down is a warning)"),
+    "report": spec((_flag, "true or false"),
+                   "after publishing, write the morning report (one HTML page) to "
+                   "report/snapshot_date=D/index.html in the output"),
 }
 
 assert set(SPECS) == {f.name for f in dataclasses.fields(Settings)}

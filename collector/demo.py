@@ -6,7 +6,8 @@ that throttles above 600 requests/s and fails a few per cent of requests (every 
 retryable), and one per cent of images deleted between their listing and their member call.
 Each night discovers the projects from IAM and the images from ListImages and collects at 500
 requests/s into ``output/``; then the demo names the most shared images (``members`` joined to
-``images``) and prints what changed, partners (the first night's projects) and others apart.
+``images``) and prints what changed, partners (the first night's projects) and others apart,
+and ends with the morning report of the second night (``report``) and its path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collector.fake.dataset import Dataset
 from collector.fake.server import FakeCph, ServerConfig
 from collector.manifest import RunRecord
 from collector.pipeline import Run, summary_line
+from collector.report import write_report
 from collector.secrets import Secret
 from collector.sink import TABLES
 from collector.store import BucketStore, BucketUrl, LocalStore, Store
@@ -134,6 +136,9 @@ async def _demo(output: Path | BucketUrl, images: int, seed: int,
         query = ("SELECT change, trusted, count(*) FROM read_parquet('{}', hive_partitioning = "
                  "true) GROUP BY ALL")
         print(f"demo: query it yourself, e.g. duckdb -c \"{query.format(glob)}\"")
+    key = write_report(store, nights[1])
+    print(f"demo: the morning report (open it in a browser; cph-collector report --output "
+          f"{where} writes it again): {output}/{key}")
     assert record.exit_code is not None
     return record.exit_code
 

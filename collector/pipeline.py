@@ -45,6 +45,7 @@ from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
 from collector.preflight import prepare
 from collector.progress import Snapshot
 from collector.publish import stage_changes
+from collector.report import write_report
 from collector.results import ImageResult
 from collector.shards import Shard
 from collector.sink import PLAN, SHARD_MARK, ParquetSink, date_staging
@@ -397,6 +398,14 @@ class Run:
             log.warning("output %s: %s is published, but its staging could not be removed "
                         "(%s); the next run removes it", sink.store.url, self.snapshot_date,
                         reason(exc))
+        if self.settings.report:  # after the manifest, which the page reads too
+            try:
+                key = await asyncio.to_thread(write_report, sink.store, self.snapshot_date)
+                log.info("report: %s/%s", sink.store.url, key)
+            except (OSError, ValueError) as exc:  # published: a warning, as for a Pushgateway
+                log.warning("output %s: the report could not be written (%s); cph-collector "
+                            "report writes it", sink.store.url,
+                            reason(exc) if isinstance(exc, OSError) else exc)
 
     async def _stage_shard(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """A shard (or the plan) publishes nothing: it leaves its share committed in its

@@ -500,14 +500,15 @@ def ours(store: Store, keys: list[str], listed: frozenset[str]) -> list[str]:
 
 
 def read_night(store: Store, folder: Callable[[str], str],
-               listed: frozenset[str] | None = None) -> Night:
-    """A snapshot's statuses, members and (discovery) listings, from ``folder(table)``, with
+               listed: frozenset[str] | None = None, members: bool = True) -> Night:
+    """A snapshot's statuses, members (none when not ``members``: which images are comparable
+    needs only the statuses) and (discovery) listings, from ``folder(table)``, with
     the ID columns as dictionaries status and members share (``changes.share_dictionaries``):
     a fraction of the memory of the strings, and coded for the comparison as they are.
     With ``listed`` (a published snapshot), only the files our manifests list are read, and
     one of them that cannot be read is ``FatalRunError`` naming it."""
     def read(table: str, columns: list[str]) -> pa.Table:
-        keys = parquet_files(store, folder(table))
+        keys = parquet_files(store, folder(table)) if members or table != "members" else []
         if listed is not None:
             keys = ours(store, keys, listed)
         if not keys:
@@ -536,9 +537,9 @@ def read_night(store: Store, folder: Callable[[str], str],
     return Night(status, members, listed_ok)
 
 
-def published_night(store: Store, snapshot_date: dt.date) -> Night:
+def published_night(store: Store, snapshot_date: dt.date, members: bool = True) -> Night:
     return read_night(store, lambda table: partition_key(table, snapshot_date),
-                      listed_files(store))
+                      listed_files(store), members)
 
 
 def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
