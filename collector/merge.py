@@ -1,8 +1,9 @@
 """``cph-collector publish --shards N``: N shards' staged shares, published as one snapshot.
 
-    lock the output ─> mend (finish stopped publishes) ─> every shard's mark: present, the same
-    input and settings ─> move the shards' chunks into the date's staging ─> the change table,
-    once ─> publish (the same atomic steps as one run) ─> one manifest that lists the shards
+    lock the output ─> mend (finish stopped publishes) ─> no shard still running ─> every
+    shard's mark: present, the same input and settings ─> move the shards' chunks into the
+    date's staging ─> the change table, once ─> publish (the same atomic steps as one run) ─>
+    one manifest that lists the shards
 
 Each step can be repeated after a crash: a chunk already moved stays moved, and a publish that
 began is finished by ``preflight.recover``. Publishing again once it is done says so (exit 0).
@@ -18,6 +19,7 @@ import orjson
 
 from collector.changes import line_of
 from collector.errors import ExitCode, FatalRunError, RunStatus
+from collector.lease import live_holders
 from collector.manifest import RunRecord, write_manifest
 from collector.preflight import recover
 from collector.publish import stage_changes
@@ -110,6 +112,11 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
         record.status, record.exit_code = RunStatus.FINISHED.value, 0
         record.error = "already published"
         return record
+    running = live_holders(store, staging)  # a premature publish: a shard still writes
+    if running:
+        lock, run = sorted(running.items())[0]
+        raise FatalRunError(f"publish {snapshot_date}: {lock.removesuffix('.lock')} is still "
+                            f"running (run {run}); nothing published")
     marks = read_marks(store, snapshot_date, count)
     record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks if m.shard != PLAN)
     write_manifest(store, record)  # running: a stop from here on is recorded by the next run

@@ -38,6 +38,7 @@ from collector.feed import in_daemon_thread
 from collector.fetch import Fetcher
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
+from collector.lease import LeaseLost
 from collector.logs import RunId, json_line
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
@@ -230,7 +231,7 @@ class Run:
         if self.shard is not None:  # shards run side by side: each locks its own share
             name = f"{date_staging(self.snapshot_date)}/{self.shard.name}.lock"
             await asyncio.to_thread(store.make_folder, date_staging(self.snapshot_date))
-        held = lock(store, self.run_id, name=name)
+        held = self._held = lock(store, self.run_id, name=name)
         await asyncio.to_thread(held.__enter__)
         try:
             await self._locked_steps(store, lines, fmt)
@@ -361,6 +362,7 @@ class Run:
         """Publish, then say so in the manifest; a stop between the two is mended by the next
         run (``preflight.recover``), so the manifest never says less than readers can see.
         The change table is staged first and swapped in with the rest."""
+        await self._still_ours()
         try:
             summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
                                               self.settings.trusted)
@@ -383,6 +385,7 @@ class Run:
         """A shard (or the plan) publishes nothing: it leaves its share committed in its
         staging, and a mark that says it finished, for which input and settings (``publish
         --shards N`` checks that every mark agrees)."""
+        await self._still_ours()
         self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED))
         mark = {"shard": str(self.shard) if self.shard else PLAN, "run_id": self.run_id,
                 "fingerprint": self._fingerprint, "exit_code": self.record.exit_code,
@@ -390,6 +393,17 @@ class Run:
         await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
                                 orjson.dumps(mark))
         await self._save()
+
+    async def _still_ours(self) -> None:
+        """The lock read back before publishing (or marking a shard staged): a run that lost
+        it stops, exit 3, and publishes nothing."""
+        try:
+            await asyncio.to_thread(self._held.verify)
+        except LeaseLost as exc:
+            error = f"output {self.parts.store.url}: {exc.strerror}"
+            self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
+            await self._save(quiet=True)
+            raise FatalRunError(error) from None
 
     def _conclude(self, conclusion: Conclusion) -> None:
         record = self.record
