@@ -70,9 +70,9 @@ SUFFIX = ".lock"
 class Timing:
     """A bucket lease's times, in seconds."""
 
-    lease: float = 30.0  # not renewed for this long: its holder is dead
-    renew: float = 5.0  # how often the holder renews it
-    settle: float = 10.0  # written, then read back after this: longer than any store latency
+    lease: float = 20.0  # not renewed for this long: its holder is dead
+    renew: float = 2.0  # how often the holder renews it
+    settle: float = 5.0  # written, then read back after this: longer than any store latency
 
 
 TIMING = Timing()
@@ -355,12 +355,18 @@ def _lost(name: str, doc: dict[str, Any] | None) -> str:
 
 
 def read_lease(store: Store, name: str) -> dict[str, Any] | None:
-    """A lease object, or None (absent, or not a lease of ours: taken over)."""
-    try:
-        doc = orjson.loads(store.read(name))
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    """A lease object, or None (absent, or not a lease of ours: taken over). A read that
+    overlapped a renewal can be cut short (the size was asked before the object changed):
+    read again, never "absent"."""
+    for _ in range(5):
+        try:
+            doc = orjson.loads(store.read(name))
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            continue
+        return doc if isinstance(doc, dict) else None
+    return None
 
 
 def _age(doc: dict[str, Any], now: float) -> float:

@@ -362,13 +362,13 @@ class Run:
         """Publish, then say so in the manifest; a stop between the two is mended by the next
         run (``preflight.recover``), so the manifest never says less than readers can see.
         The change table is staged first and swapped in with the rest."""
-        await self._still_ours()
         try:
             summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
                                               self.settings.trusted)
             self.record.changes = summary.to_json()
             if summary.untrusted_alerts and self.settings.fail_on_untrusted:
                 conclusion = dataclasses.replace(conclusion, exit_code=ExitCode.UNTRUSTED)
+            await self._still_ours()
             await asyncio.to_thread(sink.publish)
         except OSError as exc:
             error = (f"output {sink.store.url}: publish failed ({reason(exc)}); the next run "
