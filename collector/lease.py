@@ -64,6 +64,7 @@ from collector.store import TMP, BucketStore, LocalStore, Store, reason
 LOCK_NAME = ".cph-collector.lock"
 STAGING = "_staging"  # as ``sink.STAGING`` (the sink imports this module)
 SUFFIX = ".lock"
+WRITER = "shard-"  # a folder beside its own lock (``shard-K-of-N/`` and ``shard-K-of-N.lock``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,12 +175,13 @@ def _holder_id(raw: bytes) -> str | None:
 def _flock_claims(paths: list[Path], unlink: bool = False
                   ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """Take every dead writer's flock (non-blocking); (claimed, {path: live holder's run id}).
-    ``unlink``: remove the claimed files at the end (a mender that cleared their work)."""
+    ``unlink``: a mender clearing their work, which makes a missing lock file too (so a
+    writer starting meanwhile is refused) and removes the claimed files at the end."""
     fds: dict[Path, int] = {}
     alive: dict[Path, str] = {}
     try:
         for path in paths:
-            fd = _open_lock(path, create=False)
+            fd = _open_lock(path, create=unlink)
             if fd is None:
                 continue
             try:
@@ -417,9 +419,11 @@ def live_holders(store: Store, folder: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def claimed(store: Store, folder: str, run_id: str) -> Iterator[dict[str, str]]:
-    """Hold the locks in ``folder`` of every dead writer (deleted at the end); yields
-    {lock name: run id} of those alive, whose work stays untouched."""
-    names = [n for n in store.files(folder) if n.endswith(SUFFIX)]
+    """Hold the lock in ``folder`` of every dead writer, and of every writer's folder
+    (``shard-K-of-N/``) whose lock is missing, so none can start meanwhile (deleted at the
+    end); yields {lock name: run id} of those alive, whose work stays untouched."""
+    names = sorted({n for n in store.files(folder) if n.endswith(SUFFIX)}
+                   | {n + SUFFIX for n in store.folders(folder) if n.startswith(WRITER)})
     if not names:
         yield {}
         return
