@@ -220,6 +220,7 @@ class BucketLock:
         self.fence, self.wait = fence, wait
         self.token = uuid.uuid4().hex
         self.held: list[str] = []
+        self._written: list[str] = []  # ours until read back: removed if we give up
         self.alive: dict[str, dict[str, Any]] = {}  # names another live run holds
         self.lost: str | None = None
         self._renewed = 0.0  # our clock, when the last renewal began that succeeded
@@ -269,7 +270,7 @@ class BucketLock:
     def _acquire(self) -> None:
         """Write ours over every free name, settle, read back: ``held`` and ``alive``."""
         deadline = self.clock() + self.timing.lease + self.timing.renew
-        written: list[str] = []
+        written = self._written
         for name in self.names:
             while True:
                 began = self.clock()
@@ -284,11 +285,11 @@ class BucketLock:
             if name in self.alive:
                 continue
             self._renewed = began
+            written.append(name)
             self.store.write(name, self._lease())
             if self.clock() - began >= self.timing.settle:  # a slower write than settle
                 raise OSError(errno.ETIMEDOUT, "the store answers too slowly to take it "
                               "safely")  # could land after another run confirmed its own
-            written.append(name)
         if written:
             self.sleep(self.timing.settle)
         for name in written:
@@ -341,11 +342,11 @@ class BucketLock:
             self._thread = None
         if self.fence and self.store.guard == self.check:
             self.store.guard = None
-        for name in self.held:
+        for name in dict.fromkeys([*self.held, *self._written]):
             with contextlib.suppress(OSError):
                 if self._ours(read_lease(self.store, name)):
                     self.store.delete(name)
-        self.held = []
+        self.held, self._written = [], []
 
     def __exit__(self, *exc: object) -> None:
         self._release()

@@ -159,3 +159,22 @@ def test_the_shipped_times_let_a_replacement_in_within_half_a_minute() -> None:
     assert (REAL.lease, REAL.renew, REAL.settle) == (20.0, 2.0, 5.0)
     assert REAL.lease + REAL.renew + REAL.settle < 30
     assert REAL.renew * 2 <= REAL.settle < REAL.lease
+
+
+def test_a_store_too_slow_to_take_the_lease_safely_is_refused_and_leaves_no_lease(
+        store: BucketStore) -> None:
+    """A read-to-written slower than the settle time could land after another run confirmed
+    its own: refuse (exit 2) rather than guess, and take our lease back."""
+    clock = Clock()
+    real = store.write
+
+    def slow(key: str, data: Any) -> None:
+        clock.now += REAL.settle  # the write took as long as the settle time
+        real(key, data)
+
+    store.write = slow  # type: ignore[method-assign]
+    with pytest.raises(UsageError, match=r"^output s3://\S+: cannot take the lock "
+                                         r"\.cph-collector\.lock \(the store answers too slowly "
+                                         r"to take it safely\)$"):
+        taker(store, "20261201T020000Z-slow00", clock).__enter__()
+    assert not store.exists(LOCK_NAME)
