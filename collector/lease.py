@@ -17,15 +17,16 @@ scheduler retries).
 and pid for messages only: pods of one Indexed Job index share a host name and all run as PID
 1). Alive = renewed less than ``lease`` seconds ago by the reader's clock (hosts keep their
 clocks within a second or two, NTP; a host whose clock lags more than ``lease`` has its lease
-taken over and stops at its next renewal). The states of one run's lease::
+taken over and stops at its next renewal). The states of one run's lease (``TIMING``: lease
+20 s, renewed every 2 s, settled 5 s)::
 
-        (absent, or expired) ──write ours──> WRITTEN ──wait settle, re-read──┬─ ours: HELD
-        (another's, alive) ──wait, re-read every renew, at most lease+renew s─┘  not ours:
-                 still alive at the end: refused, exit 2                          refused, exit 2
-        HELD ──every renew s: re-read, still ours? write a fresh renewal──> HELD
-        HELD ──another's found, or no renewal succeeded for lease-renew s──> LOST: the
-               next write to the store, and the check before publishing, stop the run (exit 3)
-        HELD ──the run ends──> deleted if still ours
+    FREE (absent, or not renewed for lease s) ──write ours──> WRITTEN
+    ALIVE (another's, renewed) ──re-read every renew s──> FREE, or after lease+renew s: refused
+    WRITTEN ──wait settle, read back──> ours: HELD │ another's: refused (exit 2)
+    HELD ──every renew s: still ours? write a fresh "renewed"──> HELD
+    HELD ──another's found, or no renewal succeeded for lease-renew s──> LOST: its next write
+           to the store, and the read-back before publishing, stop the run (exit 3)
+    HELD ──the run ends──> deleted, if still ours
 
 pyarrow's S3FileSystem cannot send a conditional write (``If-None-Match: *``; apache/arrow#44281
 was never done), so the lease is acquired by create-then-confirm: a run writes its own lease
@@ -36,8 +37,10 @@ to re-read sees the other's and refuses: at most one proceeds. A killed holder's
 waits for its lease to expire (at most ``lease + renew`` s) instead of failing.
 
 A mender (an ordinary run, ``plan``, ``publish``) removes a dead writer's work only while it
-holds that writer's lock itself (``clear``), and never relabels the manifest of a live run
-(``live_runs``).
+holds that writer's lock itself, made if missing, so no writer starts there meanwhile
+(``clear``); it never relabels the manifest of a live run (``live_runs``), nor removes a live
+run's temporary uploads (``clear_tmp``), and ``publish`` refuses while a shard of its date is
+alive (``live_holders``).
 """
 
 from __future__ import annotations
