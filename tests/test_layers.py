@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer", "shards"},
     {"secrets", "api", "inputs", "progress", "conclude", "changes", "store"},  # rules over
     # values; where the output lives (disk or bucket)
-    {"proxy", "intake", "manifest", "results", "logs"},
+    {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
     {"metrics"},  # the run as Prometheus metrics
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk
