@@ -217,12 +217,29 @@ async def test_a_publish_that_fails_on_the_way_is_one_line_and_exit_3(
                                           "--snapshot-date", str(DAY), "--shards", "2"]) == 0
 
 
+async def plan(fake: FakeCph, output: Any, day: dt.date, env: dict[str, str],
+               storage_endpoint: str | None) -> Any:
+    """``cph-collector plan --discover`` of ``day``."""
+    from collector.auth import TokenAuth
+    from collector.build import build
+    from collector.config import Settings
+    from collector.pipeline import Run as Pipeline
+    from collector.secrets import Secret
+    from tests.conftest import TOKEN
+
+    settings = Settings(endpoint=fake.url, output=output, snapshot_date=day, discover=True,
+                        project_id=fake.dataset.project_ids[0], rate_limit=100_000,
+                        progress_interval=3600, storage_endpoint=storage_endpoint)
+    parts = build(settings, env, auth=lambda _: TokenAuth(Secret(TOKEN)))
+    return await Pipeline(settings, None, parts, plan=True).execute()
+
+
 @pytest.mark.parametrize("where", ["disk", "bucket"])
 async def test_a_live_shard_keeps_its_work_through_another_dates_run_and_a_premature_publish(
         where: str, fake_factory: Factory, collect: Collect, s3: S3Server,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shard 2 is still collecting while a run of another date mends the output and a publish
-    comes too early; then it finishes, and the publish (re-running any shard it names, as it
+    """Shard 2 is still collecting while a run and a plan of other dates mend the output and a
+    publish comes too early; then it finishes, and the publish (re-running any shard it names, as it
     says) equals one unsharded run — or refuses with exit 3, never fewer rows with exit 0."""
     import re
     import threading
@@ -263,6 +280,9 @@ async def test_a_live_shard_keeps_its_work_through_another_dates_run_and_a_prema
     other = await collect(fake, ids[:5], output=target, snapshot_date=DAY - dt.timedelta(1),
                           **options)
     assert other.record.exit_code == 0
+    planned = await plan(fake, target, DAY - dt.timedelta(2), options.get("env", {}),
+                         s3.endpoint if where == "bucket" else None)
+    assert planned.status == "staged"  # a plan of a third date mended the output too
     with pytest.raises(FatalRunError, match=r"^publish 2026-12-01: ") as early:
         await asyncio.to_thread(published, store, 2)
     assert early.value.exit_code == 3
