@@ -7,6 +7,7 @@ Only a manifest with ``"status": "finished"`` describes published data. ``runnin
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,15 +180,21 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     return True
 
 
-def mark_crashed(store: Store) -> list[str]:
-    """Manifests still ``running`` belong to dead runs (the caller holds the output lock).
+def mark_crashed(store: Store, alive: Callable[[], set[str]]) -> list[str]:
+    """Manifests still ``running`` of runs not in ``alive()`` (asked after the manifests are
+    read: a live writer holds its lock before it writes its manifest) are of dead runs.
     Files in ``runs/`` that this tool did not write, and links, are left as they are."""
-    found = []
+    running = []
     for name in store.files("runs"):
         if not name.endswith(".json"):
             continue
         doc = _read(store, name)
         if doc is not None and doc.get("status") == RunStatus.RUNNING:
+            running.append(doc)
+    live = alive() if running else set()
+    found = []
+    for doc in running:
+        if doc["run_id"] not in live:
             doc["status"] = RunStatus.CRASHED.value
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
             _rewrite(store, doc)

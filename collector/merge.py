@@ -1,10 +1,10 @@
 """``cph-collector publish --shards N``: N shards' staged shares, published as one snapshot.
 
-    lock the output ─> mend (finish stopped publishes) ─> every shard's mark: well-formed, of
-    a staged run, the same input and settings ─> the rows: each shard's own (its share of the
-    hash split), as many as its mark says ─> conclude, as one run would ─> move the shards'
-    chunks into the date's staging ─> the change table, once ─> publish (the same atomic
-    steps as one run) ─> one manifest that lists the shards
+    lock the output ─> mend (finish stopped publishes) ─> no shard still running ─> every
+    shard's mark: well-formed, of a staged run, the same input and settings ─> the rows: each
+    shard's own (its share of the hash split), as many as its mark says ─> conclude, as one
+    run would ─> move the shards' chunks into the date's staging ─> the change table, once ─>
+    publish (the same atomic steps as one run) ─> one manifest that lists the shards
 
 Each step can be repeated after a crash: a chunk already moved stays moved (and is still
 counted as its shard's), and a publish that began is finished by ``preflight.recover``.
@@ -25,6 +25,7 @@ from collector.changes import line_of
 from collector.conclude import verdict_of, with_changes
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
+from collector.lease import live_holders
 from collector.manifest import (
     LISTING_COUNTS,
     RunRecord,
@@ -322,6 +323,11 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
         if staged:  # a clean-up that failed after the publish: done now
             _discard(store, snapshot_date)
         return already_published(store, snapshot_date, record)
+    running = live_holders(store, staging)  # a premature publish: a shard still writes
+    if running:
+        lock, run = sorted(running.items())[0]
+        raise FatalRunError(f"publish {snapshot_date}: {lock.removesuffix('.lock')} is still "
+                            f"running (run {run}); nothing published")
     write_manifest(store, record)  # running: a stop from here on is recorded by the next run
     try:
         _publish(store, snapshot_date, count, record, trusted, fail_on_untrusted,

@@ -39,6 +39,7 @@ from collector.fetch import Fetcher
 from collector.ids import problem_with
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
+from collector.lease import LeaseLost
 from collector.logs import RunId, json_line
 from collector.manifest import RunRecord, write_manifest
 from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
@@ -236,7 +237,7 @@ class Run:
         if self.shard is not None:  # shards run side by side: each locks its own share
             name = f"{date_staging(self.snapshot_date)}/{self.shard.name}.lock"
             await asyncio.to_thread(store.make_folder, date_staging(self.snapshot_date))
-        held = lock(store, self.run_id, name=name)
+        held = self._held = lock(store, self.run_id, name=name)
         await asyncio.to_thread(held.__enter__)
         try:
             await self._locked_steps(store, lines, fmt)
@@ -377,6 +378,7 @@ class Run:
             self.record.changes = summary.to_json()
             conclusion = with_changes(conclusion, summary.untrusted_alerts,
                                       self.settings.fail_on_untrusted)
+            await self._still_ours()
             await asyncio.to_thread(sink.publish)
         except CollectorError as exc:  # ours: its own words and exit code
             self._conclude(Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
@@ -413,6 +415,7 @@ class Run:
         counts (``publish --shards N`` checks every mark against the rows). Staged is the
         task's success, exit 0 whatever its images' statuses: the night's verdict is the
         publish's. The manifest first, then the mark: a mark always has its manifest."""
+        await self._still_ours()
         self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED,
                                            exit_code=ExitCode.OK))
         await self._save()
@@ -425,6 +428,17 @@ class Run:
         except OSError as exc:
             error = (f"output {sink.store.url}: cannot write the mark {sink.staging}/"
                      f"{SHARD_MARK} ({reason(exc)}); run it again")
+            self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
+            await self._save(quiet=True)
+            raise FatalRunError(error) from None
+
+    async def _still_ours(self) -> None:
+        """The lock read back before publishing (or marking a shard staged): a run that lost
+        it stops, exit 3, and publishes nothing."""
+        try:
+            await asyncio.to_thread(self._held.verify)
+        except LeaseLost as exc:
+            error = f"output {self.parts.store.url}: {exc.strerror}"
             self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
             await self._save(quiet=True)
             raise FatalRunError(error) from None

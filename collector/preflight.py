@@ -4,6 +4,8 @@ In this order, each step safe to repeat: finish the publishes stopped runs began
 is left without its data) and give those runs the manifest their visible data deserves; mark
 the other dead runs ``crashed``; remove other dates' staging leftovers; survey the input (its
 hash and size); adopt the committed chunks of an unfinished run of the same date and input.
+The output lock excludes other runs, plans and publishes, not shards: nothing of a live
+shard is touched (``lease`` says who is alive).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from collector.errors import FatalRunError
 from collector.inputs import Survey, survey
+from collector.lease import live_runs
 from collector.manifest import mark_crashed, record_published
 from collector.sink import (
     ParquetSink,
@@ -50,7 +53,7 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
     try:
         if mend:
             recover(store, sink.run_id)
-            removed = clean_stale_staging(store, keep=date_staging(sink.snapshot_date))
+            removed = clean_stale_staging(store, date_staging(sink.snapshot_date), sink.run_id)
         resumed = sink.resume(fingerprint_of(about.digest))
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: write failed ({reason(exc)})") from None
@@ -64,11 +67,12 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
 
 
 def recover(store: Store, run_id: str) -> None:
-    """Finish interrupted publishes and record them; mark the other dead runs crashed."""
-    for stopped, day in finish_interrupted(store).items():
+    """Finish interrupted publishes and record them; mark the other dead runs crashed (a run
+    whose lock is held is alive, see ``lease``)."""
+    for stopped, day in finish_interrupted(store, run_id).items():
         published = read_published(store, day)
         if record_published(store, stopped, published.counts, published.files, by=run_id):
             log.info("run %s had published %s before it stopped; its manifest now says "
                      "finished", stopped, day)
-    for crashed in mark_crashed(store):
+    for crashed in mark_crashed(store, lambda: live_runs(store) | {run_id}):
         log.info("run %s had stopped without finishing; marked crashed", crashed)

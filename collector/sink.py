@@ -32,10 +32,11 @@ import pyarrow.parquet as pq
 from collector.changes import CHANGES_SCHEMA, SHARE, Night, share_dictionaries, text
 from collector.errors import FatalRunError, Status
 from collector.intake import REJECTED, IdSet, Rejected
+from collector.lease import clear, clear_tmp
 from collector.manifest import listed_files
 from collector.results import ImageResult
 from collector.secrets import from_server, redact
-from collector.store import TMP, Store
+from collector.store import Store
 
 TS = pa.timestamp("ms", tz="UTC")
 MEMBERS_SCHEMA = pa.schema([
@@ -257,7 +258,7 @@ class ParquetSink:
             if store.folders(staging) or store.files(staging):
                 log.info("staging of %s holds another input's work; starting over",
                          self.snapshot_date)
-            store.delete_tree(staging)
+            clear(store, staging, self.run_id, shared=(PLAN,))  # live shards' work stays
         for table in TABLES:
             store.make_folder(f"{staging}/{table}")
         store.delete(f"{staging}/{SHARD_MARK}")
@@ -464,8 +465,8 @@ class ParquetSink:
                             yield project, image
 
     def discard(self) -> None:
-        """Remove this date's staging after a finished run."""
-        self.store.delete_tree(self.staging)
+        """Remove this date's staging after a finished run (live shards' work stays)."""
+        clear(self.store, self.staging, self.run_id, shared=(PLAN,))
 
 
 def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: Any) -> None:
@@ -587,13 +588,14 @@ def _staged_date(name: str) -> dt.date | None:
         return None
 
 
-def clean_stale_staging(store: Store, keep: str) -> list[str]:
-    """Remove other dates' leftovers of crashed runs (we hold the output lock: none is live;
-    ``finish_interrupted`` has run first), and a bucket's temporary uploads. Only folders
-    named as the tool names them (``snapshot_date=YYYY-MM-DD``) are touched; a link is
-    skipped with a warning, and anything else under ``_staging`` is not ours and stays."""
+def clean_stale_staging(store: Store, keep: str, run_id: str) -> list[str]:
+    """Remove other dates' leftovers of dead runs (``finish_interrupted`` has run first), and
+    a bucket's temporary uploads of dead runs. A date with a live shard is left whole (see
+    ``lease``: alive is a held flock, or a renewed lease). Only folders named as the tool
+    names them (``snapshot_date=YYYY-MM-DD``) are touched; a link is skipped with a warning,
+    and anything else under ``_staging`` is not ours and stays."""
     removed = []
-    store.delete_tree(TMP)
+    clear_tmp(store)
     for name in store.links(STAGING):
         if (date := _staged_date(name)) is not None and name == _staging_name(date):
             log.warning("left %s/%s/%s alone: not a folder the tool made", store.url, STAGING,
@@ -601,8 +603,13 @@ def clean_stale_staging(store: Store, keep: str) -> list[str]:
     for name in _dated_staging(store):
         if name == keep.rsplit("/", 1)[-1]:
             continue
-        store.delete_tree(f"{STAGING}/{name}")
-        removed.append(name)
+        alive = clear(store, f"{STAGING}/{name}", run_id, whole=True)
+        if alive:
+            log.info("left %s/%s/%s alone: %s", store.url, STAGING, name, ", ".join(
+                f"{lock.removesuffix('.lock')} is running (run {run})"
+                for lock, run in alive.items()))
+        else:
+            removed.append(name)
     return removed
 
 
@@ -613,9 +620,10 @@ def _dated_staging(store: Store) -> list[str]:
             if (date := _staged_date(name)) is not None and name == _staging_name(date)]
 
 
-def finish_interrupted(store: Store) -> dict[str, dt.date]:
+def finish_interrupted(store: Store, by: str) -> dict[str, dt.date]:
     """Finish every publish a stopped run began (so no date is left without its data, and
-    before any manifest is judged); {run_id: snapshot date} of the runs whose data that is."""
+    before any manifest is judged); {run_id: snapshot date} of the runs whose data that is.
+    ``by``: the run id of the caller, which holds the output lock (live shards' work stays)."""
     finished = {}
     for name in _dated_staging(store):
         date = _staged_date(name)
@@ -626,7 +634,7 @@ def finish_interrupted(store: Store) -> dict[str, dt.date]:
             run_id = store.read(marker).decode("utf-8", errors="replace").strip()
             finish_publish(store, folder, date)
             log.info("finished publishing %s, which run %s had begun", date, run_id or "?")
-            store.delete_tree(folder)
+            clear(store, folder, by, shared=(PLAN,))  # the marker goes last
             if run_id:
                 finished[run_id] = date
     return finished

@@ -10,8 +10,8 @@ stores make an object appear under its name only complete:
   writer failed part-way (apache/arrow#40502: it cannot be aborted). So an object is uploaded
   under a temporary key in ``_staging/.tmp/`` and then copied, server-side, to its name; the
   copy of a complete object is the only way anything reaches a name a reader or a resume
-  trusts. A temporary key left by a failure is removed by the next run that holds the output's
-lock and mends it (not a shard, which holds only its own).
+  trusts. Temporary keys are ``_staging/.tmp/<run_id>/...``: one left by a failure is removed by
+the next run that mends the output, once that run id holds no live lease (``lease``).
 """
 
 from __future__ import annotations
@@ -176,6 +176,13 @@ class BucketStore:
         self.fs = fs
         self.url = url  # s3://bucket/prefix or obs://bucket/prefix, as given
         self.base = base.strip("/")  # bucket/prefix
+        self.writer = uuid.uuid4().hex  # the run id once it holds its lease (``lease``)
+        self.guard: Callable[[], None] | None = None  # raises once that lease is lost
+
+    def _fenced(self, key: str = "") -> None:
+        """A run that lost its lease writes nothing more, but its own manifest."""
+        if self.guard is not None and key != f"runs/{self.writer}.json":
+            self.guard()
 
     def path(self, key: str) -> str:
         return f"{self.base}/{key}" if key else self.base
@@ -184,7 +191,8 @@ class BucketStore:
         self.write_stream(key, lambda handle: handle.write(data))
 
     def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
-        tmp = self.path(f"{TMP}/{uuid.uuid4().hex}")
+        self._fenced(key)
+        tmp = self.path(f"{TMP}/{self.writer}/{uuid.uuid4().hex}")  # whose: see ``lease``
         try:
             stream = self.fs.open_output_stream(tmp)
             try:
@@ -225,15 +233,18 @@ class BucketStore:
         pass
 
     def delete(self, key: str) -> None:
+        self._fenced()
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(key))
 
     def delete_tree(self, folder: str) -> None:
+        self._fenced()
         if self.fs.get_file_info(self.path(folder)).type == pafs.FileType.NotFound:
             return
         self.fs.delete_dir(self.path(folder))
 
     def copy(self, source: str, target: str) -> None:
+        self._fenced()
         self.fs.copy_file(self.path(source), self.path(target))
 
     def rename_folder(self, source: str, target: str) -> None:

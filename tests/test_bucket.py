@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from collector.fake import Dataset, FakeCph
 from collector.pipeline import summary_line
 from collector.sink import TABLES
+from collector.store import BucketStore
 from tests.conftest import S3_ENV, S3Server
 from tests.conftest import Outcome as Run
 
@@ -243,31 +246,220 @@ async def test_a_crash_at_any_step_of_a_bucket_publish_is_finished_by_the_next_r
                                                   for i in dataset.image_ids())
 
 
-async def test_a_second_writer_on_the_prefix_is_refused_while_the_first_holds_the_lease(
-        fake: FakeCph, collect: Collect, s3: S3Server) -> None:
+async def test_a_second_writer_waits_for_a_live_lease_then_refuses_and_takes_a_dead_one(
+        fake: FakeCph, collect: Collect, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alive is renewed: a lease another run keeps renewing refuses us (exit 2, naming it)
+    after waiting a lease's time; once its renewals stop, the next run waits it out and runs."""
+    import threading
     import time
+
+    import orjson
+
+    import collector.lease
+
+    monkeypatch.setattr(collector.lease, "TIMING", collector.lease.Timing(2.0, 0.2, 0.2))
+    url = s3.bucket()
+    fs = s3.filesystem()
+    stop = threading.Event()
+
+    def holder() -> None:  # another host's run, renewing on time
+        while not stop.is_set():
+            lease = {"run_id": "20261130T020000Z-aaaaaa", "token": "theirs", "host": "pod-7",
+                     "pid": 1, "renewed": time.time()}
+            with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
+                handle.write(orjson.dumps(lease))
+            stop.wait(0.1)
+
+    renewing = threading.Thread(target=holder)
+    renewing.start()
+    try:
+        out = await bucket_run(collect, s3, fake, url)
+    finally:
+        stop.set()
+        renewing.join()
+    assert out.error is not None and out.error.exit_code == 2
+    assert re.fullmatch(r"output s3://bucket-\S+/nightly: another cph-collector run "
+                        r"\(20261130T020000Z-aaaaaa on pod-7, pid 1, seen 0 s ago\) is writing "
+                        r"to it; wait for it or use another --output", str(out.error)), out.error
+    assert not fake.log and not [k for k in s3.keys(url) if k.startswith("runs/")]
+
+    began = time.monotonic()
+    again = await bucket_run(collect, s3, fake, url)  # its holder is gone: waited out
+    assert again.record.exit_code == 0
+    assert time.monotonic() - began < 30  # a lease of 2 s here
+    assert ".cph-collector.lock" not in s3.keys(url)  # released at the end
+
+
+class Far(BucketStore):
+    """The same bucket from a host ``delay`` s further away: every request takes longer."""
+
+    def __init__(self, near: BucketStore, delay: float) -> None:
+        super().__init__(near.fs, near.url, near.base)
+        self.delay = delay
+
+    def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
+        time.sleep(self.delay)
+        super().write_stream(key, fill)
+
+    def read(self, key: str) -> bytes:
+        time.sleep(self.delay)
+        return super().read(key)
+
+    def files(self, folder: str) -> list[str]:
+        time.sleep(self.delay)
+        return super().files(folder)
+
+    def folders(self, folder: str) -> list[str]:
+        time.sleep(self.delay)
+        return super().folders(folder)
+
+    def exists(self, key: str) -> bool:
+        time.sleep(self.delay)
+        return super().exists(key)
+
+    def copy(self, source: str, target: str) -> None:
+        time.sleep(self.delay)
+        super().copy(source, target)
+
+    def delete(self, key: str) -> None:
+        time.sleep(self.delay)
+        super().delete(key)
+
+
+async def far_run(fake: FakeCph, s3: S3Server, url: Any, ids: Path, delay: float,
+                  after: float) -> Run:
+    """A run of DAY from a host ``delay`` s from the store, started ``after`` s from now."""
+    import asyncio
+    import dataclasses
+    import io
+
+    from collector.auth import TokenAuth
+    from collector.build import build
+    from collector.config import Settings
+    from collector.errors import CollectorError
+    from collector.pipeline import Run as Pipeline
+    from collector.secrets import Secret
+    from tests.conftest import TOKEN, no_sleep
+
+    await asyncio.sleep(after)
+    settings = Settings(endpoint=fake.url, output=url, project_id=fake.dataset.project_ids[0],
+                        storage_endpoint=s3.endpoint, snapshot_date=DAY, chunk_images=10,
+                        rate_limit=100_000, progress_interval=3600)
+    parts = build(settings, S3_ENV, auth=lambda _: TokenAuth(Secret(TOKEN)),
+                  backoff_sleep=no_sleep)
+    assert isinstance(parts.store, BucketStore)
+    parts = dataclasses.replace(parts, store=Far(parts.store, delay))
+    stderr = io.StringIO()
+    run = Pipeline(settings, str(ids), parts, stderr=stderr)
+    try:
+        return Run(await run.execute(), url, stderr.getvalue())
+    except CollectorError as exc:
+        return Run(run.record, url, stderr.getvalue(), exc)
+
+
+@pytest.mark.parametrize("far_after", [0.0, 0.3, 1.0, -0.3])
+async def test_two_runs_of_a_date_from_a_near_and_a_far_host_never_publish_less_than_one(
+        far_after: float, fake: FakeCph, s3: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 23: a host 20 ms from the store and one 100 ms away start together (or the far
+    one up to 1 s later, or earlier): one refuses or waits for the other; the snapshot has
+    every image once, and one finished manifest names what is published."""
+    import asyncio
+
+    import orjson
+
+    import collector.lease
+
+    monkeypatch.setattr(collector.lease, "TIMING", collector.lease.Timing(6.0, 0.3, 1.0))
+    url = s3.bucket()
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))
+    near, far = await asyncio.gather(far_run(fake, s3, url, ids, 0.02, max(-far_after, 0)),
+                                     far_run(fake, s3, url, ids, 0.1, max(far_after, 0)))
+    codes = sorted(r.record.exit_code or 0 if r.error is None else r.error.exit_code
+                   for r in (near, far))
+    assert codes in ([0, 0], [0, 2]), (near.error, far.error)
+    fs = s3.filesystem()
+    status = ds.dataset(f"{url.base}/image_status", filesystem=fs).to_table()
+    assert sorted(status["image_id"].to_pylist()) == sorted(fake.dataset.image_ids())
+    members = ds.dataset(f"{url.base}/members", filesystem=fs).to_table()
+    assert members.num_rows == sum(len(fake.dataset.members(i))
+                                   for i in fake.dataset.image_ids())
+    keys = s3.keys(url)
+    published = {k for k in keys if k.startswith(("image_status/", "members/"))}
+    finished = [doc for k in keys if k.startswith("runs/")
+                if (doc := orjson.loads(fs.open_input_stream(f"{url.base}/{k}").read()))
+                ["status"] == "finished"]
+    assert len([d for d in finished if published <= set(d["files"])]) == 1
+    assert ".cph-collector.lock" not in keys
+
+
+async def test_a_run_that_lost_its_lease_stops_with_exit_3_and_publishes_nothing(
+        fake: FakeCph, collect: Collect, s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import orjson
+
+    import collector.pipeline
+
+    url = s3.bucket()
+    fs = s3.filesystem()
+    real = collector.pipeline.stage_changes
+
+    def taken_over(*args: Any) -> Any:  # another run takes the lease just before publishing
+        with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
+            handle.write(orjson.dumps({"run_id": "20261130T020000Z-thief0", "token": "t",
+                                       "host": "pod-0", "pid": 1, "renewed": time.time()}))
+        return real(*args)
+
+    monkeypatch.setattr(collector.pipeline, "stage_changes", taken_over)
+    out = await bucket_run(collect, s3, fake, url, snapshot_date=DAY)
+    assert out.error is not None and out.error.exit_code == 3
+    assert str(out.error) == (f"output {url}: lost the lock .cph-collector.lock to run "
+                              "20261130T020000Z-thief0; this run stops and publishes nothing")
+    assert "\n" not in str(out.error)
+    assert not [k for k in s3.keys(url) if k.startswith(("image_status/", "members/"))]
+    manifest = orjson.loads(fs.open_input_stream(
+        f"{url.base}/runs/{out.record.run_id}.json").read())
+    assert (manifest["status"], manifest["exit_code"]) == ("fatal", 3)
+    assert s3.keys(url).count(".cph-collector.lock") == 1  # the thief's, left to it
+
+
+async def test_another_runs_mending_keeps_a_live_shards_staging_and_temporary_uploads(
+        fake: FakeCph, collect: Collect, s3: S3Server) -> None:
+    """Shard 1/2 of 2026-11-29 is alive (its lease renewed) on another host: a run of another
+    date removes only the dead writers' temporary uploads, and leaves the shard's work."""
+    import threading
 
     import orjson
 
     url = s3.bucket()
     fs = s3.filesystem()
-    lease = {"run_id": "20261130T020000Z-aaaaaa", "host": "pod-7", "pid": 12,
-             "renewed": time.time() - 30}
-    with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
-        handle.write(orjson.dumps(lease))
-    out = await bucket_run(collect, s3, fake, url)
-    assert out.error is not None and out.error.exit_code == 2
-    assert str(out.error) == (f"output {url}: another cph-collector run "
-                              "(20261130T020000Z-aaaaaa on pod-7, pid 12, seen 30 s ago) is "
-                              "writing to it; wait for it or use another --output")
-    assert not fake.log and not [k for k in s3.keys(url) if k.startswith("runs/")]
+    live, dead = "20261129T020000Z-live00", "20261128T020000Z-dead00"
+    shard = "_staging/snapshot_date=2026-11-29/shard-1-of-2"
+    kept = [f"_staging/.tmp/{live}/4f2a", f"{shard}/image_status/part-{live}-00000.parquet"]
+    for key in [*kept, f"_staging/.tmp/{dead}/77b1", "_staging/.tmp/0c9d"]:
+        with fs.open_output_stream(f"{url.base}/{key}") as handle:
+            handle.write(b"in flight")
+    stop = threading.Event()
 
-    lease["renewed"] = time.time() - 600  # not renewed for ten minutes: its run is dead
-    with fs.open_output_stream(f"{url.base}/.cph-collector.lock") as handle:
-        handle.write(orjson.dumps(lease))
-    again = await bucket_run(collect, s3, fake, url)
-    assert again.record.exit_code == 0
-    assert ".cph-collector.lock" not in s3.keys(url)  # released at the end
+    def holder() -> None:
+        while not stop.is_set():
+            with fs.open_output_stream(f"{url.base}/{shard}.lock") as handle:
+                handle.write(orjson.dumps({"run_id": live, "token": "x", "host": "cph-collector-0",
+                                           "pid": 1, "renewed": time.time()}))
+            stop.wait(0.1)
+
+    renewing = threading.Thread(target=holder)
+    renewing.start()
+    try:
+        out = await bucket_run(collect, s3, fake, url, snapshot_date=DAY)
+    finally:
+        stop.set()
+        renewing.join()
+    assert out.record.exit_code == 0
+    left = [k for k in s3.keys(url) if k.startswith("_staging/")]
+    assert sorted(left) == sorted([*kept, f"{shard}.lock"])
 
 
 async def test_the_input_can_be_an_object_in_a_bucket_in_every_format(

@@ -13,7 +13,7 @@ LAYERS = [
     {"secrets"},  # redaction and escaping: every text we keep or print from elsewhere
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
-    {"proxy", "intake", "manifest", "results", "logs"},
+    {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
     {"metrics"},  # the run as Prometheus metrics
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk

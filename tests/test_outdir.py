@@ -132,3 +132,28 @@ async def test_the_careless_folder_of_the_issue_is_left_exactly_as_it_was(
     done = await collect(fake, fake.dataset.image_ids()[:5], output=out)
     assert done.error is not None and done.error.exit_code == 2
     assert tree(out) == before and tree(elsewhere) == outside
+
+
+@pytest.mark.parametrize("shard", [None, "2/3"])
+async def test_two_runs_started_together_by_one_process_never_both_write(
+        shard: str | None, fake: FakeCph, collect: Collect, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same host name, same pid (two pods of one index are both PID 1): the flock is the
+    open file's, not the process's, so one of them is refused, naming the other's run."""
+    import asyncio
+    import re
+
+    monkeypatch.setattr("socket.gethostname", lambda: "cph-collector-1")
+    ids = fake.dataset.image_ids()
+    out = tmp_path / "out"
+    options = {"shard": shard} if shard else {}
+    runs = await asyncio.gather(*(collect(fake, ids, output=out, snapshot_date=DAY,
+                                          chunk_images=5, **options) for _ in range(2)))
+    refused = [r for r in runs if r.error is not None]
+    assert len(refused) == 1 and refused[0].error is not None
+    assert refused[0].error.exit_code == 2
+    winner = next(r for r in runs if r.error is None)
+    assert re.fullmatch(rf"output \S+: another cph-collector run \(run {winner.record.run_id}, "
+                        rf"pid {os.getpid()}\) is writing to it; wait for it or use another "
+                        r"--output", str(refused[0].error)), refused[0].error
+    assert winner.record.status == ("staged" if shard else "finished")

@@ -215,3 +215,94 @@ async def test_a_publish_that_fails_on_the_way_is_one_line_and_exit_3(
     monkeypatch.undo()
     assert await asyncio.to_thread(main, ["publish", "--output", str(tmp_path / "out"),
                                           "--snapshot-date", str(DAY), "--shards", "2"]) == 0
+
+
+async def plan(fake: FakeCph, output: Any, day: dt.date, env: dict[str, str],
+               storage_endpoint: str | None) -> Any:
+    """``cph-collector plan --discover`` of ``day``."""
+    from collector.auth import TokenAuth
+    from collector.build import build
+    from collector.config import Settings
+    from collector.pipeline import Run as Pipeline
+    from collector.secrets import Secret
+    from tests.conftest import TOKEN
+
+    settings = Settings(endpoint=fake.url, output=output, snapshot_date=day, discover=True,
+                        project_id=fake.dataset.project_ids[0], rate_limit=100_000,
+                        progress_interval=3600, storage_endpoint=storage_endpoint)
+    parts = build(settings, env, auth=lambda _: TokenAuth(Secret(TOKEN)))
+    return await Pipeline(settings, None, parts, plan=True).execute()
+
+
+@pytest.mark.parametrize("where", ["disk", "bucket"])
+async def test_a_live_shard_keeps_its_work_through_another_dates_run_and_a_premature_publish(
+        where: str, fake_factory: Factory, collect: Collect, s3: S3Server,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 2 is still collecting while a run and a plan of other dates mend the output and a
+    publish comes too early; then it finishes, and the publish (re-running any shard it names, as it
+    says) equals one unsharded run — or refuses with exit 3, never fewer rows with exit 0."""
+    import re
+    import threading
+
+    from collector.sink import ParquetSink
+
+    dataset = Dataset(seed=85, images=120)
+    ids = dataset.image_ids()
+    whole = await collect(await fake_factory(dataset), ids, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    fake = await fake_factory(dataset)
+    target: Any = tmp_path / "out"
+    options: dict[str, Any] = {}
+    if where == "bucket":
+        target = s3.bucket()
+        options = {"env": S3_ENV, "storage_endpoint": s3.endpoint}
+    store = _bucket(target, s3) if where == "bucket" else LocalStore(target)
+    committed, go_on = threading.Event(), threading.Event()
+    real = ParquetSink.commit
+
+    def commit(sink: ParquetSink, chunk: Any) -> None:
+        """Shard 2 commits a chunk, then is still at work until the test lets it go on."""
+        if sink.staging.endswith("shard-2-of-2") and committed.is_set():
+            assert go_on.wait(60)
+        real(sink, chunk)
+        committed.set()
+
+    monkeypatch.setattr(ParquetSink, "commit", commit)
+
+    def shard(k: int) -> Awaitable[Run]:
+        return collect(fake, ids, output=target, shard=f"{k}/2", snapshot_date=DAY,
+                       chunk_images=5, concurrency=1, **options)
+
+    assert (await shard(1)).record.status == "staged"
+    committed.clear()
+    second = asyncio.ensure_future(shard(2))
+    assert await asyncio.to_thread(committed.wait, 60)
+    other = await collect(fake, ids[:5], output=target, snapshot_date=DAY - dt.timedelta(1),
+                          **options)
+    assert other.record.exit_code == 0
+    planned = await plan(fake, target, DAY - dt.timedelta(2), options.get("env", {}),
+                         s3.endpoint if where == "bucket" else None)
+    assert planned.status == "staged"  # a plan of a third date mended the output too
+    with pytest.raises(FatalRunError, match=r"^publish 2026-12-01: ") as early:
+        await asyncio.to_thread(published, store, 2)
+    assert early.value.exit_code == 3
+    assert re.fullmatch(r"publish 2026-12-01: shard-2-of-2 is still running \(run \d{8}T\d{6}Z-"
+                        r"\w+\); nothing published", str(early.value)), early.value
+    assert not second.done()  # the premature publish came while it ran
+    go_on.set()
+    done = await second
+    assert (done.record.status, done.record.exit_code) == ("staged", 0)
+    for _ in range(3):
+        try:
+            record = await asyncio.to_thread(published, store, 2)
+            break
+        except FatalRunError as exc:  # do as it says: run the shard it names again
+            named = re.search(r"shard (\d)/2 has not finished", str(exc))
+            if named is None:
+                raise
+            await shard(int(named.group(1)))
+    assert (record.status, record.exit_code) == ("finished", 0)
+    merged = Run(record, target, "", filesystem=s3.filesystem() if where == "bucket" else None)
+    for table in ("members", "image_status"):
+        day = {r for r in rows(merged, table) if r[-1] == str(DAY)}  # not the other date's
+        assert day == rows(whole, table), table
