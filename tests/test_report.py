@@ -22,6 +22,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from collector.diff import changes_between
+from collector.errors import UsageError
 from collector.fake import Dataset, FakeCph
 from collector.pipeline import summary_line
 from collector.report import report_key, write_report
@@ -482,18 +483,18 @@ def test_the_images_not_compared_are_the_ones_compare_counts_and_the_readmes_rul
                r["after"] == after[0].get(r["image_id"]) for r in got)
 
 
-def test_a_snapshot_without_its_manifest_still_reports_from_the_tables(
+def test_a_snapshot_no_manifest_of_ours_lists_is_not_reported(
         demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    """Files that no manifest in runs/ lists are not ours (README "Only our own files"): the
+    report says there is no finished snapshot (exit 2) rather than report another tool's."""
     import shutil
 
     output = tmp_path / "out"
     shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("runs", "report"))
     (output / "runs").mkdir()
-    write_report(LocalStore(output), NIGHT2)
-    parsed = parse((output / report_key(NIGHT2)).read_text())
-    assert parsed.figures["complete"][1].startswith("No finished run manifest in runs/")
-    assert parsed.figures["untrusted_shares"] == parsed.figures["shares"]  # no partner known
-    assert_tables_are_their_queries(parsed)
+    with pytest.raises(UsageError, match="no finished snapshot"):
+        write_report(LocalStore(output), NIGHT2)
+    assert not (output / report_key(NIGHT2)).exists()
 
 
 def test_images_per_second_is_the_summary_lines_even_where_the_manifest_rounds_seconds(
