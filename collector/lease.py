@@ -131,7 +131,7 @@ class OutputLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(os.read(fd, 256))
+            holder = _describe(_holder_bytes(fd))
             os.close(fd)
             raise UsageError(f"output {self.path.parent}: another cph-collector run "
                              f"({holder}) is writing to it; wait for it or use another "
@@ -152,6 +152,18 @@ class OutputLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _holder_bytes(fd: int, tries: int = 20, pause: float = 0.01) -> bytes:
+    """What the holder of a lock file wrote into it. A holder writes its name just after it
+    takes the flock, so a run refused in that moment reads an empty file: read again, a
+    few times, before naming it "unknown"."""
+    for _ in range(tries):
+        raw = os.pread(fd, 256, 0)
+        if raw.strip():
+            return raw
+        time.sleep(pause)
+    return b""
 
 
 def _describe(raw: bytes) -> str:

@@ -79,7 +79,8 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     Format.current = fmt
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    logging.captureWarnings(True)
+    logging.captureWarnings(False)  # then True: installed afresh even where something (a
+    logging.captureWarnings(True)  # warnings.catch_warnings block) put the old hook back
     handler.addFilter(RedactingFilter())
     handler.addFilter(RunId())
     root = logging.getLogger()

@@ -231,6 +231,24 @@ def test_python_warnings_become_log_records(capsys: pytest.CaptureFixture[str]) 
     assert "\x1b" not in line
 
 
+def test_warnings_are_log_records_in_a_second_run_of_one_process(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An earlier run's hook taken back by a ``catch_warnings`` block (the demo, a notebook,
+    the tests) left logging believing warnings were captured: they went out as plain text."""
+    import warnings
+
+    from collector.logs import setup_logging
+
+    with warnings.catch_warnings():
+        setup_logging("info", "json")  # the first run; the block puts the old hook back
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        setup_logging("info", "json")
+        warnings.warn("a library's warning", UserWarning, stacklevel=1)
+        logging.captureWarnings(False)
+    assert orjson.loads(capsys.readouterr().err.strip())["logger"] == "py.warnings"
+
+
 def test_diff_table_escapes_control_characters_in_ids() -> None:
     import datetime as dt
     import io
