@@ -65,6 +65,26 @@ def test_the_kubernetes_recipe_is_one_indexed_job_whose_shards_publish() -> None
     assert "Kubernetes 1.29 or later" in RECIPE.read_text()
 
 
+@pytest.mark.parametrize("version", ["1.29.0", "1.37.0"])  # the minimum stated, the newest
+def test_the_kubernetes_recipe_validates_strictly_against_the_official_schema(
+        version: str) -> None:
+    import kubernetes_validate
+
+    (cron,) = yaml.safe_load_all(RECIPE.read_text())
+    assert kubernetes_validate.validate(cron, version, strict=True) == version.rsplit(".", 1)[0]
+
+
+def test_kubernetes_1_27_has_no_backoff_limit_per_index() -> None:
+    """1.28 has the field but as alpha, off by default (its API server drops it); 1.29 is the
+    first with it on: the minimum the recipe states."""
+    import kubernetes_validate
+
+    (cron,) = yaml.safe_load_all(RECIPE.read_text())
+    del cron["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]
+    with pytest.raises(kubernetes_validate.ValidationError, match="backoffLimitPerIndex"):
+        kubernetes_validate.validate(cron, "1.27.0", strict=True)
+
+
 def pod_command(replace: dict[str, str]) -> str:
     """The shard pod's shell command, exactly, but for where it reads and writes (a folder on
     loopback instead of OBS) and the Pushgateway's address."""
