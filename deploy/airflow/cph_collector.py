@@ -7,10 +7,10 @@ its own committed chunks. The publish follows the shards when they are all done,
 end (``all_done``): it exits 3 naming a shard that did not stage. Its 1 and 4 are the night's
 verdict; a retry gives them again, so the DAG run stays failed.
 
-The night's date is fixed by the DAG run, not by the clock: the run's scheduled time
-(``run_after`` on Airflow 3, ``data_interval_end`` on Airflow 2: both the 02:00 the run is for;
-``ds`` is not, it is D on Airflow 3 and D-1 on Airflow 2), so a task retried after midnight
-works on its night; a manual trigger is the night of when it was triggered.
+The night's date is fixed by the DAG run, not by the clock: ``data_interval_end``, the 02:00
+the run is for on Airflow 2 and 3 alike (``ds`` is not: it is D on Airflow 3 and D-1 on
+Airflow 2), or, for an Airflow 3 manual trigger without a logical date (no data interval),
+the run's ``run_after``. A task retried after midnight works on its night.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ except ImportError:  # Airflow 2
 
 SHARDS = 3
 OUTPUT = "obs://cph-data/nightly"
-NIGHT = ("{{ (dag_run.run_after if dag_run.run_after is defined and dag_run.run_after "
-         "else data_interval_end).strftime('%Y-%m-%d') }}")
+NIGHT = ("{{ (data_interval_end if data_interval_end is defined and data_interval_end "
+         "else dag_run.run_after).strftime('%Y-%m-%d') }}")
 COMMON = ("--input obs://cph-data/ids.csv --project-id 0c4a57e3e7c04c3ab2a6d07fe49b8a96 "
           f"--region cn-north-4 --output {OUTPUT} --rate-limit 100 --snapshot-date {NIGHT}")
 
