@@ -190,6 +190,7 @@ def _publish(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from collector.build import open_store
+    from collector.logs import RunId
     from collector.manifest import newest_success
     from collector.merge import publish_shards
     from collector.outdir import lock
@@ -208,6 +209,7 @@ def _publish(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards={args.shards}: must be 1 to 10,000")
     store = open_store(settings, settings.output)
     run_id = new_run_id(dt.datetime.now(dt.UTC))
+    RunId.current = run_id  # in every log line of the JSON format, as a run's
     try:
         with lock(store, run_id):
             record = publish_shards(store, day, args.shards, run_id, settings.trusted,

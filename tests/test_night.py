@@ -114,3 +114,22 @@ async def test_a_staged_shard_says_staged_in_its_metrics_with_the_outputs_last_s
     assert found["cph_collector_staged"] == 1 and found["cph_collector_exit_code"] == 0
     assert found["cph_collector_last_success_timestamp_seconds"] == pytest.approx(
         night.record.ended_at.timestamp())
+
+
+async def test_the_publish_commands_json_log_lines_name_its_run(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from collector.cli import main
+
+    dataset = Dataset(seed=47, images=10)
+    fake = await fake_factory(dataset)
+    for k in (1, 2):
+        await collect(fake, dataset.image_ids(), shard=f"{k}/2", snapshot_date=DAY)
+    capsys.readouterr()
+    code = main(["publish", "--output", str(tmp_path / "out"), "--snapshot-date", str(DAY),
+                 "--shards", "2", "--log-format", "json"])
+    captured = capsys.readouterr()
+    summary = orjson.loads(captured.out.splitlines()[-1])
+    logged = [orjson.loads(line) for line in captured.err.splitlines()]
+    assert code == 0 and logged
+    assert {line["run_id"] for line in logged} == {summary["run_id"]}
