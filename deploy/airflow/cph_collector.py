@@ -11,9 +11,13 @@ The night's date is fixed by the DAG run, not by the clock: ``data_interval_end`
 the run is for on Airflow 2 and 3 alike (``ds`` is not: it is D on Airflow 3 and D-1 on
 Airflow 2), or, for an Airflow 3 manual trigger without a logical date (no data interval),
 the run's ``run_after``. A task retried after midnight works on its night.
+
+Retries wait ``CPH_AIRFLOW_RETRY_DELAY`` seconds (default 300; CI sets a few seconds).
 """
 
 from __future__ import annotations
+
+import os
 
 import pendulum
 
@@ -35,7 +39,8 @@ COMMON = ("--input obs://cph-data/ids.csv --project-id 0c4a57e3e7c04c3ab2a6d07fe
 
 with DAG(dag_id="cph_collector", schedule="0 2 * * *", catchup=False,
          start_date=pendulum.datetime(2026, 12, 1, tz="UTC"),
-         default_args={"retries": 3, "retry_delay": pendulum.duration(minutes=5)}) as dag:
+         default_args={"retries": 3, "retry_delay": pendulum.duration(
+             seconds=int(os.environ.get("CPH_AIRFLOW_RETRY_DELAY", "300")))}) as dag:
     shards = BashOperator.partial(task_id="collect_shard", env={"CPH_LOG_FORMAT": "json"},
                                   append_env=True).expand(
         bash_command=[f"cph-collector run {COMMON} --shard {k}/{SHARDS}"
