@@ -133,3 +133,32 @@ async def test_the_publish_commands_json_log_lines_name_its_run(
     logged = [orjson.loads(line) for line in captured.err.splitlines()]
     assert code == 0 and logged
     assert {line["run_id"] for line in logged} == {summary["run_id"]}
+
+
+async def test_publish_writes_the_nights_metrics_and_last_success_moves_only_then(
+        fake_factory: Factory, collect: Collect, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from collector.cli import main
+
+    def values(path: Path) -> dict[str, float]:
+        return {s.name: s.value for f in text_string_to_metric_families(path.read_text())
+                for s in f.samples if not s.labels}
+
+    dataset = Dataset(seed=48, images=10)
+    fake = await fake_factory(dataset)
+    for k in (1, 2):
+        await collect(fake, dataset.image_ids(), shard=f"{k}/2", snapshot_date=DAY,
+                      metrics_file=tmp_path / f"shard-{k}.prom")
+    assert values(tmp_path / "shard-2.prom")["cph_collector_last_success_timestamp_seconds"] == 0
+    night = tmp_path / "night.prom"
+    code = main(["publish", "--output", str(tmp_path / "out"), "--snapshot-date", str(DAY),
+                 "--shards", "2", "--log-format", "json", "--metrics-file", str(night)])
+    summary = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    (doc,) = [d for d in manifests(tmp_path / "out") if d["run_id"] == summary["run_id"]]
+    found = values(night)
+    assert code == 0 and found["cph_collector_exit_code"] == 0
+    assert found["cph_collector_last_success_timestamp_seconds"] == pytest.approx(
+        dt.datetime.fromisoformat(str(doc["ended_at"])).timestamp())
+    assert found["cph_collector_staged"] == 0
