@@ -162,3 +162,15 @@ async def test_publish_writes_the_nights_metrics_and_last_success_moves_only_the
     assert found["cph_collector_last_success_timestamp_seconds"] == pytest.approx(
         dt.datetime.fromisoformat(str(doc["ended_at"])).timestamp())
     assert found["cph_collector_staged"] == 0
+
+
+async def test_a_shards_progress_counts_its_share_not_the_whole_input(
+        fake_factory: Factory, collect: Collect) -> None:
+    import re
+
+    dataset = Dataset(seed=49, images=150)
+    fake = await fake_factory(dataset, latency=0.01)
+    out = await collect(fake, dataset.image_ids(), shard="1/3", snapshot_date=DAY,
+                        progress_interval=0.1, rate_limit=150, concurrency=4)
+    shares = [int(p) for p in re.findall(r"^progress: (\d+)% ", out.stderr, re.MULTILINE)]
+    assert shares and max(shares) > 60  # of its ~50 images; of all 150 it would stay <= 34%
