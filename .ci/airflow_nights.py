@@ -2,6 +2,9 @@
 CPH server and moto's S3 server on loopback, the DAG file unchanged (its obs:// URLs reach moto
 through CPH_STORAGE_ENDPOINT, its API calls the fake through CPH_ENDPOINT):
 
+Each night is run with the logical date Airflow gives its scheduled 02:00 run (D 02:00 on
+Airflow 3, D-1 02:00 on Airflow 2): the DAG must work on night D either way.
+
 1. a clean night publishes, exit 0, the DAG run succeeds;
 2. a night with a forbidden project publishes, the publish task reports exit 1;
 3. a night with a new share to an untrusted project fails the DAG run (exit 4), and a retry of
@@ -12,6 +15,7 @@ through CPH_STORAGE_ENDPOINT, its API calls the fake through CPH_ENDPOINT):
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import socket
@@ -33,6 +37,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def scheduled(airflow_bin: Path, night: str, env: dict[str, str]) -> str:
+    """The logical date Airflow gives the 02:00 run of ``night``: that time on Airflow 3, the
+    start of its data interval (the night before's 02:00) on Airflow 2."""
+    version = subprocess.run([str(airflow_bin / "airflow"), "version"], env=env, check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    day = dt.date.fromisoformat(night) - dt.timedelta(days=int(version.startswith("2.")))
+    return f"{day}T02:00:00+00:00"
 
 
 def main(airflow_bin: Path) -> int:
@@ -70,7 +83,8 @@ def main(airflow_bin: Path) -> int:
             if got != (want, [want] if want else [], "success" if want == 0 else "failed"):
                 failures.append(f"{day}: {got}; want exit {want}")
         retry = subprocess.run([str(airflow_bin / "airflow"), "tasks", "test", "cph_collector",
-                                "publish", "2026-12-03"], env=env, capture_output=True,
+                                "publish", scheduled(airflow_bin, "2026-12-03", env)],
+                               env=env, capture_output=True,
                                text=True, timeout=600)
         code = re.search(r"non-zero exit code (\d+)", retry.stdout + retry.stderr)
         print(f"airflow retry of the 2026-12-03 publish: exit {code and code.group(1)}")
@@ -113,7 +127,8 @@ def night(airflow_bin: Path, env: dict[str, str], fs: pafs.S3FileSystem, work: P
         with fs.open_output_stream("cph-data/ids.csv") as out:
             out.write(text.encode())
         run = subprocess.run([str(airflow_bin / "airflow"), "dags", "test", "cph_collector",
-                              day], env={**env, "CPH_ENDPOINT": url}, capture_output=True,
+                              scheduled(airflow_bin, day, env)],
+                             env={**env, "CPH_ENDPOINT": url}, capture_output=True,
                              text=True, timeout=900)
     finally:
         fake.terminate()
