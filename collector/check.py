@@ -101,9 +101,15 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
             say(check)
         await _after_input(settings, input_path, local, env, auth, say)
     bad = [c for c in checks if not c.ok]
+    code = worst.exit_code if (worst := _worst(bad)) else 0
     out(f"check: {len(checks) - len(bad)} of {len(checks)} passed" +
-        (f"; exit {bad[0].exit_code}" if bad else ""))
-    return bad[0].exit_code if bad else 0
+        (f"; exit {code}" if bad else ""))
+    return code
+
+
+def _worst(bad: list[Check]) -> Check | None:
+    """The check whose code the run gives: the first that stops a run (2, 3) before any 1."""
+    return next((c for c in bad if c.exit_code != ExitCode.SOME_FAILED), bad[0] if bad else None)
 
 
 async def _after_input(settings: Settings, input_path: str | None, local: str | None,
@@ -263,7 +269,12 @@ async def _listing_calls(settings: Settings, parts: Parts) -> list[Check]:
             found = judge(f"ListImages of {project}", listing)
             if any(c.name == "endpoint" for c in checks) and all(c.ok for c in found):
                 found = [passed("listing", f"{project}: HTTP {listing.http_status}")]
+            if listing.status is Status.FORBIDDEN and all(c.ok for c in found):
+                # the credentials are good, but the run lists this project as forbidden: 1
+                found = [c for c in found if c.name != "listing"] + [failed(
+                    "listing", f"{project}: refused ({_answer(listing)}); the run lists it "
+                               "as forbidden", ExitCode.SOME_FAILED)]
             checks += found
-            if not all(c.ok for c in found):
+            if any(c.exit_code > ExitCode.SOME_FAILED for c in found):
                 return checks
     return checks

@@ -47,7 +47,8 @@ def _add_some_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> 
 
 
 PUBLISH_SETTINGS = ("output", "storage_endpoint", "storage_addressing", "region",
-                    "trusted_projects", "fail_on_untrusted", "max_failed_share", "log_format")
+                    "trusted_projects", "fail_on_untrusted", "max_failed_share", "log_format",
+                    "metrics_file", "pushgateway")
 DIFF_SETTINGS = ("storage_endpoint", "storage_addressing", "region")
 
 
@@ -172,14 +173,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"output: {', '.join(f'{settings.output}/{t}' for t in tables)}; "
               f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None
+    exit_code = record.exit_code
+    if run.night is not None:  # this shard published the night, or found it published
+        print(summary_json(run.night.record) if settings.log_format == "json"
+              else summary_line(run.night.record), flush=True)
+        exit_code = run.night.exit_code
     if run.input_still_reading:
         # A thread is blocked reading stdin, holding its lock: the interpreter's own shutdown
         # would wait for the pipe or abort on that lock. Everything is written; leave now.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(record.exit_code)
-    return record.exit_code
+        os._exit(exit_code)
+    return exit_code
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -199,9 +205,11 @@ def _publish(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from collector.build import open_store
+    from collector.logs import RunId
+    from collector.manifest import newest_success
     from collector.merge import publish_shards
     from collector.outdir import lock
-    from collector.pipeline import new_run_id, summary_json, summary_line
+    from collector.pipeline import emit_metrics, new_run_id, summary_json, summary_line
     from collector.store import reason
 
     settings = load_settings({n: getattr(args, n) for n in PUBLISH_SETTINGS}, os.environ,
@@ -216,6 +224,7 @@ def _publish(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards={args.shards}: must be 1 to 10,000")
     store = open_store(settings, settings.output)
     run_id = new_run_id(dt.datetime.now(dt.UTC))
+    RunId.current = run_id  # in every log line of the JSON format, as a run's
     try:
         with lock(store, run_id):
             record = publish_shards(store, day, args.shards, run_id, settings.trusted,
@@ -226,6 +235,7 @@ def _publish(args: argparse.Namespace) -> int:
                             "again to finish it") from None
     print(summary_json(record) if settings.log_format == "json" else summary_line(record),
           flush=True)
+    emit_metrics(settings, record, True, newest_success(store))  # the night's, no shard
     assert record.exit_code is not None
     return record.exit_code
 

@@ -166,7 +166,11 @@ class Collection:
         started = self.clock.now()
 
         def snap() -> Snapshot:
+            share, intake = total, self.intake
+            if total and intake.owns is not None and intake.lines:
+                # a shard's share of the input: as much of it as of the lines read so far
+                share = round(total * (intake.lines - intake.other_shards) / intake.lines)
             return Snapshot(self.tally.done, self.tally.members, self.tally.failed,
-                            self.clock.now() - started, total)
+                            self.clock.now() - started, share)
 
         return snap

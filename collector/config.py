@@ -78,6 +78,7 @@ class Settings:
     log_level: str = "info"
     shard: str | None = None  # "K/N"; --shards N with JOB_COMPLETION_INDEX becomes this
     shards: int | None = None
+    publish_when_staged: bool = False  # a shard publishes the night once all N are staged
     shard_rate: float | None = None
     log_format: str = "text"
     metrics_file: Path | None = None
@@ -435,6 +436,9 @@ SPECS: dict[str, Spec] = {
                   "publish the N shards with cph-collector publish --shards N"),
     "shards": spec(whole(1, 10_000), "N shards, this one taken from JOB_COMPLETION_INDEX "
                                      "(Kubernetes Indexed Jobs, 0-based)"),
+    "publish_when_staged": spec((_flag, "true or false"),
+                                "a shard, once staged, publishes the night when it finds all "
+                                "N shards staged (one does; the others say so and exit 0)"),
     "shard_rate": spec(positive(100_000), "requests per second for this shard; default "
                                           "rate_limit / N (the quota is the account's)"),
     "log_format": spec(choice(LOG_FORMATS), "text, or json: one JSON object a line on stderr "
@@ -544,6 +548,8 @@ def check_together(settings: Settings) -> None:
         shard = parse_shard(settings.shard)
         if settings.shards is not None and settings.shards != shard.count:
             raise UsageError(f"shard={settings.shard}: --shards says {settings.shards} shards")
+    elif settings.publish_when_staged:
+        raise UsageError("publish_when_staged: only for a shard (--shard K/N or --shards N)")
     output = settings.output
     if isinstance(output, BucketUrl) and output.scheme == "obs" and not (
             settings.storage_endpoint or settings.regions):

@@ -110,6 +110,18 @@ def latest_finished(store: Store, snapshot_date: dt.date) -> dict[str, Any] | No
                default=None)
 
 
+def newest_success(store: Store) -> float | None:
+    """When the newest finished run of the output ended (a Unix time), or None: what
+    ``last_success_timestamp_seconds`` says, from the output itself, so it is the same with
+    a metrics file, a Pushgateway or neither. Run IDs sort by start: the newest are read
+    first, until one finished."""
+    for name in sorted((n for n in store.files("runs") if n.endswith(".json")), reverse=True):
+        doc = _read(store, name)
+        if doc is not None and doc.get("status") == RunStatus.FINISHED and doc.get("ended_at"):
+            return dt.datetime.fromisoformat(str(doc["ended_at"])).timestamp()
+    return None
+
+
 def write_manifest(store: Store, record: RunRecord) -> str:
     """Write the manifest so that it exists only complete; returns its key."""
     key = f"runs/{record.run_id}.json"

@@ -3,8 +3,8 @@ format by hand): a file for node_exporter's textfile collector, and a push to a 
 
 The metrics describe the latest run. No ``snapshot_date`` label: a label that changes every
 night makes a new series every night; the date is a value (``snapshot_date_seconds``).
-``last_success_timestamp_seconds`` moves only when a run finishes; any other end carries the
-previous file's value over (0 when no run ever finished, so "no success for 26 h" fires).
+``last_success_timestamp_seconds`` moves only when a run finishes; any other end gives the
+output's newest finished run (0 when none ever finished, so "no success for 26 h" fires).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import logging
-import os
 import threading
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -58,6 +57,9 @@ def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegis
         _midnight(record))
     gauge("running", "1 while the run goes, 0 once it ended").set(
         1 if record.status == RunStatus.RUNNING else 0)
+    gauge("staged", "1 when the run staged its share for the night's publish (a shard, a "
+                    "plan): its task succeeded; the night's verdict is the publish's").set(
+        1 if record.status == RunStatus.STAGED else 0)
     images = gauge("images", "images of the latest run by status", ("status",))
     for status in Status:
         key = "invalid" if status is Status.INVALID_ID else status.value
@@ -182,9 +184,10 @@ def push(gateway: str, registry: CollectorRegistry, grouping: Mapping[str, str],
 
 
 def grouping_key(region: str | None, shard: str | None = None) -> dict[str, str]:
-    """What tells runs apart on one Pushgateway, besides the job: the host, the region and
-    the shard (``2-of-3``: a slash would need base64 in the push URL)."""
-    key = {"instance": os.uname().nodename}
+    """What tells runs apart on one Pushgateway, besides the job: the region and the shard
+    (``2-of-3``: a slash would need base64 in the push URL). Never the host or pod: a key
+    that is the same every night makes each push replace the night before's group."""
+    key: dict[str, str] = {}
     if region:
         key["region"] = region
     if shard:

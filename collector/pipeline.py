@@ -41,7 +41,8 @@ from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.lease import LeaseLost
 from collector.logs import RunId, json_line
-from collector.manifest import RunRecord, write_manifest
+from collector.manifest import RunRecord, newest_success, write_manifest
+from collector.night import Night, begun, publish_night
 from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
 from collector.preflight import prepare
 from collector.progress import Snapshot
@@ -188,6 +189,7 @@ class Run:
         self._stop = asyncio.Event()
         self._collection: Collection | None = None
         self._route: dict[str, Fetcher] = {}  # project -> its region's fetcher (discovery)
+        self.night: Night | None = None  # the night this shard published (publish_when_staged)
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started,
                                 input_path or "discover", settings.public())
 
@@ -249,6 +251,14 @@ class Run:
         """Under the output lock: mend and resume, collect, conclude, publish."""
         sink = ParquetSink(store, self.snapshot_date, self.run_id,
                            PLAN if self.plan else self.shard.name if self.shard else None)
+        if self._publishes_night() and self.shard is not None and await asyncio.to_thread(
+                begun, store, self.shard, self.snapshot_date):
+            # a retry after the night's publish began: collecting again would double its rows
+            self._conclude(Conclusion(RunStatus.STAGED, ExitCode.OK, "nothing collected: the "
+                                      "night's publish began or is done"))
+            await self._save()
+            await self._publish_night()
+            return
 
         def fingerprint_of(digest: str | None) -> str | None:
             self._fingerprint = fingerprint(digest, self.settings)
@@ -257,6 +267,8 @@ class Run:
         prepared = await asyncio.to_thread(prepare, sink, self.input_path, fmt, fingerprint_of,
                                            mend=self.shard is None)
         self.intake.done = prepared.resumed.keys
+        if self._last_success is None:  # off the loop, before the first metrics write
+            self._last_success = await asyncio.to_thread(self._newest_success)
         self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
         await self._save()
         try:
@@ -291,6 +303,8 @@ class Run:
                               max_failed_share=None if staged else self.settings.max_failed_share)
         if conclusion.publishes and staged:
             await self._stage_shard(sink, conclusion)
+            if self._publishes_night():
+                await self._publish_night()
             return
         if conclusion.publishes:
             await self._publish(sink, conclusion)
@@ -298,6 +312,22 @@ class Run:
         await self._fail(sink, conclusion)
         if conclusion.status is RunStatus.FATAL:
             raise FatalRunError(conclusion.error or "fatal")
+
+    def _publishes_night(self) -> bool:
+        return self.settings.publish_when_staged and self.shard is not None and not self.plan
+
+    async def _publish_night(self) -> None:
+        """Publish the night if every shard is staged (``night.publish_night``); its metrics
+        go to the Pushgateway in the night's group (no shard), as a ``publish``'s do."""
+        assert self.shard is not None
+        self.night = await asyncio.to_thread(
+            publish_night, self.parts.store, self.settings, self.shard, self.snapshot_date,
+            self.run_id, new_run_id(dt.datetime.now(dt.UTC)))
+        if self.night is not None and self.settings.pushgateway is not None:
+            night = dataclasses.replace(self.settings, shard=None, shards=None,
+                                        metrics_file=None)
+            await asyncio.to_thread(emit_metrics, night, self.night.record, True,
+                                    self._last_success)
 
     def _planned(self, store: Store) -> tuple[int, Iterator[Line]]:
         """A discovery shard's share of the plan: (private images listed, their lines)."""
@@ -352,13 +382,21 @@ class Run:
         s = self.settings
         if s.metrics_file is None and (s.pushgateway is None or not final):
             return
-        if self._last_success is None and s.metrics_file is not None:
-            # the previous run's, read once: every later write of this run carries it over
-            self._last_success = metrics.previous_success(s.metrics_file) or 0.0
+        if self._last_success is None:
+            self._last_success = self._newest_success()
         self._count_requests()
         emit_metrics(s, dataclasses.replace(self.record, counts=run_counts(
             self.intake, self.tally, self.listings if s.discover else None)), final,
             self._last_success)
+
+    def _newest_success(self) -> float:
+        """The output's newest finished run, read once (blocking): every later write of this
+        run carries it over; an output that cannot be read falls back on the metrics file."""
+        try:
+            return newest_success(self.parts.store) or 0.0
+        except OSError:
+            file = self.settings.metrics_file
+            return (metrics.previous_success(file) if file else None) or 0.0
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
         """End without publishing. Chunks of a run that nothing proved are dropped, so a

@@ -48,6 +48,7 @@ class Outcome:
     stderr: str
     error: CollectorError | None = None
     filesystem: Any = None  # a bucket's, when ``output`` is a BucketUrl
+    night: Any = None  # a shard's ``Night`` with publish_when_staged
 
     def table(self, name: str) -> pa.Table:
         if self.filesystem is not None:
@@ -121,8 +122,8 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
         try:
             record = await run.execute()
         except CollectorError as exc:
-            return Outcome(run.record, output, stderr.getvalue(), exc, fs)
-        return Outcome(record, output, stderr.getvalue(), filesystem=fs)
+            return Outcome(run.record, output, stderr.getvalue(), exc, fs, run.night)
+        return Outcome(record, output, stderr.getvalue(), filesystem=fs, night=run.night)
 
     return run
 

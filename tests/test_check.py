@@ -97,3 +97,19 @@ async def test_a_discovery_check_says_the_credentials_once_and_each_projects_lis
     projects = len(fake.dataset.project_ids)
     assert names.count("check listing") == projects - 1 > 0
     assert lines[-1] == f"check: {7 + projects} of {7 + projects} passed"
+
+
+async def test_a_project_the_api_refuses_is_exit_1_as_the_run_would_give(
+        fake_factory: Factory, tmp_path: Path) -> None:
+    """IAM lists it, CPH refuses it (CPS.0001): the run lists it as forbidden and exits 1."""
+    from collector.fake import Dataset
+
+    fake = await fake_factory(Dataset(seed=92, projects=1, images=10))
+    locked = next(p for p, region in fake.dataset.other_projects.items()
+                  if region.endswith("_locked"))
+    code, lines = await check(fake, tmp_path, ids=False,
+                              project_id=f"{fake.dataset.project_ids[0]},{locked}")
+    assert code == 1
+    refused = [line for line in lines if line.startswith("check listing: failed")]
+    assert len(refused) == 1 and locked in refused[0] and "CPS.0001" in refused[0]
+    assert lines[-1].endswith("; exit 1")

@@ -25,6 +25,7 @@ LAYERS = [
     # report (a package: its model and its page)
     {"discover", "merge"},  # listing the projects and images, region by region; shards
     # published as one snapshot
+    {"night"},  # a shard that publishes its night once every shard is staged
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},
