@@ -6,12 +6,15 @@ command that replays it, its configuration and the first violated invariant."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from tests.wholerun import run_seed
+from tests.wholerun import oracle, run_seed
+from tests.wholerun.check import Violation, check_night
 from tests.wholerun.draw import draw, features
 from tests.wholerun.oracle import comparable, exit_code, too_broken
+from tests.wholerun.runner import Output, act_out
 
 # Chosen (greedily, by features per second) so that together they draw every feature below.
 SEEDS = {
@@ -68,3 +71,19 @@ def test_only_what_both_nights_answered_is_compared() -> None:
 def test_a_whole_night_holds_every_invariant(seed: int) -> None:
     result = run_seed(seed)
     assert result.violation is None, result.report()
+
+
+@pytest.mark.e2e
+def test_the_checker_notices_a_lost_chunk(tmp_path: Path) -> None:
+    """The oracle is not vacuous: the same night with one published chunk of image_status
+    removed (what a reader would miss) is a violation of I1."""
+    scenario = draw(858)  # an input file in chunks of 1-9 images, on disk
+    output = Output(scenario, tmp_path)
+    run = act_out(scenario, 0, output, tmp_path)
+    expected = [oracle.night(scenario, 0)]
+    check_night(scenario, 0, expected, run, output.reader())  # holds as it is
+    chunks = sorted((tmp_path / "out" / "image_status").glob("*/*.parquet"))
+    assert len(chunks) > 1
+    chunks[-1].unlink()
+    with pytest.raises(Violation, match=r"I1 .* images missing from image_status"):
+        check_night(scenario, 0, expected, run, output.reader())
