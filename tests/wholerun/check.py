@@ -84,6 +84,11 @@ def check_night(scenario: Scenario, index: int, expected: list[oracle.Night], ru
     if not night.shards:
         final = _final(run, "run")
         _exit(final, truth.exit_code, "run")
+        sick = run.last("sick")
+        if sick is not None:
+            require(sick.code in oracle.sick_codes(), f"I6 run against the backend down: exit "
+                    f"{sick.code}, expected one of {sorted(oracle.sick_codes())}: "
+                    f"{sick.summary()}")
     else:
         if scenario.discover:
             _exit(_final(run, "plan"), oracle.plan_code(truth), "plan")

@@ -43,6 +43,8 @@ class NightPlan:
     other_date: bool  # an ordinary run of OTHER_DATE while the shards run
     premature_publish: bool  # a publish before the last shard has run
     retry_budget: float | None  # None: the default
+    relapse: float = 0.0  # > 0: first a run against the backend down (every answer 503),
+    # SIGTERM after this many seconds if it still runs; then the re-run against it healthy
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,18 @@ def draw(seed: int) -> Scenario:
             shards=shards, kill=kill,
             other_date=bool(shards) and rng.random() < 0.7,
             premature_publish=bool(shards) and rng.random() < 0.7,
-            retry_budget=None))
+            retry_budget=None,
+            relapse=_relapse(seed, n) if not shards and not discover else 0.0))
     scenario = Scenario(seed, discover, iam_projects, projects, images, forbidden, chunk,
                         concurrency, max_attempts, bucket, tuple(nights))
     return _within_budget(scenario)
+
+
+def _relapse(seed: int, night: int) -> float:
+    """Seconds the backend-down run may go before SIGTERM; 0.0: no such run (its own random
+    source, so adding this feature left every other draw of a seed as it was)."""
+    rng = random.Random(f"{seed}:relapse:{night}")
+    return round(rng.uniform(1.0, 4.0), 2) if rng.random() < 0.15 else 0.0
 
 
 def _within_budget(scenario: Scenario) -> Scenario:
@@ -276,4 +286,5 @@ def features(scenario: Scenario) -> set[str]:
         found |= {"too broken to publish"} if night.doomed > 10 else set()
         found |= {"listing fails"} if night.listing_fail else set()
         found |= {"iam hiccup"} if night.iam_hiccup else set()
+        found |= {"backend down, then re-run"} if night.relapse else set()
     return found

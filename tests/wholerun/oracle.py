@@ -65,6 +65,12 @@ def shard_exit_code(by_status: Counter[str]) -> int:
     return 1 if by_status["failed"] or by_status["forbidden"] else 0
 
 
+def sick_codes() -> set[int]:
+    """A run against a backend that answers 503 to everything: every image failed, so it is
+    too broken to publish (3), unless SIGTERM stopped it first (143; -15 before the handler)."""
+    return {3, 143, -15}
+
+
 def image_status(world: World, key: Key, doomed: set[str]) -> str:
     """What one requested image ends as: forbidden for a project we may not read, failed when
     every allowed attempt meets a retryable fault (scripted), ok when the image is the

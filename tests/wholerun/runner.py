@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,12 @@ class FakeThread:
     """The fake CPH on its own event loop in a thread, so the CLI runs can be plain
     subprocesses while the server keeps its log."""
 
-    def __init__(self, dataset: Dataset, config: ServerConfig) -> None:
+    def __init__(self, dataset: Dataset, config: ServerConfig, port: int = 0) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.fake = FakeCph(dataset, config)
-        self.url = self._call(self.fake.start())
+        self.url = self._call(self.fake.start(port=port))
 
     def _call(self, coro: Any) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -249,11 +249,22 @@ def act_out(scenario: Scenario, index: int, output: Output, work: Path) -> Night
     config = ServerConfig(tokens=(TOKEN,), fault_rates=dict(night.rates), script=world.script(),
                           seed=world.fault_seed, iam_users={"/".join(IAM_USER): PASSWORD},
                           record=True)
-    fake = FakeThread(world.dataset, config)
     env = environment(night.iam_hiccup)
     result = NightRun()
-    try:
+    if night.relapse:  # the backend down (every answer 503), then up again at the same URL
+        sick = FakeThread(world.dataset, replace(config, fault_rates={"http_503": 1.0},
+                                                 script={}))
+        base = run_args(world, sick.url, output, work, night.date)
+        try:
+            _phase([Step("sick run", "sick", base, kill=(signal.SIGTERM, night.relapse),
+                         metrics=work / f"metrics-{index}-sick.prom")], env, result)
+        finally:
+            sick.close()
+        fake = FakeThread(world.dataset, config, port=int(sick.url.rsplit(":", 1)[1]))
+    else:
+        fake = FakeThread(world.dataset, config)
         base = run_args(world, fake.url, output, work, night.date)
+    try:
         kill = None if night.kill is None else (
             getattr(signal, night.kill.signal), night.kill.after)
 
