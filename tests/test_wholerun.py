@@ -87,3 +87,21 @@ def test_the_checker_notices_a_lost_chunk(tmp_path: Path) -> None:
     chunks[-1].unlink()
     with pytest.raises(Violation, match=r"I1 .* images missing from image_status"):
         check_night(scenario, 0, expected, run, output.reader())
+
+
+def test_the_fake_scripts_an_iam_hiccup_then_answers() -> None:
+    """The knob the checker's IAM hiccup needs: ``iam:/v3/auth/tokens`` scripts IAM's token
+    answers (here 503, then 429), then IAM answers as before; random rates never reach IAM."""
+    import orjson
+
+    from collector.fake import Dataset, FakeCph, ServerConfig
+
+    fake = FakeCph(Dataset(seed=2, images=1), ServerConfig(
+        iam_users={"acct/u": "pw"}, fault_rates={"http_503": 1.0},
+        script={"iam:/v3/auth/tokens": ["http_503", "throttle"]}))
+    body = orjson.dumps({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "u", "password": "pw", "domain": {"name": "acct"}}}}, "scope": {}}})
+    answers = [fake.answer(fake.begin("POST", "/v3/auth/tokens"), {}, {}, body)
+               for _ in range(3)]
+    assert [a.status for a in answers] == [503, 429, 201]
+    assert answers[2].subject_token
