@@ -56,6 +56,14 @@ class Reader:
         return doc if isinstance(doc, dict) else None
 
 
+    def latest_finished(self, date: str) -> dict[str, Any] | None:
+        """The manifest of the run that published ``date`` last."""
+        found = [doc for name in self.files("runs") if name.endswith(".json")
+                 for doc in [self.manifest(name.rsplit("/", 1)[1].removesuffix(".json"))]
+                 if doc and doc.get("status") == "finished" and doc.get("snapshot_date") == date]
+        return max(found, key=lambda d: str(d.get("ended_at")), default=None)
+
+
 def metrics(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
     """A textfile's samples, read with ``prometheus_client``'s parser; None if none."""
     try:
