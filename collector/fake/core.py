@@ -25,6 +25,7 @@ from typing import Self
 
 from collector.fake.cph import SIMPLE_FAULTS, CphApi, route
 from collector.fake.dataset import Dataset
+from collector.fake.faults import Outcome
 from collector.fake.gateway import MSG, Gateway, error
 from collector.fake.iam import Iam
 from collector.fake.model import JSON, Answer, Exchange, LogEntry, ServerConfig
@@ -116,7 +117,7 @@ class FakeApiCore:
         if prefix in self.regional:
             (cph, iam), path = self.regional[prefix], "/" + rest
         if iam.handles(path):
-            return iam.answer(ex, path, query, headers, body)
+            return self._iam_hiccup(ex, path, cph) or iam.answer(ex, path, query, headers, body)
         refused = self.gateway.admit(ex, query, headers, body)
         if refused is not None:
             return refused
@@ -128,6 +129,23 @@ class FakeApiCore:
             return cph.images(ex, query)
         ex.marker = query.get("marker")
         return cph.members(ex, query)
+
+    def _iam_hiccup(self, ex: Exchange, path: str, cph: CphApi) -> Answer | None:
+        """A scripted IAM fault (script key ``iam:{path}``, e.g. ``iam:/v3/auth/tokens``:
+        ``["http_503"]``): IAM has bad moments too. Only scripted, so the random rates of the
+        member calls never reach IAM."""
+        key = f"iam:{path}"
+        if key not in cph.faults.script:
+            return None
+        cph.attempts[key] += 1
+        ex.attempt = cph.attempts[key]
+        outcome = cph.faults.outcome(key, ex.attempt)
+        if outcome is Outcome.THROTTLE:
+            return self.gateway.throttled(ex, self.config.rate_limit or 200, backend=False)
+        if outcome in SIMPLE_FAULTS:
+            status, code, message = SIMPLE_FAULTS[outcome]
+            return error(ex, status, code, message, backend=False)
+        return None
 
     # -- latency --------------------------------------------------------------------------------
 
