@@ -603,6 +603,11 @@ def clean_stale_staging(store: Store, keep: str, run_id: str) -> list[str]:
     for name in _dated_staging(store):
         if name == keep.rsplit("/", 1)[-1]:
             continue
+        waiting = sharded_work(store, f"{STAGING}/{name}")
+        if waiting:  # staged for a publish that has not come yet: work, not a leftover
+            log.info("left %s/%s/%s alone: %s wait for cph-collector publish", store.url,
+                     STAGING, name, ", ".join(waiting))
+            continue
         alive = clear(store, f"{STAGING}/{name}", run_id, whole=True)
         if alive:
             log.info("left %s/%s/%s alone: %s", store.url, STAGING, name, ", ".join(
@@ -611,6 +616,13 @@ def clean_stale_staging(store: Store, keep: str, run_id: str) -> list[str]:
         else:
             removed.append(name)
     return removed
+
+
+def sharded_work(store: Store, staging: str) -> list[str]:
+    """The plan and the shard folders in a date's staging: a sharded night's work, staged
+    (or being staged) for ``publish --shards``, which alone removes it once published."""
+    return [name for name in store.folders(staging)
+            if name == PLAN or (name.startswith("shard-") and "-of-" in name)]
 
 
 def _dated_staging(store: Store) -> list[str]:

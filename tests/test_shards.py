@@ -306,3 +306,30 @@ async def test_a_live_shard_keeps_its_work_through_another_dates_run_and_a_prema
     for table in ("members", "image_status"):
         day = {r for r in rows(merged, table) if r[-1] == str(DAY)}  # not the other date's
         assert day == rows(whole, table), table
+
+
+async def test_a_staged_shard_and_the_plan_survive_another_dates_run(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    """Found by the whole-run checker (seed 9): shard 1 staged, then an ordinary run of
+    another date mended the output and removed the date's staging — the staged share and
+    the plan — though no writer of it was dead by accident: they were waiting for the
+    publish. Shard 2 then found no plan, and publish said shard 1 had not finished."""
+    dataset = Dataset(seed=83, images=60)
+    ids = dataset.image_ids()
+    whole = await collect(await fake_factory(dataset), ids, output=tmp_path / "whole",
+                          snapshot_date=DAY)
+    fake = await fake_factory(dataset)
+    out = tmp_path / "out"
+    first = await collect(fake, ids, shard="1/2", snapshot_date=DAY, output=out)
+    assert first.record.status == "staged"
+    other = await collect(fake, ids[:5], snapshot_date=DAY + dt.timedelta(days=40), output=out)
+    assert other.record.status == "finished"
+    second = await collect(fake, ids, shard="2/2", snapshot_date=DAY, output=out)
+    assert second.record.status == "staged"
+    assert second.record.counts["resumed"] == 0
+    record = published(LocalStore(out), 2)
+    assert (record.status, record.exit_code) == ("finished", 0)
+    merged = Run(record, out, "")
+    for table in ("members", "image_status"):
+        night = {r for r in rows(merged, table) if DAY.isoformat() in r}  # not the other date
+        assert night == rows(whole, table), table
