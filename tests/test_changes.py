@@ -56,7 +56,8 @@ async def test_two_nights_give_exactly_the_ground_truth_of_changes(
     after, first, second = await two_nights(fake_factory, collect, 41)
     assert manifest(first)["changes"] == {"previous_snapshot_date": None,
                                           "first_snapshot": True}
-    assert not list((first.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    first_changes = list((first.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_rows for f in first_changes] == [0]  # schema only
     truth = after.changes()
     assert {c for *_, c in truth} == {"added", "removed", "updated", "image_gone"}
     assert changes(second) == truth
@@ -154,7 +155,8 @@ async def test_a_backfill_recomputes_the_next_dates_changes(fake_factory: Factor
                                          .glob("*.parquet"))[0])
     assert later.num_rows == 0 and later.schema.remove_metadata() == CHANGES_SCHEMA
     assert "changes/snapshot_date=2026-12-01/" in " ".join(again.record.files)
-    assert not list((again.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    first = list((again.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_rows for f in first] == [0]  # still a first snapshot
 
 
 async def diff_cli(*args: str) -> subprocess.CompletedProcess[str]:
