@@ -167,3 +167,38 @@ async def test_after_a_backfill_each_dates_manifest_lists_exactly_its_files(
     own = orjson.loads((out / "runs" / f"{backfill.record.run_id}.json").read_bytes())
     assert own["recomputed_changes"] == [f for f in later["files"]  # type: ignore[attr-defined]
                                          if f.startswith("changes/")]
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_columns(table: str) -> list[str]:
+    """The column names of the README's table for ``table``, in its order."""
+    lines = README.read_text(encoding="utf-8").split(f"\n**{table}**", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| column"))
+    names: list[str] = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        names += [n.strip() for n in line.split("|")[1].split(",")]
+    return names
+
+
+def readme_sql(words: str) -> str:
+    """The README's SQL block that contains ``words``."""
+    blocks = README.read_text(encoding="utf-8").split("```sql\n")[1:]
+    return next(b.split("```", 1)[0] for b in blocks if words in b)
+
+
+async def test_the_readmes_tables_and_queries_are_the_files(fake: FakeCph,
+                                                            collect: Collect) -> None:
+    project = fake.dataset.project_ids[0]
+    out = await collect(fake, discover=True, project_id=project, snapshot_date=DISCOVERED)
+    for table in TABLES:  # a loader that maps columns by position reads what the README says
+        file = next((out.output / table).glob("*/*.parquet"))
+        assert readme_columns(table) == pq.read_schema(file).names, table
+    sql = readme_sql("with the most projects").replace("'output/", f"'{out.output}/")
+    rows = duckdb.sql(sql.replace("2026-11-28", DISCOVERED.isoformat())).fetchall()
+    shared = {r["image_id"]: r["member_count"] for r in out.statuses().values()}
+    assert rows and all(projects == shared[image] for image, _, _, projects in rows)
+    assert rows[0][3] == max(shared.values())
