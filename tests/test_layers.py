@@ -21,8 +21,8 @@ LAYERS = [
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff"},  # tasks and queues; the
     # output; the wiring; what publishing adds; the diff command
-    {"discover", "merge"},  # listing the projects and images, region by region; shards
-    # published as one snapshot
+    {"discover", "merge", "tables"},  # listing the projects and images, region by region;
+    # shards published as one snapshot; the published tables as a notebook reads them
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},
