@@ -496,8 +496,8 @@ def _sorted_file(store: Store, sources: list[str], table: str, run_id: str,
     sizes = [part.num_rows for part in parts]
     coded = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
     del parts
-    order = pc.sort_indices(pa.Table.from_arrays([_rank(coded[k]) for k in keys], list(keys)),
-                            sort_keys=[(k, "ascending") for k in keys])  # pa.table: pandas
+    order = pc.sort_indices(pa.table({k: _rank(coded[k]) for k in keys}),
+                            sort_keys=[(k, "ascending") for k in keys])
     del coded
     place = (pc.inverse_permutation(order.cast(pa.int64())) if len(order)
              else pa.array([], pa.int64()))
@@ -521,9 +521,8 @@ def _batch(store: Store, sources: list[str], places: list[pa.Array], low: int, h
            schema: pa.Schema) -> pa.Table:
     """The rows whose places are in [low, high), in order."""
     rows, where = [], []
-    first, last = pa.scalar(low, pa.int64()), pa.scalar(high, pa.int64())  # ints: pandas
     for key, place in zip(sources, places, strict=True):
-        mask = pc.and_(pc.greater_equal(place, first), pc.less(place, last))
+        mask = pc.and_(pc.greater_equal(place, low), pc.less(place, high))
         if not pc.any(mask).as_py():
             continue
         rows.append(read_parquet(store, key).cast(schema).filter(mask))
