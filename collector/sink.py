@@ -200,7 +200,7 @@ SORT_KEYS = {"images": ("project_id", "image_id"), "image_status": ("project_id"
              "changes": ("project_id", "image_id", "member_id"),
              "listing_status": ("region", "project_id", "image_type")}
 ROW_GROUP = 131_072  # rows of a published row group: a few MB, the last one the remainder
-SORT_BATCH = 262_144  # rows a publish sorts at once (a multiple of ROW_GROUP): its memory
+SORT_BATCH = 524_288  # rows a publish sorts at once (a multiple of ROW_GROUP): its memory
 
 
 def write_parquet(store: Store, key: str, table: pa.Table) -> None:
