@@ -200,7 +200,6 @@ SORT_KEYS = {"images": ("project_id", "image_id"), "image_status": ("project_id"
              "changes": ("project_id", "image_id", "member_id"),
              "listing_status": ("region", "project_id", "image_type")}
 ROW_GROUP = 131_072  # rows of a published row group: a few MB, the last one the remainder
-SORT_BATCH = 524_288  # rows a publish sorts at once (a multiple of ROW_GROUP): its memory
 
 
 def write_parquet(store: Store, key: str, table: pa.Table) -> None:
@@ -483,52 +482,24 @@ def _sorted_file(store: Store, sources: list[str], table: str, run_id: str,
                  handle: Any) -> None:
     """The rows of ``sources`` as one Parquet file on ``handle``, sorted by the table's
     ``SORT_KEYS`` and declared so (``sorting_columns``), in row groups of ``ROW_GROUP`` rows,
-    with a page index, statistics, and the schema version and run id in the footer.
-
-    Memory is bounded by ``SORT_BATCH`` rows, whatever the date's size: the sort keys of
-    every row are read first (as dictionaries: a date's IDs, coded) to give each row its place
-    in the order; then the sources are read again for each ``SORT_BATCH`` places, and those
-    rows are written, in order."""
+    with a page index, statistics, and the schema version and run id in the footer. The
+    string columns are held as dictionaries (a date's IDs, coded), and turned back into
+    strings a row group at a time."""
     schema = TABLES[table].with_metadata({"cph_collector.schema_version": SCHEMA_VERSION,
                                           "cph_collector.run_id": run_id})
-    keys = SORT_KEYS[table]
-    parts = [read_parquet(store, key, list(keys), read_dictionary=list(keys)) for key in sources]
-    sizes = [part.num_rows for part in parts]
-    coded = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
+    strings = [f.name for f in schema if f.type == pa.string()]
+    parts = [read_parquet(store, key, read_dictionary=strings) for key in sources]
+    rows = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
     del parts
-    order = pc.sort_indices(pa.table({k: _rank(coded[k]) for k in keys}),
+    keys = SORT_KEYS[table]
+    order = pc.sort_indices(pa.table({k: _rank(rows[k]) for k in keys}),
                             sort_keys=[(k, "ascending") for k in keys])
-    del coded
-    place = (pc.inverse_permutation(order.cast(pa.int64())) if len(order)
-             else pa.array([], pa.int64()))
-    del order
-    places, offset = [], 0
-    for size in sizes:
-        places.append(place.slice(offset, size))
-        offset += size
     sorting = pq.SortingColumn.from_ordering(schema, [(k, "ascending") for k in keys])
     with pq.ParquetWriter(handle, schema, write_page_index=True, sorting_columns=sorting,
                           **PARQUET_OPTIONS) as writer:
-        if not offset:
-            writer.write_table(schema.empty_table())
-        for low in range(0, offset, SORT_BATCH):
-            batch = _batch(store, sources, places, low, low + SORT_BATCH, schema)
-            for start in range(0, batch.num_rows, ROW_GROUP):
-                writer.write_table(batch.slice(start, ROW_GROUP), row_group_size=ROW_GROUP)
-
-
-def _batch(store: Store, sources: list[str], places: list[pa.Array], low: int, high: int,
-           schema: pa.Schema) -> pa.Table:
-    """The rows whose places are in [low, high), in order."""
-    rows, where = [], []
-    for key, place in zip(sources, places, strict=True):
-        mask = pc.and_(pc.greater_equal(place, low), pc.less(place, high))
-        if not pc.any(mask).as_py():
-            continue
-        rows.append(read_parquet(store, key).cast(schema).filter(mask))
-        where.append(place.filter(mask))
-    batch = pa.concat_tables(rows)
-    return batch.take(pc.sort_indices(pa.chunked_array(where, pa.int64())))
+        for start in range(0, max(rows.num_rows, 1), ROW_GROUP):  # one row group in strings
+            writer.write_table(rows.take(order.slice(start, ROW_GROUP)).cast(schema),
+                               row_group_size=ROW_GROUP)
 
 
 def _rank(column: pa.ChunkedArray) -> pa.Array:

@@ -231,7 +231,6 @@ async def test_a_published_date_is_one_sorted_file_per_table_in_sized_row_groups
         fake: FakeCph, collect: Collect, s3: S3Server,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collector.sink, "ROW_GROUP", 20)
-    monkeypatch.setattr(collector.sink, "SORT_BATCH", 40)  # sorted a batch at a time
     ids = fake.dataset.image_ids()
     disk = await collect(fake, ids, snapshot_date=DISCOVERED, chunk_images=25)
     url = s3.bucket()
