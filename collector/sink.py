@@ -2,16 +2,15 @@
 
 Layout under OUTPUT (the data contract, see README "Output"):
 
-    members/snapshot_date=D/part-<run_id>-00000.parquet        one row per (image, member)
-    image_status/snapshot_date=D/part-<run_id>-00000.parquet   one row per unique input ID
+    members/snapshot_date=D/part-<run_id>-NNNNN.parquet        one row per (image, member)
+    image_status/snapshot_date=D/part-<run_id>-NNNNN.parquet   one row per unique input ID
     runs/<run_id>.json                                         the run manifest, written last
     _staging/snapshot_date=D/...              work in progress; no reader's glob sees it
 
 A chunk is written as ``.tmp``, fsynced and renamed, members before status: a status file is
 the chunk's commit record, and its member rows are always beside it. Staging belongs to the
 snapshot date, not the run, so a run that crashed or was stopped is resumed by the next run for
-the same date and input (``resume``). ``publish`` packs each table into one sorted file and
-swaps each partition folder in with a rename (in a bucket, copies).
+the same date and input (``resume``). ``publish`` swaps each partition folder in with a rename.
 """
 
 from __future__ import annotations
@@ -193,15 +192,6 @@ PARQUET_OPTIONS: dict[str, Any] = {  # every file we write, a chunk's or a packe
 }
 
 
-SCHEMA_VERSION = "1"  # in every published file's footer; see README "Schema compatibility"
-# Each published table's order: rows of one image together, the order a reader can skip by
-SORT_KEYS = {"images": ("project_id", "image_id"), "image_status": ("project_id", "image_id"),
-             "members": ("project_id", "image_id", "member_id"),
-             "changes": ("project_id", "image_id", "member_id"),
-             "listing_status": ("region", "project_id", "image_type")}
-ROW_GROUP = 131_072  # rows of a published row group: a few MB, the last one the remainder
-
-
 def write_parquet(store: Store, key: str, table: pa.Table) -> None:
     """Write ``key`` so that it exists only complete (see ``store``)."""
     buffer = pa.BufferOutputStream()
@@ -345,16 +335,16 @@ class ParquetSink:
         """Swap the date's partitions for the staged ones; see README "What a reader sees".
 
         A marker written first lets the next run finish a swap that a crash interrupted, so
-        a date is never left without its data (see ``finish_publish``). Each table is first
-        packed into one sorted file (``_sorted_file``), so that in a bucket it can appear
-        with one copy.
+        a date is never left without its data (see ``finish_publish``). In a bucket, each
+        table is first packed into one object, so that it can appear with one copy.
         """
         store = self.store
         for table, schema in TABLES.items():  # an empty table still gets a file with its schema
             if not parquet_files(store, f"{self.staging}/{table}"):  # a first night's changes too
                 write_parquet(store, f"{self.staging}/{table}/part-{self.run_id}-00000.parquet",
                               schema.empty_table())
-        self._pack()
+        if not store.renames:
+            self._pack()
         store.write(f"{self.staging}/{PUBLISHING}", self.run_id.encode())  # whose publish
         finish_publish(store, self.staging, self.snapshot_date)
         for table in TABLES:
@@ -363,22 +353,20 @@ class ParquetSink:
             self.files += parquet_files(store, partition_key("changes", self._later))
 
     def _pack(self) -> None:
-        """Each staged table (and a later date's changes) as one sorted file under
-        ``packed/`` (``_sorted_file``), on disk and in a bucket; in a bucket, a to-do mark per
-        table too, which ``finish_publish`` removes once it is copied in."""
+        """Each staged table (and a later date's changes) as one object under ``packed/``,
+        and a to-do mark per table, which ``finish_publish`` removes once it is swapped in."""
         store = self.store
         folders = [(table, f"{self.staging}/{table}") for table in TABLES]
         folders += [(f"{LATER}/{name}", f"{self.staging}/{LATER}/{name}")
                     for name in store.folders(f"{self.staging}/{LATER}")]
         for name, folder in folders:
             sources = parquet_files(store, folder)
-            table = name if name in TABLES else "changes"
+            schema = TABLES[name if name in TABLES else "changes"]
             target = f"{self.staging}/{PACKED}/{name}/part-{self.run_id}-00000.parquet"
             if sources:
-                store.write_stream(target, functools.partial(_sorted_file, store, sources,
-                                                             table, self.run_id))
-            if not store.renames:
-                store.write(f"{self.staging}/{PACKED}/{name}/{TODO}", b"")
+                store.write_stream(target, functools.partial(_concatenate, store, sources,
+                                                             schema))
+            store.write(f"{self.staging}/{PACKED}/{name}/{TODO}", b"")
 
     def drop_own_chunks(self) -> None:
         """Remove the chunks this run committed (earlier runs' chunks stay to be resumed), and
@@ -478,37 +466,12 @@ class ParquetSink:
         self.store.delete_tree(self.staging)
 
 
-def _sorted_file(store: Store, sources: list[str], table: str, run_id: str,
-                 handle: Any) -> None:
-    """The rows of ``sources`` as one Parquet file on ``handle``, sorted by the table's
-    ``SORT_KEYS`` and declared so (``sorting_columns``), in row groups of ``ROW_GROUP`` rows,
-    with a page index, statistics, and the schema version and run id in the footer. The
-    string columns are held as dictionaries (a date's IDs, coded), and turned back into
-    strings a row group at a time."""
-    schema = TABLES[table].with_metadata({"cph_collector.schema_version": SCHEMA_VERSION,
-                                          "cph_collector.run_id": run_id})
-    strings = [f.name for f in schema if f.type == pa.string()]
-    parts = [read_parquet(store, key, read_dictionary=strings) for key in sources]
-    rows = pa.concat_tables(parts).unify_dictionaries().combine_chunks()
-    del parts
-    keys = SORT_KEYS[table]
-    order = pc.sort_indices(pa.table({k: _rank(rows[k]) for k in keys}),
-                            sort_keys=[(k, "ascending") for k in keys])
-    sorting = pq.SortingColumn.from_ordering(schema, [(k, "ascending") for k in keys])
-    with pq.ParquetWriter(handle, schema, write_page_index=True, sorting_columns=sorting,
-                          **PARQUET_OPTIONS) as writer:
-        for start in range(0, max(rows.num_rows, 1), ROW_GROUP):  # one row group in strings
-            writer.write_table(rows.take(order.slice(start, ROW_GROUP)).cast(schema),
-                               row_group_size=ROW_GROUP)
-
-
-def _rank(column: pa.ChunkedArray) -> pa.Array:
-    """A dictionary column as the rank of each value among the dictionary's: sorts as the
-    strings do (Arrow sorts tables by no dictionary column)."""
-    array = column.combine_chunks()
-    if not pa.types.is_dictionary(array.type):
-        return array
-    return pc.take(pc.rank(array.dictionary, sort_keys="ascending"), array.indices)
+def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: Any) -> None:
+    """The rows of ``sources``, file after file, as one Parquet file on ``handle``: a row
+    group a source, so the memory is one chunk's, never the table's."""
+    with pq.ParquetWriter(handle, schema, **PARQUET_OPTIONS) as writer:
+        for key in sources:
+            writer.write_table(read_parquet(store, key).cast(schema))
 
 
 def published_dates(store: Store) -> list[dt.date]:
@@ -555,11 +518,11 @@ def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
     repeat after a crash at any step. On disk a table is one folder rename; in a bucket, the
     old objects are deleted, then the packed one is copied in (a reader sees the old table,
     for a moment none, or the new one)."""
-    moves = [(f"{staging}/{PACKED}/{table}", partition_key(table, snapshot_date), table)
+    moves = [(f"{staging}/{table}", partition_key(table, snapshot_date), table)
              for table in TABLES]
-    later_names = (store.folders(f"{staging}/{PACKED}/{LATER}") if store.renames
+    later_names = (store.folders(f"{staging}/{LATER}") if store.renames
                    else _todo_later(store, staging))
-    moves += [(f"{staging}/{PACKED}/{LATER}/{name}", f"changes/{name}", f"{LATER}/{name}")
+    moves += [(f"{staging}/{LATER}/{name}", f"changes/{name}", f"{LATER}/{name}")
               for name in later_names]
     for staged, final, name in moves:
         if store.renames:

@@ -16,9 +16,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-import collector.sink
 from collector.fake import Dataset, FakeCph
-from collector.sink import SORT_KEYS, TABLES
+from collector.sink import TABLES
 from collector.tables import dataset
 from tests.conftest import S3_ENV, S3Server
 from tests.conftest import Outcome as Run
@@ -203,45 +202,3 @@ async def test_the_readmes_tables_and_queries_are_the_files(fake: FakeCph,
     shared = {r["image_id"]: r["member_count"] for r in out.statuses().values()}
     assert rows and all(projects == shared[image] for image, _, _, projects in rows)
     assert rows[0][3] == max(shared.values())
-
-
-def assert_packed(file: pq.ParquetFile, table: str, run_id: str, group: int) -> None:
-    """One sorted file: its order declared, row groups of ``group`` rows (the last one the
-    rest), a page index and statistics, the schema version and run id in the footer."""
-    meta = file.metadata
-    rows = file.read()
-    keys = SORT_KEYS[table]
-    assert rows.to_pylist() == rows.sort_by([(k, "ascending") for k in keys]).to_pylist()
-    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    assert sizes == ([group] * (rows.num_rows // group) + ([rows.num_rows % group]
-                                                           if rows.num_rows % group else [])
-                     or [0])  # a table without rows: its schema and one empty row group
-    names = file.schema_arrow.names
-    for i in range(meta.num_row_groups):
-        declared = meta.row_group(i).sorting_columns
-        assert [names[c.column_index] for c in declared] == list(keys)
-        for c in range(meta.num_columns if rows.num_rows else 0):  # no pages in no rows
-            chunk = meta.row_group(i).column(c)
-            assert chunk.has_offset_index and chunk.has_column_index and chunk.is_stats_set
-    assert meta.metadata[b"cph_collector.schema_version"] == b"1"
-    assert meta.metadata[b"cph_collector.run_id"] == run_id.encode()
-
-
-async def test_a_published_date_is_one_sorted_file_per_table_in_sized_row_groups(
-        fake: FakeCph, collect: Collect, s3: S3Server,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(collector.sink, "ROW_GROUP", 20)
-    ids = fake.dataset.image_ids()
-    disk = await collect(fake, ids, snapshot_date=DISCOVERED, chunk_images=25)
-    url = s3.bucket()
-    bucket = await collect(fake, ids, output=url, snapshot_date=DISCOVERED, chunk_images=25,
-                           env=S3_ENV, storage_endpoint=s3.endpoint)
-    assert disk.record.counts["member_rows"] > 40 and len(ids) > 40  # several row groups
-    fs = s3.filesystem()
-    for table in TABLES:
-        files = list((disk.output / table).glob("*/*.parquet"))
-        assert len(files) == 1, table
-        assert_packed(pq.ParquetFile(files[0]), table, disk.record.run_id, 20)
-        key = f"{table}/snapshot_date=2026-11-29/part-{bucket.record.run_id}-00000.parquet"
-        with fs.open_input_file(f"{url.base}/{key}") as handle:
-            assert_packed(pq.ParquetFile(handle), table, bucket.record.run_id, 20)
