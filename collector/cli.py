@@ -245,7 +245,7 @@ def _diff(args: argparse.Namespace) -> int:
 
     from collector.build import open_store
     from collector.changes import lean_memory
-    from collector.diff import changes_between, render
+    from collector.diff import changes_between, render, trusted_of
 
     lean_memory()
 
@@ -261,7 +261,9 @@ def _diff(args: argparse.Namespace) -> int:
     settings = load_settings({name: getattr(args, name) for name in (
         "output", "trusted_projects", *DIFF_SETTINGS)}, os.environ)
     store = open_store(settings, settings.output)
-    table, summary = changes_between(store, dates[0], dates[1], settings.trusted)
+    trusted, whose = trusted_of(store, dates[1], settings.trusted
+                                if settings.trusted_projects is not None else None)
+    table, summary = changes_between(store, dates[0], dates[1], trusted)
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     render(table, fmt, sys.stdout.buffer)
     sys.stdout.flush()
@@ -269,6 +271,8 @@ def _diff(args: argparse.Namespace) -> int:
                                   f"changes from {dates[0]} to {dates[1]}")
     print(json_line({"event": "summary", "message": said}) if Format.current == "json"
           else said, file=sys.stderr)
+    print(json_line({"event": "trusted", "message": whose}) if Format.current == "json"
+          else whose, file=sys.stderr)
     return int(ExitCode.UNTRUSTED) if args.fail_on_untrusted and summary.untrusted_alerts \
         else int(ExitCode.OK)
 

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 
 from collector.changes import Summary, compare
 from collector.errors import UsageError
+from collector.manifest import latest_finished
 from collector.secrets import printable
 from collector.sink import published_dates, published_night
 from collector.store import Store, reason
@@ -37,6 +38,23 @@ def changes_between(store: Store, since: dt.date, until: dt.date,
             raise UsageError(f"snapshot {day.isoformat()}: no finished snapshot in {store.url}")
     return compare(published_night(store, since), published_night(store, until), since,
                    "diff", trusted)
+
+
+def trusted_of(store: Store, until: dt.date, given: frozenset[str] | None,
+               ) -> tuple[frozenset[str], str]:
+    """The trusted projects to mark shares with, and a line saying whose they are: ``given``
+    (``--trusted-projects`` or the settings), else those the later night ran with (its
+    manifest's settings), so that a diff marks what that night's change table marked."""
+    if given is not None:
+        return given, f"trusted projects: {len(given)}, from --trusted-projects"
+    doc = latest_finished(store, until)
+    settings = (doc or {}).get("settings") or {}
+    listed = settings.get("trusted_projects") if isinstance(settings, dict) else None
+    found = frozenset(p for p in str(listed or "").split(",") if p)
+    if doc is None:
+        return found, f"trusted projects: none (no manifest of {until.isoformat()})"
+    return found, (f"trusted projects: {len(found)}, those the {until.isoformat()} run "
+                   f"{doc['run_id']} had")
 
 
 def render(table: pa.Table, fmt: str, stream: BinaryIO) -> None:

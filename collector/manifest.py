@@ -73,10 +73,16 @@ class RunRecord:
             "images_per_second": round(images / self.seconds, 1),
             "settings": self.settings,
             "changes": self.changes or None,
-            "files": self.files,
+            "files": [f for f in self.files if self._own(f)],
+            # a backfill's recomputed changes of the next date: that date's manifest lists them
+            "recomputed_changes": [f for f in self.files if not self._own(f)],
         }
         text = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
         return redact(text.decode()).encode()
+
+    def _own(self, key: str) -> bool:
+        """``key`` is in one of this run's date's partitions."""
+        return key.split("/")[1:2] == [f"snapshot_date={self.snapshot_date.isoformat()}"]
 
 
 def record_of(doc: dict[str, Any]) -> RunRecord:
@@ -90,7 +96,8 @@ def record_of(doc: dict[str, Any]) -> RunRecord:
         doc.get("exit_code"), doc.get("error"), dict(doc.get("counts") or {}),
         int(doc.get("requests") or 0), int(doc.get("retries") or 0),
         int(doc.get("throttled_429") or 0), dict(doc.get("rate_per_second") or {}),
-        dict(doc.get("auth") or {}), list(doc.get("files") or []),
+        dict(doc.get("auth") or {}),
+        list(doc.get("files") or []) + list(doc.get("recomputed_changes") or []),
         dict(doc.get("changes") or {}))
 
 
@@ -102,12 +109,18 @@ def read_manifest(store: Store, run_id: str) -> dict[str, Any] | None:
 def latest_finished(store: Store, snapshot_date: dt.date) -> dict[str, Any] | None:
     """The manifest of the run that published ``snapshot_date`` last (the newest ``finished``
     one of that date), or None."""
-    found = [doc for name in store.files("runs") if name.endswith(".json")
-             and (doc := _read(store, name)) is not None
-             and doc.get("status") == RunStatus.FINISHED
-             and doc.get("snapshot_date") == snapshot_date.isoformat()]
-    return max(found, key=lambda d: (str(d.get("ended_at") or ""), str(d["run_id"])),
-               default=None)
+    return max(_finished(store, snapshot_date), key=_newness, default=None)
+
+
+def _finished(store: Store, snapshot_date: dt.date) -> list[dict[str, Any]]:
+    return [doc for name in store.files("runs") if name.endswith(".json")
+            and (doc := _read(store, name)) is not None
+            and doc.get("status") == RunStatus.FINISHED
+            and doc.get("snapshot_date") == snapshot_date.isoformat()]
+
+
+def _newness(doc: dict[str, Any]) -> tuple[str, str]:
+    return str(doc.get("ended_at") or ""), str(doc["run_id"])
 
 
 def newest_success(store: Store) -> float | None:
@@ -123,10 +136,38 @@ def newest_success(store: Store) -> float | None:
 
 
 def write_manifest(store: Store, record: RunRecord) -> str:
-    """Write the manifest so that it exists only complete; returns its key."""
+    """Write the manifest so that it exists only complete; returns its key. A ``finished``
+    one then becomes the one a loader follows for its date (``follow``)."""
     key = f"runs/{record.run_id}.json"
     store.write(key, record.to_json())
+    if record.status == RunStatus.FINISHED:
+        follow(store, orjson.loads(store.read(key)))
     return key
+
+
+def follow(store: Store, doc: dict[str, Any]) -> None:
+    """Make ``doc``, a finished manifest, the one a loader follows for its date: every other
+    finished manifest of the date that it replaced gets ``superseded_by``, and a backfill's
+    recomputed change files go into the manifest of the date they belong to (its ``files``,
+    and ``changes_recomputed_by``). Safe to repeat."""
+    day = dt.date.fromisoformat(str(doc["snapshot_date"]))
+    for older in _finished(store, day):
+        if older["run_id"] != doc["run_id"] and not older.get("superseded_by") \
+                and _newness(older) <= _newness(doc):
+            older["superseded_by"] = doc["run_id"]
+            _rewrite(store, older)
+    recomputed: dict[str, list[str]] = {}
+    for key in doc.get("recomputed_changes") or []:
+        recomputed.setdefault(key.split("/")[1].removeprefix("snapshot_date="), []).append(key)
+    for later, keys in recomputed.items():
+        current = latest_finished(store, dt.date.fromisoformat(later))
+        if current is None:
+            continue
+        folder = f"changes/snapshot_date={later}/"
+        current["files"] = [f for f in current.get("files") or []
+                            if not f.startswith(folder)] + keys
+        current["changes_recomputed_by"] = doc["run_id"]
+        _rewrite(store, current)
 
 
 OWN_FIELDS = frozenset({"run_id", "status", "snapshot_date", "started_at", "settings",
@@ -189,6 +230,7 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict_of(counts).exit_code),
                error=None, files=files, counts=counts, recorded_by=by)
     _rewrite(store, doc)
+    follow(store, doc)
     return True
 
 

@@ -95,7 +95,6 @@ LISTING_SCHEMA = pa.schema([
 # Swapped in this order at publish: image_status last (see README "What a reader sees").
 TABLES = {"images": IMAGES_SCHEMA, "listing_status": LISTING_SCHEMA,
           "members": MEMBERS_SCHEMA, "changes": CHANGES_SCHEMA, "image_status": STATUS_SCHEMA}
-OPTIONAL = frozenset({"changes"})  # a first snapshot has no changes: no file, not an empty one
 STAGING = "_staging"
 RESUME_FILE = "resume.json"
 # What a resume adopts: definitive answers. A ``failed`` row is asked again.
@@ -343,7 +342,7 @@ class ParquetSink:
         """
         store = self.store
         for table, schema in TABLES.items():  # an empty table still gets a file with its schema
-            if table not in OPTIONAL and not parquet_files(store, f"{self.staging}/{table}"):
+            if not parquet_files(store, f"{self.staging}/{table}"):  # a first night's changes too
                 write_parquet(store, f"{self.staging}/{table}/part-{self.run_id}-00000.parquet",
                               schema.empty_table())
         if not store.renames:

@@ -56,7 +56,8 @@ async def test_two_nights_give_exactly_the_ground_truth_of_changes(
     after, first, second = await two_nights(fake_factory, collect, 41)
     assert manifest(first)["changes"] == {"previous_snapshot_date": None,
                                           "first_snapshot": True}
-    assert not list((first.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    first_changes = list((first.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_rows for f in first_changes] == [0]  # schema only
     truth = after.changes()
     assert {c for *_, c in truth} == {"added", "removed", "updated", "image_gone"}
     assert changes(second) == truth
@@ -154,7 +155,8 @@ async def test_a_backfill_recomputes_the_next_dates_changes(fake_factory: Factor
                                          .glob("*.parquet"))[0])
     assert later.num_rows == 0 and later.schema.remove_metadata() == CHANGES_SCHEMA
     assert "changes/snapshot_date=2026-12-01/" in " ".join(again.record.files)
-    assert not list((again.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    first = list((again.output / "changes").glob("snapshot_date=2026-11-30/*.parquet"))
+    assert [pq.ParquetFile(f).metadata.num_rows for f in first] == [0]  # still a first snapshot
 
 
 async def diff_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -313,3 +315,25 @@ async def test_a_first_snapshot_is_not_read_back_at_publish(
     assert first.record.exit_code == 0 and reads == []
     second = await collect(fake, fake.dataset.image_ids(), snapshot_date=NIGHT2)
     assert second.record.exit_code == 0 and reads == [None, NIGHT1]
+
+
+@pytest.mark.e2e
+async def test_diff_without_trusted_projects_uses_the_later_nights_and_says_so(
+        fake_factory: Factory, collect: Collect) -> None:
+    """``diff`` marked every change untrusted when not given the set the night ran with."""
+    after = Dataset(seed=48, images=300, with_doc_example=False, day=1)
+    partner = sorted(m for _, _, m, kind in after.changes() if kind == "added")[0]
+    _, _, second = await two_nights(fake_factory, collect, 48, trusted_projects=partner)
+    base = ["--output", str(second.output), "--from", "2026-11-30", "--to", "2026-12-01",
+            "--format", "jsonl"]
+    remembered = await diff_cli(*base)
+    rows = [orjson.loads(line) for line in remembered.stdout.splitlines()]
+    assert {r["member_id"] for r in rows if r["trusted"]} == {partner}
+    assert sum(r["trusted"] for r in rows) == sum(r["trusted"] for r in
+                                                  second.table("changes").to_pylist()
+                                                  if r["previous_snapshot_date"] == NIGHT1)
+    assert remembered.stderr.splitlines()[-1] == (
+        f"trusted projects: 1, those the 2026-12-01 run {second.record.run_id} had")
+    given = await diff_cli(*base, "--trusted-projects", "p-nobody")
+    assert not any(orjson.loads(line)["trusted"] for line in given.stdout.splitlines())
+    assert given.stderr.splitlines()[-1] == "trusted projects: 1, from --trusted-projects"

@@ -23,8 +23,8 @@ LAYERS = [
     {"collect", "outdir", "preflight", "build", "publish", "diff", "report"},  # tasks and
     # queues; the output; the wiring; what publishing adds; the diff command; the morning
     # report (a package: its model and its page)
-    {"discover", "merge"},  # listing the projects and images, region by region; shards
-    # published as one snapshot
+    {"discover", "merge", "tables"},  # listing the projects and images, region by region;
+    # shards published as one snapshot; the published tables as a notebook reads them
     {"night"},  # a shard that publishes its night once every shard is staged
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind

@@ -377,7 +377,8 @@ async def test_a_manifest_that_cannot_be_written_after_publishing_is_recorded_by
     assert (doc["status"], doc["exit_code"]) == ("finished", 0)
     assert doc["counts"]["status_rows"] == len(ids)
     assert doc["files"] and all(f.startswith(("members/", "image_status/", "images/",
-                                              "listing_status/")) for f in doc["files"])
+                                              "listing_status/", "changes/"))
+                                for f in doc["files"])
 
 
 @pytest.mark.e2e
