@@ -75,7 +75,10 @@ class Inventory:
             c["region"].append(listing.region)
             c["project_id"].append(listing.project_id)
             c["image_id"].append(str(info["image_id"]))
-            c["image_type"].append(str(info.get("image_type") or listing.image_type))
+            c["image_type"].append(listing.image_type)  # what we asked for: collected once
+            disagrees = info.get("image_type") not in (None, listing.image_type)
+            self.unfit += disagrees  # a row of a type its listing is not: the listing's, counted
+            listing.unfit += disagrees
             for name in TEXTS:
                 value = info.get(name)
                 unfit = value is not None and not isinstance(value, str)
@@ -331,7 +334,7 @@ async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_
                          "we know, or outside 2000-2099; stored as null"),
                         (sum(x.unfit for x in listings), "listed values did not fit their "
                          "column (a number too large, negative or of another type); stored as "
-                         "null"),
+                         "null (an image_type not its listing's: stored as the listing's)"),
                         (sum(x.repeated for x in listings), "images were listed again on a "
                          "later page of the same listing; kept once")):
         if count:
