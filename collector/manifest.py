@@ -178,8 +178,9 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     untrusted = (changes or {}).get("untrusted")
     alerts = sum(n for kind, n in untrusted.items() if kind in ("added", "updated")
                  and isinstance(n, int)) if isinstance(untrusted, dict) else 0
-    verdict = with_changes(verdict_of(counts), alerts,
-                           (doc.get("settings") or {}).get("fail_on_untrusted") is True)
+    settings = doc.get("settings")
+    verdict = with_changes(verdict_of(counts), alerts, isinstance(settings, dict)
+                           and settings.get("fail_on_untrusted") is True)
     doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict.exit_code),
                error=None, files=files, counts=counts, recorded_by=by)
     if changes:
