@@ -152,6 +152,7 @@ def open_store(settings: Settings, where: Path | BucketUrl,
                        addressing=s.storage_addressing,
                        credentials=storage_credentials(where, env), ca_file=s.ca_bundle,
                        proxy=proxy, connect_timeout=s.connect_timeout,
+                       read_timeout=s.read_timeout,
                        max_attempts=s.max_attempts)
 
 

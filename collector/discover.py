@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import logging
 import math
 import time
@@ -75,7 +76,10 @@ class Inventory:
             c["region"].append(listing.region)
             c["project_id"].append(listing.project_id)
             c["image_id"].append(str(info["image_id"]))
-            c["image_type"].append(str(info.get("image_type") or listing.image_type))
+            c["image_type"].append(listing.image_type)  # what we asked for: collected once
+            disagrees = info.get("image_type") not in (None, listing.image_type)
+            self.unfit += disagrees  # a row of a type its listing is not: the listing's, counted
+            listing.unfit += disagrees
             for name in TEXTS:
                 value = info.get(name)
                 unfit = value is not None and not isinstance(value, str)
@@ -189,10 +193,7 @@ def fit_integer(value: Any, highest: int) -> int | None:
 
 def parse_image_page(body: bytes) -> tuple[list[dict[str, Any]], int | None]:
     """(image_infos, total) of a ListImages page; BodyError for any other shape."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BodyError("response is not valid JSON") from None
+    doc = _page_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("image_infos"), list):
         raise BodyError("response has no image_infos list")
     infos = doc["image_infos"]
@@ -203,6 +204,36 @@ def parse_image_page(body: bytes) -> tuple[list[dict[str, Any]], int | None]:
     if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
         raise BodyError("total is not a number")
     return infos, total
+
+
+def _page_json(body: bytes) -> Any:
+    """A page's JSON. A number no double holds (``1e400``), which orjson refuses, is read by
+    the standard library as infinity: one value that does not fit its column (null, counted),
+    not a page, and so a listing, lost. Anything else orjson refuses is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not str(exc).startswith("number is infinity"):
+            raise BodyError("response is not valid JSON") from None
+    try:
+        doc = json.loads(body.decode("utf-8"), parse_constant=_not_json, parse_int=_integer)
+        orjson.dumps(doc)  # no text orjson would refuse (a lone surrogate) gets through
+    except (ValueError, orjson.JSONEncodeError):
+        raise BodyError("response is not valid JSON") from None
+    return doc
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(text: str) -> int | float:
+    """A JSON integer; one beyond 64 bits (no column holds it; orjson reads it so) is
+    infinity, and thousands of digits are never converted."""
+    if len(text) > 4000:
+        return -math.inf if text.startswith("-") else math.inf
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else (-math.inf if value < 0 else math.inf)
 
 
 def parse_projects(body: bytes) -> list[dict[str, Any]]:
@@ -331,7 +362,7 @@ async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_
                          "we know, or outside 2000-2099; stored as null"),
                         (sum(x.unfit for x in listings), "listed values did not fit their "
                          "column (a number too large, negative or of another type); stored as "
-                         "null"),
+                         "null (an image_type not its listing's: stored as the listing's)"),
                         (sum(x.repeated for x in listings), "images were listed again on a "
                          "later page of the same listing; kept once")):
         if count:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from collector.conclude import verdict_of
+from collector.conclude import verdict_of, with_changes
 from collector.errors import RunStatus
 from collector.secrets import redact
 from collector.store import Store
@@ -217,9 +217,11 @@ def _rewrite(store: Store, doc: dict[str, Any]) -> None:
 
 
 def record_published(store: Store, run_id: str, counts: dict[str, int], files: list[str],
-                     by: str) -> bool:
+                     by: str, changes: dict[str, Any] | None = None) -> bool:
     """A run stopped after its data became visible, before its manifest said so: say it now
-    (``finished``, with the counts and files read back from what readers see)."""
+    (``finished``, with the counts and files read back from what readers see, and the change
+    summary its publish marker kept: its verdict is the one the run would have given, exit 4
+    for untrusted shares under its ``fail_on_untrusted`` included)."""
     name = f"{run_id}.json"
     if name not in store.files("runs"):  # links are never listed
         return False
@@ -227,8 +229,16 @@ def record_published(store: Store, run_id: str, counts: dict[str, int], files: l
     if doc is None or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
         return False  # fatal: its publish failed part-way, and was finished since
     counts = {**doc.get("counts", {}), **counts}
-    doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict_of(counts).exit_code),
+    untrusted = (changes or {}).get("untrusted")
+    alerts = sum(n for kind, n in untrusted.items() if kind in ("added", "updated")
+                 and isinstance(n, int)) if isinstance(untrusted, dict) else 0
+    settings = doc.get("settings")
+    verdict = with_changes(verdict_of(counts), alerts, isinstance(settings, dict)
+                           and settings.get("fail_on_untrusted") is True)
+    doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict.exit_code),
                error=None, files=files, counts=counts, recorded_by=by)
+    if changes:
+        doc["changes"] = changes
     _rewrite(store, doc)
     follow(store, doc)
     return True

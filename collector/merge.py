@@ -372,7 +372,7 @@ def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord
         store.make_folder(f"{staging}/{table}")
     summary = stage_changes(sink, record.run_id, trusted)
     conclusion = with_changes(conclusion, summary.untrusted_alerts, fail_on_untrusted)
-    sink.publish()
+    sink.publish(summary.to_json())
     record.status = conclusion.status.value
     record.exit_code = int(conclusion.exit_code)
     record.ended_at = dt.datetime.now(dt.UTC)

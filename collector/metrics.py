@@ -28,13 +28,19 @@ from prometheus_client import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.errors import RunStatus, Status
-from collector.manifest import RunRecord
+from collector.manifest import LISTING_COUNTS, RunRecord
 from collector.secrets import from_server, redact
 
 PREFIX = "cph_collector_"
 JOB = "cph_collector"
 PUSH_DEADLINE = 15.0  # seconds for the whole push: connect, send, the answer's head
 log = logging.getLogger("collector")
+LISTED = {  # the help of a discovery run's listing counts beyond ``listings``
+    "projects": "projects listed", "images_listed": "images listed, each once a listing",
+    "private_images_listed": "private images listed (their members are collected)",
+    "unreadable_image_times": "listed image times of no shape we know (stored as null)",
+    "unfit_image_values": "listed values that did not fit their column (stored as null)",
+    "repeated_listed_images": "images a later page of a listing showed again (kept once)"}
 
 
 def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegistry:
@@ -80,6 +86,9 @@ def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegis
         listings.labels("ok").set(counts["listings"] - sum(bad.values()))
         for outcome, number in bad.items():
             listings.labels(outcome).set(number)
+        for name in LISTING_COUNTS:  # the manifest's other listing counts, by their names
+            if not name.startswith("listings"):
+                gauge(name, LISTED.get(name, name)).set(counts.get(name, 0))
     _changes(record, gauge)
     if record.exit_code is not None:
         gauge("exit_code", "the latest run's exit code").set(record.exit_code)

@@ -417,7 +417,7 @@ class Run:
             conclusion = with_changes(conclusion, summary.untrusted_alerts,
                                       self.settings.fail_on_untrusted)
             await self._still_ours()
-            await asyncio.to_thread(sink.publish)
+            await asyncio.to_thread(sink.publish, self.record.changes)
         except CollectorError as exc:  # ours: its own words and exit code
             self._conclude(Conclusion(RunStatus.FATAL, exc.exit_code, str(exc)))
             await self._save(quiet=True)

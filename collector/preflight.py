@@ -69,9 +69,10 @@ def prepare(sink: ParquetSink, input_path: str | None, fmt: str,
 def recover(store: Store, run_id: str) -> None:
     """Finish interrupted publishes and record them; mark the other dead runs crashed (a run
     whose lock is held is alive, see ``lease``)."""
-    for stopped, day in finish_interrupted(store, run_id).items():
+    for stopped, (day, changes) in finish_interrupted(store, run_id).items():
         published = read_published(store, day)
-        if record_published(store, stopped, published.counts, published.files, by=run_id):
+        if record_published(store, stopped, published.counts, published.files, by=run_id,
+                            changes=changes):
             log.info("run %s had published %s before it stopped; its manifest now says "
                      "finished", stopped, day)
     for crashed in mark_crashed(store, lambda: live_runs(store) | {run_id}):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,6 +107,8 @@ PACKED = "packed"  # in a bucket's staging: each table as one object, ready to b
 TODO = "to-do"  # beside a packed table until it is copied in
 SHARD_MARK = "shard.json"  # in a shard's staging once it collected its share
 PLAN = "plan"  # a discovery run's listing, made once for its shards (``cph-collector plan``)
+# The name of every data file the tool writes: part-<run_id>-NNNNN (L: a listing's chunk).
+OWN_FILE = re.compile(r"part-\d{8}T\d{6}Z-[0-9a-f]{6}-L?\d{5}\.parquet")
 log = logging.getLogger("collector")
 
 
@@ -210,6 +213,12 @@ def read_parquet(store: Store, key: str, columns: list[str] | None = None,
 def parquet_files(store: Store, folder: str) -> list[str]:
     """The keys of the Parquet files directly in ``folder``, sorted."""
     return [f"{folder}/{name}" for name in store.files(folder) if name.endswith(".parquet")]
+
+
+def own_files(store: Store, folder: str) -> list[str]:
+    """The keys of the data files directly in ``folder`` that the tool named (``OWN_FILE``)."""
+    return [key for key in parquet_files(store, folder)
+            if OWN_FILE.fullmatch(key.rsplit("/", 1)[1])]
 
 
 @dataclass(slots=True)
@@ -333,12 +342,13 @@ class ParquetSink:
                           _table(columns, TABLES[table], self.run_id))
         self._sequence += 1
 
-    def publish(self) -> None:
+    def publish(self, changes: dict[str, object] | None = None) -> None:
         """Swap the date's partitions for the staged ones; see README "What a reader sees".
 
         A marker written first lets the next run finish a swap that a crash interrupted, so
-        a date is never left without its data (see ``finish_publish``). In a bucket, each
-        table is first packed into one object, so that it can appear with one copy.
+        a date is never left without its data (see ``finish_publish``), and record it with
+        the change summary (``changes``) its verdict needs. In a bucket, each table is first
+        packed into one object, so that it can appear with one copy.
         """
         store = self.store
         for table, schema in TABLES.items():  # an empty table still gets a file with its schema
@@ -347,12 +357,13 @@ class ParquetSink:
                               schema.empty_table())
         if not store.renames:
             self._pack()
-        store.write(f"{self.staging}/{PUBLISHING}", self.run_id.encode())  # whose publish
+        store.write(f"{self.staging}/{PUBLISHING}",  # whose publish, and its changes
+                    orjson.dumps({"run_id": self.run_id, "changes": changes}))
         finish_publish(store, self.staging, self.snapshot_date)
         for table in TABLES:
-            self.files += parquet_files(store, partition_key(table, self.snapshot_date))
+            self.files += own_files(store, partition_key(table, self.snapshot_date))
         if self._later is not None:
-            self.files += parquet_files(store, partition_key("changes", self._later))
+            self.files += own_files(store, partition_key("changes", self._later))
 
     def _pack(self) -> None:
         """Each staged table (and a later date's changes) as one object under ``packed/``,
@@ -557,6 +568,9 @@ def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
         if store.renames:
             if not store.exists(staged):
                 continue  # already swapped in
+            for other in [*store.files(final), *store.folders(final), *store.links(final)]:
+                if not OWN_FILE.fullmatch(other):  # not ours to delete: it moves across
+                    store.rename_folder(f"{final}/{other}", f"{staged}/{other}")
             if store.exists(final):
                 store.rename_folder(final, f"{staging}/replaced-{name.replace('/', '-')}")
             store.rename_folder(staged, final)
@@ -566,7 +580,7 @@ def finish_publish(store: Store, staging: str, snapshot_date: dt.date) -> None:
             continue  # already swapped in
         new = [part for part in store.files(packed) if part.endswith(".parquet")]
         for old in store.files(final):
-            if old.endswith(".parquet") and old not in new:
+            if OWN_FILE.fullmatch(old) and old not in new:  # only ours: another's stays
                 store.delete(f"{final}/{old}")
         for part in new:
             store.copy(f"{packed}/{part}", f"{final}/{part}")
@@ -631,10 +645,11 @@ def _dated_staging(store: Store) -> list[str]:
             if (date := _staged_date(name)) is not None and name == _staging_name(date)]
 
 
-def finish_interrupted(store: Store, by: str) -> dict[str, dt.date]:
+def finish_interrupted(store: Store, by: str) -> dict[str, tuple[dt.date, dict[str, Any]]]:
     """Finish every publish a stopped run began (so no date is left without its data, and
-    before any manifest is judged); {run_id: snapshot date} of the runs whose data that is.
-    ``by``: the run id of the caller, which holds the output lock (live shards' work stays)."""
+    before any manifest is judged); {run_id: (snapshot date, its change summary)} of the runs
+    whose data that is. ``by``: the run id of the caller, which holds the output lock (live
+    shards' work stays)."""
     finished = {}
     for name in _dated_staging(store):
         date = _staged_date(name)
@@ -642,13 +657,25 @@ def finish_interrupted(store: Store, by: str) -> dict[str, dt.date]:
         folder = f"{STAGING}/{name}"
         marker = f"{folder}/{PUBLISHING}"
         if store.exists(marker):
-            run_id = store.read(marker).decode("utf-8", errors="replace").strip()
+            run_id, changes = _marker(store.read(marker))
             finish_publish(store, folder, date)
             log.info("finished publishing %s, which run %s had begun", date, run_id or "?")
             clear(store, folder, by, shared=(PLAN,))  # the marker goes last
             if run_id:
-                finished[run_id] = date
+                finished[run_id] = (date, changes)
     return finished
+
+
+def _marker(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """(run id, change summary) of a publish marker (an older one is the bare run id)."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        return raw.decode("utf-8", errors="replace").strip(), {}
+    changes = doc.get("changes")
+    return str(doc.get("run_id") or ""), changes if isinstance(changes, dict) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -661,12 +688,15 @@ class Published:
 
 def read_published(store: Store, snapshot_date: dt.date) -> Published:
     """The counts and files of a date's published partitions (for a manifest a crash left
-    ``running``): status counts from ``image_status``, member rows from Parquet metadata."""
+    ``running``): status counts from ``image_status``, member rows from Parquet metadata.
+    Only files named as the tool names them (``OWN_FILE``) are ours; another is ignored
+    with one warning (``ours``)."""
     counts: dict[str, int] = {s.value: 0 for s in Status}
     listings: dict[str, int] = {}
     files, members = [], 0
     for table in TABLES:
-        for key in parquet_files(store, partition_key(table, snapshot_date)):
+        folder = partition_key(table, snapshot_date)
+        for key in ours(store, parquet_files(store, folder), frozenset(own_files(store, folder))):
             files.append(key)
             if table == "members":
                 with store.open(key) as handle:

@@ -319,15 +319,19 @@ def obs_endpoint(region: str) -> str:
 
 def open_bucket(url: BucketUrl, *, endpoint: str | None, region: str, addressing: str,
                 credentials: Credentials | None, ca_file: Path | None, proxy: str | None,
-                connect_timeout: float, max_attempts: int) -> BucketStore:
-    """The bucket through ``pyarrow.fs.S3FileSystem``, retrying by its own standard strategy.
+                connect_timeout: float, max_attempts: int,
+                read_timeout: float | None = None) -> BucketStore:
+    """The bucket through ``pyarrow.fs.S3FileSystem``, retrying by its own standard strategy,
+    with the run's timeouts (``request_timeout`` is curl's low-speed time on Linux: a store
+    silent that long fails the request, not after the AWS SDK's 3 s).
     OBS refuses path-style requests on its domains (``VirtualHostDomainRequired``) and pyarrow
     uses path style whenever an endpoint is given, so ``obs://`` is virtual-hosted unless
     ``addressing`` says otherwise."""
     virtual = addressing == "virtual" or (addressing == "auto" and url.scheme == "obs")
     options: dict[str, Any] = {
         "region": region, "endpoint_override": endpoint, "force_virtual_addressing": virtual,
-        "connect_timeout": connect_timeout, "proxy_options": proxy,
+        "connect_timeout": connect_timeout, "request_timeout": read_timeout,
+        "proxy_options": proxy,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
         "tls_ca_file_path": str(ca_file) if ca_file else None,
     }

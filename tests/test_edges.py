@@ -151,3 +151,24 @@ def test_a_store_error_that_echoes_a_long_session_token_is_redacted_before_it_is
     said = reason(OSError(f"Unexpected answer from the store: x-amz-security-token={token}\n"
                           "second line"))
     assert said == "Unexpected answer from the store: x-amz-security-token=***"
+
+
+@pytest.mark.parametrize("read_timeout", [1.0, 4.0])
+def test_a_silent_store_is_waited_for_as_long_as_read_timeout_says(
+        silent_store: int, read_timeout: float) -> None:
+    import time
+
+    from collector.build import open_store
+    from collector.config import Settings
+    from collector.store import BucketUrl
+
+    settings = Settings(storage_endpoint=f"http://127.0.0.1:{silent_store}", max_attempts=1,
+                        connect_timeout=0.5, read_timeout=read_timeout)
+    store = open_store(settings, BucketUrl("s3", "bucket", "nightly"), {
+        "AWS_ACCESS_KEY_ID": "AKSTORETEST000000000", "AWS_SECRET_ACCESS_KEY": "s" * 40})
+    began = time.monotonic()
+    with pytest.raises(OSError, match="NETWORK_CONNECTION") as caught:
+        store.exists("runs/x.json")
+    waited = time.monotonic() - began
+    assert reason(caught.value) == "the store did not answer in time (timeout), in HeadObject"
+    assert read_timeout - 0.1 < waited < read_timeout + 0.9  # not the AWS SDK's own 3 s

@@ -226,3 +226,42 @@ async def test_an_image_on_two_pages_is_kept_once_and_counted(
     counts = manifest(out)["counts"]
     assert (counts["repeated_listed_images"], counts["private_images_listed"]) == (1, 250)
     manifest_matches_files(out)
+
+
+async def test_an_image_type_that_disagrees_with_its_listing_is_the_listings_and_counted(
+        fake_factory: Factory, collect: Collect) -> None:
+    dataset = Dataset(seed=48, projects=1, images=30, with_doc_example=False,
+                      shared_per_project=4)
+    project = dataset.project_ids[0]
+    private, shared = dataset.listed(project, "private"), dataset.listed(project, "share")
+    odd = {private[0]: {"image_type": "share"}, private[1]: {"image_type": None},
+           shared[0]: {"image_type": "private"}}
+    fake = await fake_factory(dataset, listed_fields=odd)
+    out = await collect(fake, discover=True, project_id=project, snapshot_date=DAY)
+    assert out.error is None and out.record.exit_code == 0, out.error
+    check_published(out, {(project, i) for i in private}, dataset, fake)
+    kinds = {r["image_id"]: r["image_type"] for r in out.table("images").to_pylist()}
+    assert kinds == {**dict.fromkeys(private, "private"), **dict.fromkeys(shared, "share")}
+    counts = manifest(out)["counts"]
+    assert (counts["private_images_listed"], counts["unfit_image_values"]) == (30, 2)
+
+
+async def test_a_number_no_double_holds_is_one_null_counted_not_a_failed_listing(
+        fake_factory: Factory, collect: Collect) -> None:
+    from collector.fake.model import RawJson
+
+    dataset = Dataset(seed=49, projects=1, images=30, with_doc_example=False)
+    project = dataset.project_ids[0]
+    private = dataset.listed(project, "private")
+    fake = await fake_factory(dataset, listed_fields={
+        private[0]: {"image_size": RawJson("1e400")},
+        private[1]: {"create_time": RawJson("-1e400"), "status": RawJson("1" + "0" * 400)}})
+    out = await collect(fake, discover=True, project_id=project, snapshot_date=DAY)
+    assert out.error is None and out.record.exit_code == 0, out.error
+    assert {r["status"] for r in out.table("listing_status").to_pylist()} == {"ok"}
+    check_published(out, {(project, i) for i in private}, dataset, fake)
+    rows = {r["image_id"]: r for r in out.table("images").to_pylist()}
+    assert rows[private[0]]["image_size"] is None
+    assert (rows[private[1]]["create_time"], rows[private[1]]["status"]) == (None, None)
+    counts = manifest(out)["counts"]
+    assert (counts["unfit_image_values"], counts["unreadable_image_times"]) == (2, 1)

@@ -289,3 +289,27 @@ def test_a_metrics_file_that_is_not_a_regular_file_is_exit_2_before_the_run(
         f"cph-collector: error: --metrics-file={str(target)!r}: must be a file path ending in "
         ".prom (it is a FIFO, a device or a folder, not a regular file)"], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+async def test_the_metrics_file_carries_every_listing_count_of_the_manifest(
+        fake_factory: Factory, collect: Collect, tmp_path: Path) -> None:
+    dataset = Dataset(seed=75, projects=1, images=150, with_doc_example=False)
+    project = dataset.project_ids[0]
+    listed = dataset.listed(project, "private")
+    fake = await fake_factory(dataset, listing_lies={project: "overlap"}, listed_fields={
+        listed[0]: {"create_time": "not a time"}, listed[1]: {"status": -1},
+        listed[2]: {"image_size": 2**63}})
+    path = tmp_path / "cph.prom"
+    out = await collect(fake, discover=True, project_id=project, metrics_file=path,
+                        snapshot_date=None)
+    assert out.record.exit_code == 0, out.error
+    found = samples(path.read_text())
+    counts = manifest(out)["counts"]
+    assert isinstance(counts, dict)
+    assert (counts["unreadable_image_times"], counts["unfit_image_values"],
+            counts["repeated_listed_images"]) == (1, 2, 1)
+    for name in ("projects", "images_listed", "private_images_listed", "unreadable_image_times",
+                 "unfit_image_values", "repeated_listed_images"):
+        assert value(found, name) == counts[name], name
+    for status in ("ok", "forbidden", "failed"):
+        assert value(found, "listings", status=status) == counts[f"listings_{status}"], status

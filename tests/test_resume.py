@@ -355,8 +355,9 @@ async def test_a_manifest_that_cannot_be_written_after_publishing_is_recorded_by
     disk = DiskFull(monkeypatch)
     real = collector.sink.ParquetSink.publish
 
-    def publish_then_fill_up(self: collector.sink.ParquetSink) -> None:
-        real(self)
+    def publish_then_fill_up(self: collector.sink.ParquetSink,
+                             changes: dict[str, object] | None = None) -> None:
+        real(self, changes)
         disk.full = True
 
     monkeypatch.setattr(collector.sink.ParquetSink, "publish", publish_then_fill_up)

@@ -22,7 +22,7 @@ import orjson
 from collector.fake.dataset import Dataset
 from collector.fake.faults import FaultPlan, Outcome
 from collector.fake.gateway import MSG, Gateway, error
-from collector.fake.model import Answer, Exchange, ServerConfig
+from collector.fake.model import Answer, Exchange, RawJson, ServerConfig
 
 HTML_PAGE = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
              b"Gateway</h1></center><hr><center>nginx</center></body></html>")
@@ -41,6 +41,22 @@ TRANSPORT_FAULTS = frozenset({Outcome.RESET_BEFORE_HEADERS, Outcome.RESET_MID_BO
                               Outcome.HUGE_BODY, Outcome.INTERIM, Outcome.HUGE_HEADER,
                               Outcome.ENDLESS_HEADER})
 LOGIN_PAGE = "https://auth.example.invalid/login?service=cph"
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """``doc`` as JSON, each ``RawJson`` value written as its own text."""
+    raws: list[str] = []
+
+    def mark(value: object) -> str:
+        if not isinstance(value, RawJson):
+            raise TypeError(type(value).__name__)
+        raws.append(value.text)
+        return f"\x1fraw{len(raws) - 1}\x1f"
+
+    body = orjson.dumps(doc, default=mark)
+    for number, text in enumerate(raws):
+        body = body.replace(orjson.dumps(f"\x1fraw{number}\x1f"), text.encode())
+    return body
 LIES = {  # what a project's listings do instead of paging honestly (``listing_lies``)
     "empty": "every page empty, with a total of 10**9",
     "first_page": "every page is the first (offset ignored)",
@@ -161,8 +177,8 @@ class CphApi:
         odd = self.config.listed_fields
         infos = [{**self.dataset.image_info(i, start + n, image_type, ex.project_id),
                   **odd.get(i, {})} for n, i in enumerate(shown)]
-        good = orjson.dumps({"request_id": ex.rid, "total": 10**9 if lie == "empty" else
-                             len(ids), "image_infos": infos})
+        good = _dumps({"request_id": ex.rid, "total": 10**9 if lie == "empty" else len(ids),
+                       "image_infos": infos})
         if outcome is Outcome.NORMAL:
             return Answer(200, good)
         return self._fault_answer(ex, outcome, good) or Answer(200, good)

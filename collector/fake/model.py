@@ -43,6 +43,16 @@ class ServerConfig:
     iam_extra_projects: list[dict[str, object]] = field(default_factory=list)  # IAM lists too
 
 
+class RawJson:
+    """A listed field's value sent as this JSON text, as is (``1e400``: a number that no
+    double holds, which ``orjson`` cannot write). Not a dataclass: orjson writes those."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 @dataclass(slots=True)
 class Exchange:
     """One request while it is handled."""
