@@ -190,6 +190,7 @@ class Run:
         self._collection: Collection | None = None
         self._route: dict[str, Fetcher] = {}  # project -> its region's fetcher (discovery)
         self.night: Night | None = None  # the night this shard published (publish_when_staged)
+        self._night_due = False  # staged with publish_when_staged: see to the night's publish
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started,
                                 input_path or "discover", settings.public())
 
@@ -245,6 +246,8 @@ class Run:
             await self._locked_steps(store, lines, fmt)
         finally:
             await asyncio.to_thread(held.__exit__, None, None, None)
+        if self._night_due:  # with this shard's own lock let go: the publish refuses (or
+            await self._publish_night()  # waits for) a shard that still holds its lock
 
     async def _locked_steps(self, store: Store, lines: Iterator[Line] | None,
                             fmt: str) -> None:
@@ -257,7 +260,7 @@ class Run:
             self._conclude(Conclusion(RunStatus.STAGED, ExitCode.OK, "nothing collected: the "
                                       "night's publish began or is done"))
             await self._save()
-            await self._publish_night()
+            self._night_due = True
             return
 
         def fingerprint_of(digest: str | None) -> str | None:
@@ -303,8 +306,7 @@ class Run:
                               max_failed_share=None if staged else self.settings.max_failed_share)
         if conclusion.publishes and staged:
             await self._stage_shard(sink, conclusion)
-            if self._publishes_night():
-                await self._publish_night()
+            self._night_due = self._publishes_night()
             return
         if conclusion.publishes:
             await self._publish(sink, conclusion)
