@@ -121,21 +121,28 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
-        try:
-            fd = _open_lock(self.path, create=True)
-        except OSError as exc:
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise UsageError(f"output {self.path.parent}: cannot open the lock file "
-                             f"{self.path.name} ({why})") from None
-        assert fd is not None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(_holder_bytes(fd))
+        for _ in range(10):  # a mender unlinks a lock file it holds: lock the one named now
+            try:
+                fd = _open_lock(self.path, create=True)
+            except OSError as exc:
+                why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+                raise UsageError(f"output {self.path.parent}: cannot open the lock file "
+                                 f"{self.path.name} ({why})") from None
+            assert fd is not None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe(_holder_bytes(fd))
+                os.close(fd)
+                raise UsageError(f"output {self.path.parent}: another cph-collector run "
+                                 f"({holder}) is writing to it; wait for it or use another "
+                                 "--output") from None
+            if _names(self.path, fd):
+                break
             os.close(fd)
-            raise UsageError(f"output {self.path.parent}: another cph-collector run "
-                             f"({holder}) is writing to it; wait for it or use another "
-                             "--output") from None
+        else:
+            raise UsageError(f"output {self.path.parent}: the lock file {self.path.name} "
+                             "keeps being removed; run it again")
         os.ftruncate(fd, 0)
         os.write(fd, orjson.dumps({"run_id": self.run_id, "pid": os.getpid()}))
         self._fd = fd
@@ -152,6 +159,16 @@ class OutputLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _names(path: Path, fd: int) -> bool:
+    """``path`` still names the file ``fd`` locked (not unlinked or replaced meanwhile)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _holder_bytes(fd: int, tries: int = 20, pause: float = 0.01) -> bytes:

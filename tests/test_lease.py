@@ -7,6 +7,7 @@ when the lock waits, so a 30 s lease is checked in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -178,3 +179,31 @@ def test_a_store_too_slow_to_take_the_lease_safely_is_refused_and_leaves_no_leas
                                          r"to take it safely\)$"):
         taker(store, "20261201T020000Z-slow00", clock).__enter__()
     assert not store.exists(LOCK_NAME)
+
+
+def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_holders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A opens shard-2-of-3.lock; a mender (holding it) unlinks it; A's flock then succeeds on
+    the unlinked file. A must notice and lock the file the path names, so B is refused."""
+    import fcntl
+
+    from collector import lease
+    from collector.lease import OutputLock
+
+    name = "shard-2-of-3.lock"
+    real = fcntl.flock
+    calls: list[int] = []
+
+    def flock(fd: int, op: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the mender, between A's open and A's flock
+            with lease._flock_claims([tmp_path / name], unlink=True):
+                pass
+        real(fd, op)
+
+    monkeypatch.setattr(lease.fcntl, "flock", flock)
+    with OutputLock(tmp_path, name, "20261201T010000Z-aaaaaa"):
+        monkeypatch.setattr(lease.fcntl, "flock", real)
+        with pytest.raises(UsageError, match="20261201T010000Z-aaaaaa"), \
+                OutputLock(tmp_path, name, "20261201T010000Z-bbbbbb"):
+            pass
