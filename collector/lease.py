@@ -39,8 +39,9 @@ waits for its lease to expire (at most ``lease + renew`` s) instead of failing.
 A mender (an ordinary run, ``plan``, ``publish``) removes a dead writer's work only while it
 holds that writer's lock itself, made if missing, so no writer starts there meanwhile
 (``clear``); it never relabels the manifest of a live run (``live_runs``), nor removes a live
-run's temporary uploads (``clear_tmp``), and ``publish`` refuses while a shard of its date is
-alive (``live_holders``).
+run's temporary uploads (``clear_tmp``). ``publish --shards`` claims every shard's lock of its
+date (``claimed``, ``also``) and holds them from its check to its clean-up: it refuses while a
+shard is alive, and a shard started meanwhile is refused (exit 2) or, in a bucket, waits.
 """
 
 from __future__ import annotations
@@ -204,11 +205,12 @@ def _holder_id(raw: bytes) -> str | None:
 
 
 @contextlib.contextmanager
-def _flock_claims(paths: list[Path], unlink: bool = False
+def _flock_claims(paths: list[Path], unlink: bool = False, run_id: str = ""
                   ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """Take every dead writer's flock (non-blocking); (claimed, {path: live holder's run id}).
-    ``unlink``: a mender clearing their work, which makes a missing lock file too (so a
-    writer starting meanwhile is refused) and removes the claimed files at the end."""
+    ``unlink``: a mender (``run_id``) clearing their work, which makes a missing lock file too
+    (so a writer starting meanwhile is refused, and told by whom) and removes the claimed
+    files at the end."""
     fds: dict[Path, int] = {}
     alive: dict[Path, str] = {}
     try:
@@ -223,6 +225,9 @@ def _flock_claims(paths: list[Path], unlink: bool = False
                 os.close(fd)
                 continue
             fds[path] = fd
+            if unlink and run_id:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, orjson.dumps({"run_id": run_id, "pid": os.getpid()}), 0)
         yield list(fds), alive
     finally:
         for path, fd in fds.items():
@@ -451,18 +456,23 @@ def live_holders(store: Store, folder: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def claimed(store: Store, folder: str, run_id: str) -> Iterator[dict[str, str]]:
-    """Hold the lock in ``folder`` of every dead writer, and of every writer's folder
-    (``shard-K-of-N/``) whose lock is missing, so none can start meanwhile (deleted at the
-    end); yields {lock name: run id} of those alive, whose work stays untouched."""
+def claimed(store: Store, folder: str, run_id: str, also: tuple[str, ...] = ()
+            ) -> Iterator[dict[str, str]]:
+    """Hold the lock in ``folder`` of every dead writer, of every writer's folder
+    (``shard-K-of-N/``) whose lock is missing, and the locks ``also`` (of writers not begun:
+    ``publish`` takes every shard's), so none can start meanwhile (deleted at the end); yields
+    {lock name: run id} of those alive, whose work stays untouched."""
     names = sorted({n for n in store.files(folder) if n.endswith(SUFFIX)}
-                   | {n + SUFFIX for n in store.folders(folder) if n.startswith(WRITER)})
+                   | {n + SUFFIX for n in store.folders(folder) if n.startswith(WRITER)}
+                   | set(also))
     if not names:
         yield {}
         return
     if isinstance(store, LocalStore):
+        if also:
+            store.make_folder(folder)  # the caller removes it if it stays empty
         paths = {store.path(f"{folder}/{n}"): n for n in names}
-        with _flock_claims(list(paths), unlink=True) as (_, alive):
+        with _flock_claims(list(paths), unlink=True, run_id=run_id) as (_, alive):
             yield {paths[p]: run for p, run in alive.items()}
         return
     assert isinstance(store, BucketStore)
@@ -472,12 +482,15 @@ def claimed(store: Store, folder: str, run_id: str) -> Iterator[dict[str, str]]:
 
 
 def clear(store: Store, folder: str, run_id: str, shared: tuple[str, ...] = (),
-          whole: bool = False) -> dict[str, str]:
+          whole: bool = False, held: dict[str, str] | None = None) -> dict[str, str]:
     """Remove ``folder`` and what is in it, except the work of live writers: the folder
     ``X`` beside each live ``X.lock``, and the ``shared`` folders (which live writers read)
-    while any is alive; ``whole``: any live writer keeps the whole folder. Returns
-    {lock name: run id} of the live writers."""
-    with claimed(store, folder, run_id) as alive:
+    while any is alive; ``whole``: any live writer keeps the whole folder. ``held``: the
+    caller holds ``claimed`` of ``folder`` already (what it yielded). Returns {lock name: run
+    id} of the live writers."""
+    claims: contextlib.AbstractContextManager[dict[str, str]] = (
+        claimed(store, folder, run_id) if held is None else contextlib.nullcontext(held))
+    with claims as alive:
         if alive and whole:
             return alive
         keep = {n.removesuffix(SUFFIX) for n in alive} | (set(shared) if alive else set())
