@@ -39,9 +39,11 @@ waits for its lease to expire (at most ``lease + renew`` s) instead of failing.
 A mender (an ordinary run, ``plan``, ``publish``) removes a dead writer's work only while it
 holds that writer's lock itself, made if missing, so no writer starts there meanwhile
 (``clear``); it never relabels the manifest of a live run (``live_runs``), nor removes a live
-run's temporary uploads (``clear_tmp``). ``publish --shards`` claims every shard's lock of its
-date (``claimed``, ``also``) and holds them from its check to its clean-up: it refuses while a
-shard is alive, and a shard started meanwhile is refused (exit 2) or, in a bucket, waits.
+run's temporary uploads, or any written less than ``lease`` s ago (``clear_tmp``: a writer
+without a lease yet uploads under a random name). ``publish --shards`` claims every shard's
+lock of its date (``claimed``, ``also``) and holds them from its check to its clean-up: it
+refuses while a shard is alive, and a shard started meanwhile is refused (exit 2) or, in a
+bucket, waits.
 """
 
 from __future__ import annotations
@@ -506,14 +508,20 @@ def clear(store: Store, folder: str, run_id: str, shared: tuple[str, ...] = (),
     return alive
 
 
-def clear_tmp(store: Store) -> None:
+def clear_tmp(store: Store, clock: Callable[[], float] | None = None) -> None:
     """A bucket's temporary uploads of writers that are gone (``_staging/.tmp/<run_id>/``; a
-    loose key there is of a version that did not say whose)."""
+    loose key there is of a version that did not say whose). A writer not yet holding a lease
+    uploads under a random name: a folder written to less than ``lease`` s ago stays."""
     if isinstance(store, LocalStore):
         return
+    assert isinstance(store, BucketStore)
     alive = live_runs(store)
+    now = (clock or time.time)()
     for name in store.folders(TMP):
-        if name not in alive:
+        if name in alive:
+            continue
+        newest = store.newest(f"{TMP}/{name}")
+        if newest is None or now - newest >= TIMING.lease:
             store.delete_tree(f"{TMP}/{name}")
     for name in store.files(TMP):
         store.delete(f"{TMP}/{name}")

@@ -207,3 +207,22 @@ def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_ho
         with pytest.raises(UsageError, match="20261201T010000Z-aaaaaa"), \
                 OutputLock(tmp_path, name, "20261201T010000Z-bbbbbb"):
             pass
+
+
+def test_a_fresh_temporary_upload_of_a_writer_without_a_lease_outlives_a_mender(
+        store: BucketStore) -> None:
+    """A starting run uploads its lease (and check its probe) under a random name before it
+    holds a lease: a mender's ``clear_tmp`` leaves it until it is older than the lease."""
+    import time
+
+    from collector.lease import TIMING, clear_tmp
+    from collector.store import TMP
+
+    key = f"{TMP}/{store.writer}/upload"
+    store.fs.create_dir(store.path(f"{TMP}/{store.writer}"))
+    with store.fs.open_output_stream(store.path(key)) as handle:
+        handle.write(b"half of an upload")
+    clear_tmp(store)
+    assert store.read(key) == b"half of an upload"  # mid-write: it stays
+    clear_tmp(store, clock=lambda: time.time() + TIMING.lease + 1)
+    assert not store.exists(key)  # long gone: removed
