@@ -39,8 +39,8 @@ waits for its lease to expire (at most ``lease + renew`` s) instead of failing.
 A mender (an ordinary run, ``plan``, ``publish``) removes a dead writer's work only while it
 holds that writer's lock itself, made if missing, so no writer starts there meanwhile
 (``clear``); it never relabels the manifest of a live run (``live_runs``), nor removes a live
-run's temporary uploads, or any written less than ``lease`` s ago (``clear_tmp``: a writer
-without a lease yet uploads under a random name). ``publish --shards`` claims every shard's
+run's temporary uploads, nor any of a writer without a lease yet (a random name) written less
+than ``lease`` s ago (``clear_tmp``). ``publish --shards`` claims every shard's
 lock of its date (``claimed``, ``also``) and holds them from its check to its clean-up: it
 refuses while a shard is alive, and a shard started meanwhile is refused (exit 2) or, in a
 bucket, waits.
@@ -52,6 +52,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import socket
 import threading
 import time
@@ -70,6 +71,7 @@ from collector.store import TMP, BucketStore, LocalStore, Store, reason
 LOCK_NAME = ".cph-collector.lock"
 STAGING = "_staging"  # as ``sink.STAGING`` (the sink imports this module)
 SUFFIX = ".lock"
+UNLEASED = re.compile(r"[0-9a-f]{32}")  # ``store.writer`` until it holds a lease
 WRITER = "shard-"  # a folder beside its own lock (``shard-K-of-N/`` and ``shard-K-of-N.lock``)
 
 
@@ -511,7 +513,8 @@ def clear(store: Store, folder: str, run_id: str, shared: tuple[str, ...] = (),
 def clear_tmp(store: Store, clock: Callable[[], float] | None = None) -> None:
     """A bucket's temporary uploads of writers that are gone (``_staging/.tmp/<run_id>/``; a
     loose key there is of a version that did not say whose). A writer not yet holding a lease
-    uploads under a random name: a folder written to less than ``lease`` s ago stays."""
+    uploads under a random name (``UNLEASED``): such a folder written to less than ``lease`` s
+    ago stays."""
     if isinstance(store, LocalStore):
         return
     assert isinstance(store, BucketStore)
@@ -520,8 +523,10 @@ def clear_tmp(store: Store, clock: Callable[[], float] | None = None) -> None:
     for name in store.folders(TMP):
         if name in alive:
             continue
-        newest = store.newest(f"{TMP}/{name}")
-        if newest is None or now - newest >= TIMING.lease:
-            store.delete_tree(f"{TMP}/{name}")
+        if UNLEASED.fullmatch(name):  # a run id's own uploads end with its lease
+            newest = store.newest(f"{TMP}/{name}")
+            if newest is not None and now - newest < TIMING.lease:
+                continue
+        store.delete_tree(f"{TMP}/{name}")
     for name in store.files(TMP):
         store.delete(f"{TMP}/{name}")
