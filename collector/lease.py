@@ -39,8 +39,11 @@ waits for its lease to expire (at most ``lease + renew`` s) instead of failing.
 A mender (an ordinary run, ``plan``, ``publish``) removes a dead writer's work only while it
 holds that writer's lock itself, made if missing, so no writer starts there meanwhile
 (``clear``); it never relabels the manifest of a live run (``live_runs``), nor removes a live
-run's temporary uploads (``clear_tmp``), and ``publish`` refuses while a shard of its date is
-alive (``live_holders``).
+run's temporary uploads, nor any of a writer without a lease yet (a random name) written less
+than ``lease`` s ago (``clear_tmp``). ``publish --shards`` claims every shard's
+lock of its date (``claimed``, ``also``) and holds them from its check to its clean-up: it
+refuses while a shard is alive, and a shard started meanwhile is refused (exit 2) or, in a
+bucket, waits.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import socket
 import threading
 import time
@@ -67,6 +71,7 @@ from collector.store import TMP, BucketStore, LocalStore, Store, reason
 LOCK_NAME = ".cph-collector.lock"
 STAGING = "_staging"  # as ``sink.STAGING`` (the sink imports this module)
 SUFFIX = ".lock"
+UNLEASED = re.compile(r"[0-9a-f]{32}")  # ``store.writer`` until it holds a lease
 WRITER = "shard-"  # a folder beside its own lock (``shard-K-of-N/`` and ``shard-K-of-N.lock``)
 
 
@@ -121,21 +126,28 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
-        try:
-            fd = _open_lock(self.path, create=True)
-        except OSError as exc:
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
-            raise UsageError(f"output {self.path.parent}: cannot open the lock file "
-                             f"{self.path.name} ({why})") from None
-        assert fd is not None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(_holder_bytes(fd))
+        for _ in range(10):  # a mender unlinks a lock file it holds: lock the one named now
+            try:
+                fd = _open_lock(self.path, create=True)
+            except OSError as exc:
+                why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+                raise UsageError(f"output {self.path.parent}: cannot open the lock file "
+                                 f"{self.path.name} ({why})") from None
+            assert fd is not None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe(_holder_bytes(fd))
+                os.close(fd)
+                raise UsageError(f"output {self.path.parent}: another cph-collector run "
+                                 f"({holder}) is writing to it; wait for it or use another "
+                                 "--output") from None
+            if _names(self.path, fd):
+                break
             os.close(fd)
-            raise UsageError(f"output {self.path.parent}: another cph-collector run "
-                             f"({holder}) is writing to it; wait for it or use another "
-                             "--output") from None
+        else:
+            raise UsageError(f"output {self.path.parent}: the lock file {self.path.name} "
+                             "keeps being removed; run it again")
         os.ftruncate(fd, 0)
         os.write(fd, orjson.dumps({"run_id": self.run_id, "pid": os.getpid()}))
         self._fd = fd
@@ -152,6 +164,16 @@ class OutputLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _names(path: Path, fd: int) -> bool:
+    """``path`` still names the file ``fd`` locked (not unlinked or replaced meanwhile)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _holder_bytes(fd: int, tries: int = 20, pause: float = 0.01) -> bytes:
@@ -187,11 +209,12 @@ def _holder_id(raw: bytes) -> str | None:
 
 
 @contextlib.contextmanager
-def _flock_claims(paths: list[Path], unlink: bool = False
+def _flock_claims(paths: list[Path], unlink: bool = False, run_id: str = ""
                   ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """Take every dead writer's flock (non-blocking); (claimed, {path: live holder's run id}).
-    ``unlink``: a mender clearing their work, which makes a missing lock file too (so a
-    writer starting meanwhile is refused) and removes the claimed files at the end."""
+    ``unlink``: a mender (``run_id``) clearing their work, which makes a missing lock file too
+    (so a writer starting meanwhile is refused, and told by whom) and removes the claimed
+    files at the end."""
     fds: dict[Path, int] = {}
     alive: dict[Path, str] = {}
     try:
@@ -206,6 +229,9 @@ def _flock_claims(paths: list[Path], unlink: bool = False
                 os.close(fd)
                 continue
             fds[path] = fd
+            if unlink and run_id:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, orjson.dumps({"run_id": run_id, "pid": os.getpid()}), 0)
         yield list(fds), alive
     finally:
         for path, fd in fds.items():
@@ -434,18 +460,23 @@ def live_holders(store: Store, folder: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def claimed(store: Store, folder: str, run_id: str) -> Iterator[dict[str, str]]:
-    """Hold the lock in ``folder`` of every dead writer, and of every writer's folder
-    (``shard-K-of-N/``) whose lock is missing, so none can start meanwhile (deleted at the
-    end); yields {lock name: run id} of those alive, whose work stays untouched."""
+def claimed(store: Store, folder: str, run_id: str, also: tuple[str, ...] = ()
+            ) -> Iterator[dict[str, str]]:
+    """Hold the lock in ``folder`` of every dead writer, of every writer's folder
+    (``shard-K-of-N/``) whose lock is missing, and the locks ``also`` (of writers not begun:
+    ``publish`` takes every shard's), so none can start meanwhile (deleted at the end); yields
+    {lock name: run id} of those alive, whose work stays untouched."""
     names = sorted({n for n in store.files(folder) if n.endswith(SUFFIX)}
-                   | {n + SUFFIX for n in store.folders(folder) if n.startswith(WRITER)})
+                   | {n + SUFFIX for n in store.folders(folder) if n.startswith(WRITER)}
+                   | set(also))
     if not names:
         yield {}
         return
     if isinstance(store, LocalStore):
+        if also:
+            store.make_folder(folder)  # the caller removes it if it stays empty
         paths = {store.path(f"{folder}/{n}"): n for n in names}
-        with _flock_claims(list(paths), unlink=True) as (_, alive):
+        with _flock_claims(list(paths), unlink=True, run_id=run_id) as (_, alive):
             yield {paths[p]: run for p, run in alive.items()}
         return
     assert isinstance(store, BucketStore)
@@ -455,12 +486,15 @@ def claimed(store: Store, folder: str, run_id: str) -> Iterator[dict[str, str]]:
 
 
 def clear(store: Store, folder: str, run_id: str, shared: tuple[str, ...] = (),
-          whole: bool = False) -> dict[str, str]:
+          whole: bool = False, held: dict[str, str] | None = None) -> dict[str, str]:
     """Remove ``folder`` and what is in it, except the work of live writers: the folder
     ``X`` beside each live ``X.lock``, and the ``shared`` folders (which live writers read)
-    while any is alive; ``whole``: any live writer keeps the whole folder. Returns
-    {lock name: run id} of the live writers."""
-    with claimed(store, folder, run_id) as alive:
+    while any is alive; ``whole``: any live writer keeps the whole folder. ``held``: the
+    caller holds ``claimed`` of ``folder`` already (what it yielded). Returns {lock name: run
+    id} of the live writers."""
+    claims: contextlib.AbstractContextManager[dict[str, str]] = (
+        claimed(store, folder, run_id) if held is None else contextlib.nullcontext(held))
+    with claims as alive:
         if alive and whole:
             return alive
         keep = {n.removesuffix(SUFFIX) for n in alive} | (set(shared) if alive else set())
@@ -476,14 +510,23 @@ def clear(store: Store, folder: str, run_id: str, shared: tuple[str, ...] = (),
     return alive
 
 
-def clear_tmp(store: Store) -> None:
+def clear_tmp(store: Store, clock: Callable[[], float] | None = None) -> None:
     """A bucket's temporary uploads of writers that are gone (``_staging/.tmp/<run_id>/``; a
-    loose key there is of a version that did not say whose)."""
+    loose key there is of a version that did not say whose). A writer not yet holding a lease
+    uploads under a random name (``UNLEASED``): such a folder written to less than ``lease`` s
+    ago stays."""
     if isinstance(store, LocalStore):
         return
+    assert isinstance(store, BucketStore)
     alive = live_runs(store)
+    now = (clock or time.time)()
     for name in store.folders(TMP):
-        if name not in alive:
-            store.delete_tree(f"{TMP}/{name}")
+        if name in alive:
+            continue
+        if UNLEASED.fullmatch(name):  # a run id's own uploads end with its lease
+            newest = store.newest(f"{TMP}/{name}")
+            if newest is not None and now - newest < TIMING.lease:
+                continue
+        store.delete_tree(f"{TMP}/{name}")
     for name in store.files(TMP):
         store.delete(f"{TMP}/{name}")

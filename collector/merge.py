@@ -13,6 +13,7 @@ Publishing again once it is done gives the first publish's verdict again, from i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -25,7 +26,7 @@ from collector.changes import line_of
 from collector.conclude import verdict_of, with_changes
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
-from collector.lease import live_holders
+from collector.lease import SUFFIX, claimed
 from collector.manifest import (
     LISTING_COUNTS,
     RunRecord,
@@ -48,7 +49,7 @@ from collector.sink import (
     read_parquet,
     read_published,
 )
-from collector.store import Store, reason
+from collector.store import LocalStore, Store, reason
 
 log = logging.getLogger("collector")
 RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
@@ -275,11 +276,12 @@ def left_over(store: Store, snapshot_date: dt.date, count: int, staged: list[str
     return True
 
 
-def _discard(store: Store, snapshot_date: dt.date) -> None:
-    """Remove the date's staging after a publish; a failure is a warning (the data and its
-    manifest are published, the night's verdict stands; the next run removes it)."""
+def _discard(store: Store, snapshot_date: dt.date, held: dict[str, str]) -> None:
+    """Remove the date's staging after a publish, under the shards' locks (``held``: the live
+    ones); a failure is a warning (the data and its manifest are published, the night's
+    verdict stands; the next run removes it)."""
     try:
-        ParquetSink(store, snapshot_date, "").discard()
+        ParquetSink(store, snapshot_date, "").discard(held)
     except OSError as exc:
         log.warning("output %s: %s is published, but its staging could not be removed (%s); "
                     "the next run removes it", store.url, snapshot_date, reason(exc))
@@ -317,17 +319,35 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
     record = RunRecord(run_id, snapshot_date, started, f"{count} shards", settings)
     recover(store, run_id)
     staging = date_staging(snapshot_date)
-    staged = [n for n in store.folders(staging) if n.startswith("shard-")]
-    if snapshot_date in published_dates(store) and (
-            not staged or left_over(store, snapshot_date, count, staged)):
-        if staged:  # a clean-up that failed after the publish: done now
-            _discard(store, snapshot_date)
-        return already_published(store, snapshot_date, record)
-    running = live_holders(store, staging)  # a premature publish: a shard still writes
-    if running:
-        lock, run = sorted(running.items())[0]
-        raise FatalRunError(f"publish {snapshot_date}: {lock.removesuffix('.lock')} is still "
-                            f"running (run {run}); nothing published")
+    every = tuple(f"shard-{k}-of-{count}{SUFFIX}" for k in range(1, count + 1))
+    try:
+        with claimed(store, staging, run_id, also=every) as running:  # no shard starts now
+            staged = [n for n in store.folders(staging) if n.startswith("shard-")]
+            if snapshot_date in published_dates(store) and (
+                    not staged or left_over(store, snapshot_date, count, staged)):
+                if staged:  # a clean-up that failed after the publish: done now
+                    _discard(store, snapshot_date, running)
+                return already_published(store, snapshot_date, record)
+            if running:  # a premature publish: a shard still writes
+                lock, run = sorted(running.items())[0]
+                raise FatalRunError(f"publish {snapshot_date}: {lock.removesuffix(SUFFIX)} is "
+                                    f"still running (run {run}); nothing published")
+            _held_publish(store, snapshot_date, count, record, trusted, fail_on_untrusted,
+                          max_failed_share)
+    finally:
+        if isinstance(store, LocalStore):
+            with contextlib.suppress(OSError):
+                store.path(staging).rmdir()  # if empty once the shards' lock files are gone
+    log.info("published %s from %d shards; %s", snapshot_date, count,
+             line_of(record.changes))
+    return record
+
+
+def _held_publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord,
+                  trusted: frozenset[str], fail_on_untrusted: bool,
+                  max_failed_share: float | None) -> None:
+    """``_publish`` with its manifest kept (a failure is recorded, and ``FatalRunError``),
+    then the staging discarded; the caller holds every shard's lock."""
     write_manifest(store, record)  # running: a stop from here on is recorded by the next run
     try:
         _publish(store, snapshot_date, count, record, trusted, fail_on_untrusted,
@@ -347,12 +367,9 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
             write_manifest(store, record)
         except OSError as again:
             log.warning("output %s: cannot write the manifest runs/%s.json (%s)", store.url,
-                        run_id, reason(again))
+                        record.run_id, reason(again))
         raise FatalRunError(error) from None
-    _discard(store, snapshot_date)
-    log.info("published %s from %d shards; %s", snapshot_date, count,
-             line_of(record.changes))
-    return record
+    _discard(store, snapshot_date, {})
 
 
 def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord,

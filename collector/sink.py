@@ -474,9 +474,10 @@ class ParquetSink:
                         if kind == "private":
                             yield project, image
 
-    def discard(self) -> None:
-        """Remove this date's staging after a finished run (live shards' work stays)."""
-        clear(self.store, self.staging, self.run_id, shared=(PLAN,))
+    def discard(self, held: dict[str, str] | None = None) -> None:
+        """Remove this date's staging after a finished run (live shards' work stays;
+        ``held``: the caller holds the shards' locks, see ``lease.clear``)."""
+        clear(self.store, self.staging, self.run_id, shared=(PLAN,), held=held)
 
 
 def _concatenate(store: Store, sources: list[str], schema: pa.Schema, handle: Any) -> None:

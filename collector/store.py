@@ -219,6 +219,14 @@ class BucketStore:
         return sorted(info.base_name for info in self._listing(folder)
                       if info.type == pafs.FileType.File)
 
+    def newest(self, folder: str) -> float | None:
+        """When the newest object under ``folder`` (at any depth) was written, in epoch
+        seconds; None when there is none."""
+        selector = pafs.FileSelector(self.path(folder), allow_not_found=True, recursive=True)
+        times = [info.mtime.timestamp() for info in self.fs.get_file_info(selector)
+                 if info.type == pafs.FileType.File and info.mtime is not None]
+        return max(times, default=None)
+
     def folders(self, folder: str) -> list[str]:
         return sorted(info.base_name for info in self._listing(folder)
                       if info.type == pafs.FileType.Directory)

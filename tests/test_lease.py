@@ -7,6 +7,7 @@ when the lock waits, so a 30 s lease is checked in milliseconds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -178,3 +179,50 @@ def test_a_store_too_slow_to_take_the_lease_safely_is_refused_and_leaves_no_leas
                                          r"to take it safely\)$"):
         taker(store, "20261201T020000Z-slow00", clock).__enter__()
     assert not store.exists(LOCK_NAME)
+
+
+def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_holders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A opens shard-2-of-3.lock; a mender (holding it) unlinks it; A's flock then succeeds on
+    the unlinked file. A must notice and lock the file the path names, so B is refused."""
+    import fcntl
+
+    from collector import lease
+    from collector.lease import OutputLock
+
+    name = "shard-2-of-3.lock"
+    real = fcntl.flock
+    calls: list[int] = []
+
+    def flock(fd: int, op: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # the mender, between A's open and A's flock
+            with lease._flock_claims([tmp_path / name], unlink=True):
+                pass
+        real(fd, op)
+
+    monkeypatch.setattr(lease.fcntl, "flock", flock)
+    with OutputLock(tmp_path, name, "20261201T010000Z-aaaaaa"):
+        monkeypatch.setattr(lease.fcntl, "flock", real)
+        with pytest.raises(UsageError, match="20261201T010000Z-aaaaaa"), \
+                OutputLock(tmp_path, name, "20261201T010000Z-bbbbbb"):
+            pass
+
+
+def test_a_fresh_temporary_upload_of_a_writer_without_a_lease_outlives_a_mender(
+        store: BucketStore) -> None:
+    """A starting run uploads its lease (and check its probe) under a random name before it
+    holds a lease: a mender's ``clear_tmp`` leaves it until it is older than the lease."""
+    import time
+
+    from collector.lease import TIMING, clear_tmp
+    from collector.store import TMP
+
+    key = f"{TMP}/{store.writer}/upload"
+    store.fs.create_dir(store.path(f"{TMP}/{store.writer}"))
+    with store.fs.open_output_stream(store.path(key)) as handle:
+        handle.write(b"half of an upload")
+    clear_tmp(store)
+    assert store.read(key) == b"half of an upload"  # mid-write: it stays
+    clear_tmp(store, clock=lambda: time.time() + TIMING.lease + 1)
+    assert not store.exists(key)  # long gone: removed

@@ -333,3 +333,46 @@ async def test_a_staged_shard_and_the_plan_survive_another_dates_run(
     for table in ("members", "image_status"):
         night = {r for r in rows(merged, table) if DAY.isoformat() in r}  # not the other date
         assert night == rows(whole, table), table
+
+
+@pytest.mark.parametrize("where", ["disk", "bucket"])
+async def test_a_shard_started_while_publish_runs_is_refused_and_the_publish_stands(
+        where: str, fake: FakeCph, collect: Collect, s3: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish holds every shard's lock from its check to its clean-up: a shard run again in
+    the middle (its scheduler's retry) is refused (exit 2) instead of losing its folder."""
+    from collector import merge
+    from collector.lease import BucketLock, lock
+    from collector.store import BucketStore
+
+    ids = fake.dataset.image_ids()
+    target: Any = tmp_path / "out"
+    options: dict[str, Any] = {}
+    if where == "bucket":
+        target = s3.bucket()
+        options = {"env": S3_ENV, "storage_endpoint": s3.endpoint}
+    await shards(collect, fake, ids, 2, output=target, **options)
+    refused: list[UsageError] = []
+    real = merge.verify
+
+    def verify(store: Store, *args: Any) -> Any:
+        """Shard 1 of 2 starts again while the publish checks the shards."""
+        other = _bucket(target, s3) if where == "bucket" else LocalStore(target)
+        name = f"_staging/snapshot_date={DAY}/shard-1-of-2.lock"
+        taking = (BucketLock(other, "20261201T060000Z-again0", name, fence=True, wait=False)
+                  if isinstance(other, BucketStore) else lock(other, "20261201T060000Z-again0",
+                                                             name=name))
+        try:
+            with taking:
+                pass
+        except UsageError as exc:
+            refused.append(exc)
+        return real(store, *args)
+
+    monkeypatch.setattr(merge, "verify", verify)
+    store = _bucket(target, s3) if where == "bucket" else LocalStore(target)
+    record = await asyncio.to_thread(published, store, 2)
+    assert (record.status, record.exit_code) == ("finished", 0)
+    assert len(refused) == 1 and refused[0].exit_code == 2
+    assert "20261201T050000Z-pub000" in str(refused[0])  # the publish holds it
+    assert record.counts["status_rows"] == len(ids)
