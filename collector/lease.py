@@ -444,21 +444,6 @@ def live_runs(store: Store) -> set[str]:
             and _age(doc, clock()) < TIMING.lease}
 
 
-def live_holders(store: Store, folder: str) -> dict[str, str]:
-    """{lock name: run id} of the live writers whose locks are in ``folder``."""
-    names = [n for n in store.files(folder) if n.endswith(SUFFIX)]
-    if isinstance(store, LocalStore):
-        paths = {store.path(f"{folder}/{n}"): n for n in names}
-        with _flock_claims(list(paths)) as (_, alive):
-            return {paths[p]: run for p, run in alive.items()}
-    found = {}
-    for name in names:
-        doc = read_lease(store, f"{folder}/{name}")
-        if doc is not None and _age(doc, time.time()) < TIMING.lease:
-            found[name] = str(doc.get("run_id"))
-    return found
-
-
 @contextlib.contextmanager
 def claimed(store: Store, folder: str, run_id: str, also: tuple[str, ...] = ()
             ) -> Iterator[dict[str, str]]:
