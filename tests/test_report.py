@@ -282,7 +282,7 @@ async def test_a_night_with_failures_says_incomplete_and_why_and_its_numbers_are
     page = (second.output / report_key(NIGHT2)).read_text()
     parsed = parse(page)
     assert parsed.figures["complete"][1].startswith("Incomplete: 5 images failed or forbidden "
-                                                    "and 1 listings not ok (exit 1)")
+                                                    "and 1 listing not ok (exit 1)")
     assert_figures_equal_the_tables(parsed.figures,
                                     expected_figures(second.output, NIGHT2, NIGHT1))
     failed = parsed.tables["failed_images"]["rows"]
@@ -604,11 +604,28 @@ def test_report_and_diff_take_log_format_json_and_say_their_result_as_json(
     assert bad.stderr == "cph-collector: error: --log-format='xml': must be one of text, json\n"
 
 
-@pytest.mark.parametrize(("failed", "said"), [(1, "1 image failed or forbidden and 0 listings"),
-                                              (2, "2 images failed or forbidden and 0 listings")])
-def test_the_verdict_counts_in_singular_and_plural(failed: int, said: str) -> None:
-    from collector.report.model import counted
+@pytest.mark.parametrize(("failed", "said"), [
+    (1, "Incomplete: 1 image failed or forbidden and 0 listings not ok"),
+    (2, "Incomplete: 2 images failed or forbidden and 0 listings not ok")])
+def test_the_page_counts_in_singular_and_plural(demo_output: tuple[Path, str], tmp_path: Path,
+                                               failed: int, said: str) -> None:
+    """Our own image_status file rewritten in place (still listed) with ``failed`` failures."""
+    import shutil
 
-    assert counted(failed, "image") + " failed or forbidden and " + counted(0, "listing") \
-        == said
-    assert counted(1, "listing") == "1 listing" and counted(1_000, "row") == "1,000 rows"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("report"))
+    path = sorted((output / "image_status" / f"snapshot_date={NIGHT2.isoformat()}")
+                  .glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    status = table["status"].cast(pa.string()).to_pylist()
+    status[:failed] = ["failed"] * failed
+    index = table.column_names.index("status")
+    pq.write_table(table.set_column(index, "status", pa.array(status).cast(
+        table.schema.field("status").type)), path)
+    write_report(LocalStore(output), NIGHT2, nights=1)
+    page = (output / report_key(NIGHT2)).read_text()
+    assert parse(page).figures["complete"][1].startswith(said)
+    assert "The last 1 published night (at most --nights)" in page

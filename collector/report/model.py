@@ -100,6 +100,11 @@ class Report:
     sections: list[Section]
 
 
+def count_of(n: int, noun: str) -> str:
+    """``n`` things in a sentence: "1 image", "2 images" (nouns of the page add an s)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _manifest(store: Store, day: dt.date) -> dict[str, object] | None:
     """The finished run that published ``day`` (the latest, when a date was re-run)."""
     found = []
@@ -325,9 +330,9 @@ def _glance(ours: Ours, day: dt.date, manifest: dict[str, object], status: pa.Ta
         verdict = (f"Complete: every image and listing got a definitive answer (exit "
                    f"{exit_code}).")
     else:
-        verdict = (f"Incomplete: {unanswered:,} images failed or forbidden and "
-                   f"{len(bad_listings):,} listings not ok (exit {exit_code}); their shares "
-                   "are not known tonight.")
+        verdict = (f"Incomplete: {count_of(unanswered, 'image')} failed or forbidden and "
+                   f"{count_of(len(bad_listings), 'listing')} not ok (exit {exit_code}); their "
+                   "shares are not known tonight.")
     failed = _plain(status.filter(pc.is_in(status["status"], value_set=pa.array(UNANSWERED))))
     failed = failed.append_column("code", pc.fill_null(failed["error_code"], text("")))
     top = _top(failed, TOP, [("status", "ascending"), ("code", "ascending"),
@@ -542,8 +547,9 @@ def _exposure(day: dt.date, coded: Coded, trusted: frozenset[str], older_than_da
                len(pc.unique(members.filter(untrusted)["member_id"]))),
         Figure("old_shares", f"shares older than {older_than_days} days", len(old)),
     ]
-    lead = (f"Tonight's shares, judged by the run's trusted_projects ({len(trusted):,} "
-            "partner projects): every share to a project outside them is untrusted.")
+    lead = (f"Tonight's shares, judged by the run's trusted_projects ("
+            f"{count_of(len(trusted), 'partner project')}): every share to a project outside "
+            "them is untrusted.")
     return Section("exposure", "Exposure", lead, figures, [
         Table("untrusted_images", "Images shared with untrusted projects",
               ("image_name", "image_id", "project_id", "untrusted projects", "projects"),
@@ -611,7 +617,7 @@ def _trends(ours: Ours, dates: list[dt.date], trusted: frozenset[str], sql: _Sql
         (day.isoformat(), a[1], b[1], c[1], d[1])
         for day, a, b, c, d in zip(dates, images, shares, untrusted, unanswered, strict=True)]
     rows.reverse()  # newest first
-    lead = (f"The last {len(dates)} published nights (at most --nights); untrusted by "
+    lead = (f"The last {count_of(len(dates), 'published night')} (at most --nights); untrusted by "
             "tonight's trusted_projects.")
     table = Table(
         "trend", "Night by night", ("night", "images", "shares", "untrusted shares",
