@@ -49,7 +49,7 @@ def _add_some_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> 
 PUBLISH_SETTINGS = ("output", "storage_endpoint", "storage_addressing", "region",
                     "trusted_projects", "fail_on_untrusted", "max_failed_share", "log_format",
                     "metrics_file", "pushgateway")
-DIFF_SETTINGS = ("storage_endpoint", "storage_addressing", "region")
+DIFF_SETTINGS = ("storage_endpoint", "storage_addressing", "region", "log_format")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,12 +113,17 @@ def _add_demo(commands: Commands) -> None:
     demo.add_argument("--seed", type=int, default=7, help="dataset and fault seed")
 
 
+def _add_reader_flags(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that only read published snapshots (diff, report)."""
+    parser.add_argument("--output", default="output",
+                        help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
+    _add_some_flags(parser, DIFF_SETTINGS)
+
+
 def _add_diff(commands: Commands) -> None:
     diff = commands.add_parser("diff", help="what changed between two finished snapshots "
                                              "(nothing is collected)")
-    diff.add_argument("--output", default="output",
-                      help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
-    _add_some_flags(diff, DIFF_SETTINGS)
+    _add_reader_flags(diff)
     diff.add_argument("--from", dest="since", required=True, metavar="DATE",
                       help="the earlier snapshot date, YYYY-MM-DD")
     diff.add_argument("--to", dest="until", required=True, metavar="DATE",
@@ -135,9 +140,7 @@ def _add_diff(commands: Commands) -> None:
 def _add_report(commands: Commands) -> None:
     report = commands.add_parser("report", help="write the morning report of a published "
                                                  "snapshot: one self-contained HTML page")
-    report.add_argument("--output", default="output",
-                        help="output folder, or s3://bucket/prefix or obs://bucket/prefix")
-    _add_some_flags(report, DIFF_SETTINGS)
+    _add_reader_flags(report)
     report.add_argument("--snapshot-date", default=None, metavar="DATE",
                         help="the snapshot, YYYY-MM-DD (default: the latest published)")
     report.add_argument("--nights", type=int, default=30, metavar="N",
@@ -310,7 +313,9 @@ def _report(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: the report could not be written "
                             f"({reason(exc)})") from None
-    print(f"report: {store.url}/{key}", flush=True)
+    print(json_line({"event": "report", "snapshot_date": day.isoformat(),
+                     "report": f"{store.url}/{key}"}) if settings.log_format == "json"
+          else f"report: {store.url}/{key}", flush=True)
     return int(ExitCode.OK)
 
 

@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -511,6 +512,23 @@ def ours(store: Store, keys: list[str], listed: frozenset[str]) -> list[str]:
     return [key for key in keys if key in listed]
 
 
+def our_files(store: Store, folder: str, listed: frozenset[str]) -> list[str]:
+    """The Parquet files in ``folder`` of a published snapshot that our manifests list."""
+    return ours(store, parquet_files(store, folder), listed)
+
+
+@contextmanager
+def readable(store: Store, key: str) -> Iterator[None]:
+    """A file our manifest lists that cannot be read (truncated, garbage, or of another
+    schema) is ``FatalRunError`` naming it: one line, not a traceback."""
+    try:
+        yield
+    except (ValueError, KeyError, pa.ArrowException) as exc:
+        raise FatalRunError(
+            f"output {store.url}: {key} cannot be read ({from_server(str(exc), 200)}); "
+            "a manifest of ours lists it: restore it, or remove that snapshot") from None
+
+
 def read_night(store: Store, folder: Callable[[str], str],
                listed: frozenset[str] | None = None, members: bool = True) -> Night:
     """A snapshot's statuses, members (none when not ``members``: which images are comparable
@@ -529,12 +547,8 @@ def read_night(store: Store, folder: Callable[[str], str],
         parts = []
         for key in keys:
             # ParquetFile, not read_table: that one imports pyarrow.dataset, and pandas with it
-            try:
+            with readable(store, key):
                 parts.append(read_parquet(store, key, columns, read_dictionary=ids))
-            except (ValueError, KeyError, pa.ArrowException) as exc:  # truncated, garbage,
-                raise FatalRunError(  # or of another schema
-                    f"output {store.url}: {key} cannot be read ({from_server(str(exc), 200)}); "
-                    "a manifest of ours lists it: restore it, or remove that snapshot") from None
             pa.default_memory_pool().release_unused()  # the reader's buffers, file by file
         return pa.concat_tables(parts)
 

@@ -282,7 +282,7 @@ async def test_a_night_with_failures_says_incomplete_and_why_and_its_numbers_are
     page = (second.output / report_key(NIGHT2)).read_text()
     parsed = parse(page)
     assert parsed.figures["complete"][1].startswith("Incomplete: 5 images failed or forbidden "
-                                                    "and 1 listings not ok (exit 1)")
+                                                    "and 1 listing not ok (exit 1)")
     assert_figures_equal_the_tables(parsed.figures,
                                     expected_figures(second.output, NIGHT2, NIGHT1))
     failed = parsed.tables["failed_images"]["rows"]
@@ -519,3 +519,113 @@ def test_images_per_second_is_the_summary_lines_even_where_the_manifest_rounds_s
     assert rows == "304"  # the demo's second night, as image_status has it
     assert " 200 images/s " in summary_line_of(doc)
     assert figures["images_per_second"][1] == "200"
+
+
+def _report_cli(output: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector", "report", "--output", str(output),
+                           *flags], capture_output=True, text=True, check=False)
+
+
+def test_a_copy_of_our_own_file_in_a_partition_changes_no_figure_of_the_report(
+        demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    """A copy of a run's image_status and members files (named as no manifest lists them) is
+    ignored, as diff ignores it: the page's figures and trends are the run's, not 615/945."""
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output)
+    before = parse(write_report_page(output))
+    for table in ("image_status", "members"):
+        folder = output / table / f"snapshot_date={NIGHT2.isoformat()}"
+        shutil.copy(sorted(folder.glob("*.parquet"))[0], folder / "x-copy.parquet")
+    done = _report_cli(output)
+    assert done.returncode == 0, done.stderr
+    after = parse((output / report_key(NIGHT2)).read_text())
+    assert after.figures == before.figures
+    assert after.tables["trend"]["rows"] == before.tables["trend"]["rows"]
+    assert "x-copy.parquet: no manifest of ours" in done.stderr
+
+
+def write_report_page(output: Path) -> str:
+    write_report(LocalStore(output), NIGHT2)
+    return (output / report_key(NIGHT2)).read_text()
+
+
+def test_a_garbage_parquet_file_no_manifest_lists_is_ignored_by_the_report(
+        demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output)
+    before = parse(write_report_page(output))
+    for table in ("image_status", "members", "images", "listing_status", "changes"):
+        (output / table / f"snapshot_date={NIGHT2.isoformat()}" / "y.parquet").write_bytes(
+            b"not parquet")
+    done = _report_cli(output)
+    assert done.returncode == 0, done.stderr
+    assert parse((output / report_key(NIGHT2)).read_text()).figures == before.figures
+    assert "Traceback" not in done.stderr
+
+
+def test_our_own_unreadable_file_is_one_line_naming_it_and_exit_3(
+        demo_output: tuple[Path, str], tmp_path: Path) -> None:
+    import shutil
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("report"))
+    folder = output / "members" / f"snapshot_date={NIGHT2.isoformat()}"
+    ours = sorted(folder.glob("*.parquet"))[0]
+    ours.write_bytes(b"garbage")
+    done = _report_cli(output)
+    assert done.returncode == 3
+    key = ours.relative_to(output).as_posix()
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("cph-collector: error: ")
+    assert f"{key} cannot be read" in done.stderr
+    assert not (output / report_key(NIGHT2)).exists()
+
+
+def test_report_and_diff_take_log_format_json_and_say_their_result_as_json(
+        demo_output: tuple[Path, str]) -> None:
+    output, _ = demo_output
+    done = _report_cli(output, "--log-format", "json")
+    assert done.returncode == 0, done.stderr
+    doc = orjson.loads(done.stdout)
+    assert doc["event"] == "report" and doc["report"] == f"{output}/{report_key(NIGHT2)}"
+    assert doc["snapshot_date"] == NIGHT2.isoformat()
+    diff = subprocess.run([sys.executable, "-m", "collector", "diff", "--output", str(output),
+                           "--from", NIGHT1.isoformat(), "--to", NIGHT2.isoformat(),
+                           "--format", "jsonl", "--log-format", "json"],
+                          capture_output=True, text=True, check=False)
+    assert diff.returncode == 0, diff.stderr
+    lines = [orjson.loads(line) for line in diff.stderr.splitlines()]
+    assert lines[-1]["event"] == "summary" and "changes from" in lines[-1]["message"]
+    bad = _report_cli(output, "--log-format", "xml")
+    assert bad.returncode == 2
+    assert bad.stderr == "cph-collector: error: --log-format='xml': must be one of text, json\n"
+
+
+@pytest.mark.parametrize(("failed", "said"), [
+    (1, "Incomplete: 1 image failed or forbidden and 0 listings not ok"),
+    (2, "Incomplete: 2 images failed or forbidden and 0 listings not ok")])
+def test_the_page_counts_in_singular_and_plural(demo_output: tuple[Path, str], tmp_path: Path,
+                                               failed: int, said: str) -> None:
+    """Our own image_status file rewritten in place (still listed) with ``failed`` failures."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "out"
+    shutil.copytree(demo_output[0], output, ignore=shutil.ignore_patterns("report"))
+    path = sorted((output / "image_status" / f"snapshot_date={NIGHT2.isoformat()}")
+                  .glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    status = table["status"].cast(pa.string()).to_pylist()
+    status[:failed] = ["failed"] * failed
+    index = table.column_names.index("status")
+    pq.write_table(table.set_column(index, "status", pa.array(status).cast(
+        table.schema.field("status").type)), path)
+    write_report(LocalStore(output), NIGHT2, nights=1)
+    page = (output / report_key(NIGHT2)).read_text()
+    assert parse(page).figures["complete"][1].startswith(said)
+    assert "The last 1 published night (at most --nights)" in page

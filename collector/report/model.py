@@ -27,14 +27,15 @@ from collector.changes import (
     uncomparable_images,
 )
 from collector.errors import Status, UsageError
-from collector.manifest import is_ours
+from collector.manifest import is_ours, listed_files
 from collector.sink import (
     TABLES,
-    parquet_files,
+    our_files,
     partition_key,
     published_dates,
     published_night,
     read_parquet,
+    readable,
 )
 from collector.store import Store, reason
 
@@ -99,6 +100,11 @@ class Report:
     sections: list[Section]
 
 
+def count_of(n: int, noun: str) -> str:
+    """``n`` things in a sentence: "1 image", "2 images" (nouns of the page add an s)."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _manifest(store: Store, day: dt.date) -> dict[str, object] | None:
     """The finished run that published ``day`` (the latest, when a date was re-run)."""
     found = []
@@ -115,20 +121,32 @@ def _manifest(store: Store, day: dt.date) -> dict[str, object] | None:
     return max(found, key=lambda d: str(d.get("ended_at") or "")) if found else None
 
 
-def _read(store: Store, table: str, day: dt.date, columns: list[str],
+@dataclass(frozen=True)
+class Ours:
+    """The output and the files our manifests list: the report reads those only, as diff
+    does (``sink.our_files``); another tool's file or a copy is ignored with a warning."""
+
+    store: Store
+    listed: frozenset[str]
+
+
+def _read(ours: Ours, table: str, day: dt.date, columns: list[str],
           dictionary: list[str] | None = None) -> pa.Table:
-    keys = parquet_files(store, partition_key(table, day))
+    keys = our_files(ours.store, partition_key(table, day), ours.listed)
     if not keys:
         return TABLES[table].empty_table().select(columns)
-    return pa.concat_tables([read_parquet(store, key, columns, read_dictionary=dictionary)
-                             for key in keys])
+    parts = []
+    for key in keys:
+        with readable(ours.store, key):
+            parts.append(read_parquet(ours.store, key, columns, read_dictionary=dictionary))
+    return pa.concat_tables(parts)
 
 
-def _rows_in(store: Store, table: str, day: dt.date) -> int:
+def _rows_in(ours: Ours, table: str, day: dt.date) -> int:
     """A partition's row count, from the Parquet footers alone."""
     total = 0
-    for key in parquet_files(store, partition_key(table, day)):
-        with store.open(key) as handle:
+    for key in our_files(ours.store, partition_key(table, day), ours.listed):
+        with readable(ours.store, key), ours.store.open(key) as handle:
             total += pq.ParquetFile(handle).metadata.num_rows
     return total
 
@@ -159,9 +177,9 @@ class Coded:
     ids: dict[str, pa.Array]  # the sorted dictionary of each ID column
 
     @classmethod
-    def read(cls, store: Store, day: dt.date) -> Coded:
+    def read(cls, ours: Ours, day: dt.date) -> Coded:
         names = ["project_id", "image_id", "member_id"]
-        (table,) = share_dictionaries([_read(store, "members", day, [*names, "create_time"],
+        (table,) = share_dictionaries([_read(ours, "members", day, [*names, "create_time"],
                                              names)], names)
         ids = {}
         for name in names:
@@ -223,22 +241,23 @@ def build_report(store: Store, day: dt.date, nights: int = 30,
     raw = settings.get("trusted_projects") if isinstance(settings, dict) else None
     trusted = frozenset(str(raw).split(",")) if raw else frozenset()
     sql = _Sql(store.url, run_id, day)
-    names = Names(store, day)
-    status = _read(store, "image_status", day, ["project_id", "image_id", "status",
+    ours = Ours(store, listed_files(store))
+    names = Names(ours, day)
+    status = _read(ours, "image_status", day, ["project_id", "image_id", "status",
                                                  "http_status", "error_code", "error_msg",
                                                  "attempts"],
                    ["project_id", "image_id", "status", "error_code"])
     status = status.set_column(2, "status", status["status"].cast(pa.string()))
-    members = Coded.read(store, day)
-    glance, complete, verdict = _glance(store, day, manifest, status, members, sql, names)
+    members = Coded.read(ours, day)
+    glance, complete, verdict = _glance(ours, day, manifest, status, members, sql, names)
     exposure = _exposure(day, members, trusted, older_than_days, sql, names)
     not_compared = _plain(status.filter(pc.is_in(status["status"],
                                                  value_set=pa.array(NOT_COMPARED))))
     del status, members  # the comparison reads both nights' statuses: only one night at a time
     earlier = [d for d in dates if d < day]
-    changes = _changes(store, day, earlier[-1] if earlier else None, manifest, not_compared,
+    changes = _changes(ours, day, earlier[-1] if earlier else None, manifest, not_compared,
                        sql, names)
-    trends = _trends(store, [d for d in dates if d <= day][-nights:], trusted, sql)
+    trends = _trends(ours, [d for d in dates if d <= day][-nights:], trusted, sql)
     return Report(day, store.url, run_id, complete, verdict,
                   [glance, changes, exposure, trends])
 
@@ -247,8 +266,8 @@ class Names:
     """image_name by (project_id, image_id), from a night's ``images`` (discovery), looked up
     for the rows a page shows only: a million images stay an Arrow table."""
 
-    def __init__(self, store: Store, day: dt.date) -> None:
-        images = _read(store, "images", day, ["project_id", "image_id", "image_name",
+    def __init__(self, ours: Ours, day: dt.date) -> None:
+        images = _read(ours, "images", day, ["project_id", "image_id", "image_name",
                                               "image_type"])
         self.images = images.filter(pc.equal(images["image_type"], text("private")))
 
@@ -272,13 +291,13 @@ def _named(names: Names, rows: list[dict[str, object]],
     return [found.get(k) or older.get(k, "") for k in keys]
 
 
-def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.Table,
+def _glance(ours: Ours, day: dt.date, manifest: dict[str, object], status: pa.Table,
             coded: Coded, sql: _Sql, names: Names) -> tuple[Section, bool, str]:
     members = coded.table
     by_status = dict.fromkeys((s.value for s in Status), 0)
     counted = status.group_by("status").aggregate([("status", "count")]).to_pydict()
     by_status.update(zip(counted["status"], counted["status_count"], strict=True))
-    listings = _read(store, "listing_status", day, ["region", "project_id", "image_type",
+    listings = _read(ours, "listing_status", day, ["region", "project_id", "image_type",
                                                     "status", "http_status", "error_code",
                                                     "error_msg"])
     bad_listings = listings.filter(pc.not_equal(listings["status"], text(Status.OK.value)))
@@ -311,9 +330,9 @@ def _glance(store: Store, day: dt.date, manifest: dict[str, object], status: pa.
         verdict = (f"Complete: every image and listing got a definitive answer (exit "
                    f"{exit_code}).")
     else:
-        verdict = (f"Incomplete: {unanswered:,} images failed or forbidden and "
-                   f"{len(bad_listings):,} listings not ok (exit {exit_code}); their shares "
-                   "are not known tonight.")
+        verdict = (f"Incomplete: {count_of(unanswered, 'image')} failed or forbidden and "
+                   f"{count_of(len(bad_listings), 'listing')} not ok (exit {exit_code}); their "
+                   "shares are not known tonight.")
     failed = _plain(status.filter(pc.is_in(status["status"], value_set=pa.array(UNANSWERED))))
     failed = failed.append_column("code", pc.fill_null(failed["error_code"], text("")))
     top = _top(failed, TOP, [("status", "ascending"), ("code", "ascending"),
@@ -394,13 +413,13 @@ def _float(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _changes(store: Store, day: dt.date, previous: dt.date | None, manifest: dict[str, object],
+def _changes(ours: Ours, day: dt.date, previous: dt.date | None, manifest: dict[str, object],
              status: pa.Table, sql: _Sql, names: Names) -> Section:
     """``status``: tonight's images that were failed, forbidden or invalid (for their codes)."""
     if previous is None:
         return Section("changes", "What changed", "The first snapshot in this output: nothing "
                        "to compare with yet.")
-    table = _read(store, "changes", day, ["previous_snapshot_date", "project_id", "image_id",
+    table = _read(ours, "changes", day, ["previous_snapshot_date", "project_id", "image_id",
                                           "member_id", "change", "create_time", "update_time",
                                           "previous_update_time", "trusted"])
     figures = []
@@ -409,8 +428,8 @@ def _changes(store: Store, day: dt.date, previous: dt.date | None, manifest: dic
         figures.append(Figure(kind, kind, _count(of_kind)))
         figures.append(Figure(f"untrusted_{kind}", f"{kind}, to untrusted projects",
                               _count(pc.and_(of_kind, pc.invert(table["trusted"])))))
-    old_names = Names(store, previous)
-    before, after = (published_night(store, d, members=False) for d in (previous, day))
+    old_names = Names(ours, previous)
+    before, after = (published_night(ours.store, d, members=False) for d in (previous, day))
     unsettled = uncomparable_images(before, after)
     figures.append(Figure("uncomparable_images", "images not comparable", len(unsettled)))
     top = _top(table, TOP, [("trusted", "ascending"), ("update_time", "descending"),
@@ -528,8 +547,9 @@ def _exposure(day: dt.date, coded: Coded, trusted: frozenset[str], older_than_da
                len(pc.unique(members.filter(untrusted)["member_id"]))),
         Figure("old_shares", f"shares older than {older_than_days} days", len(old)),
     ]
-    lead = (f"Tonight's shares, judged by the run's trusted_projects ({len(trusted):,} "
-            "partner projects): every share to a project outside them is untrusted.")
+    lead = (f"Tonight's shares, judged by the run's trusted_projects ("
+            f"{count_of(len(trusted), 'partner project')}): every share to a project outside "
+            "them is untrusted.")
     return Section("exposure", "Exposure", lead, figures, [
         Table("untrusted_images", "Images shared with untrusted projects",
               ("image_name", "image_id", "project_id", "untrusted projects", "projects"),
@@ -571,14 +591,14 @@ def _exposure(day: dt.date, coded: Coded, trusted: frozenset[str], older_than_da
     ])
 
 
-def _trends(store: Store, dates: list[dt.date], trusted: frozenset[str], sql: _Sql) -> Section:
+def _trends(ours: Ours, dates: list[dt.date], trusted: frozenset[str], sql: _Sql) -> Section:
     """Per night: images, shares, untrusted shares (by tonight's trusted list) and images
     without an answer; IDs read as dictionaries, so a night costs its distinct IDs."""
     images, shares, untrusted, unanswered = [], [], [], []
     for day in dates:
-        images.append((day, _rows_in(store, "image_status", day)))
-        shares.append((day, _rows_in(store, "members", day)))
-        members = _read(store, "members", day, ["member_id"], ["member_id"])["member_id"]
+        images.append((day, _rows_in(ours, "image_status", day)))
+        shares.append((day, _rows_in(ours, "members", day)))
+        members = _read(ours, "members", day, ["member_id"], ["member_id"])["member_id"]
         outside = 0
         for chunk in members.chunks:
             if pa.types.is_dictionary(chunk.type):
@@ -587,7 +607,7 @@ def _trends(store: Store, dates: list[dt.date], trusted: frozenset[str], sql: _S
                 inside = _trusted_mask(chunk, trusted)
             outside += len(chunk) - _count(inside)
         untrusted.append((day, outside))
-        status = _read(store, "image_status", day, ["status"], ["status"])["status"]
+        status = _read(ours, "image_status", day, ["status"], ["status"])["status"]
         unanswered.append((day, _count(pc.is_in(status.cast(pa.string()),
                                                 value_set=pa.array(UNANSWERED)))))
     series = [Series("images", "images", images), Series("shares", "shares", shares),
@@ -597,7 +617,7 @@ def _trends(store: Store, dates: list[dt.date], trusted: frozenset[str], sql: _S
         (day.isoformat(), a[1], b[1], c[1], d[1])
         for day, a, b, c, d in zip(dates, images, shares, untrusted, unanswered, strict=True)]
     rows.reverse()  # newest first
-    lead = (f"The last {len(dates)} published nights (at most --nights); untrusted by "
+    lead = (f"The last {count_of(len(dates), 'published night')} (at most --nights); untrusted by "
             "tonight's trusted_projects.")
     table = Table(
         "trend", "Night by night", ("night", "images", "shares", "untrusted shares",

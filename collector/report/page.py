@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from html import escape
 
-from collector.report.model import Cell, Figure, Report, Section, Series, Table
+from collector.report.model import Cell, Figure, Report, Section, Series, Table, count_of
 
 STYLE = """
 :root { --ink: #1b1f24; --muted: #4b5563; --line: #d0d7de; --bad: #a4000f; --bad-bg: #fff1f0;
@@ -177,7 +177,7 @@ def _table(table: Table) -> str:
                         for c, v in zip(table.columns, row, strict=True))
         rows.append(f'<tr{" class=untrusted" if marked else ""}>{cells}</tr>')
     shown = len(table.rows)
-    extent = (f"all {table.total:,} rows" if shown == table.total
+    extent = (f"all {count_of(table.total, 'row')}" if shown == table.total
               else f"the first {shown:,} of {table.total:,} rows")
     key = escape(table.key)
     if not rows:
