@@ -272,10 +272,11 @@ def _diff(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     said = summary.line().replace(f"changes since {dates[0]}",
                                   f"changes from {dates[0]} to {dates[1]}")
-    print(json_line({"event": "summary", "message": said}) if Format.current == "json"
-          else said, file=sys.stderr)
-    print(json_line({"event": "trusted", "message": whose}) if Format.current == "json"
-          else whose, file=sys.stderr)
+    if Format.current == "json":  # one object, the summary last, as a run's
+        print(json_line({"event": "summary", "message": said, "trusted": whose}),
+              file=sys.stderr)
+    else:
+        print(f"{said}\n{whose}", file=sys.stderr)
     return int(ExitCode.UNTRUSTED) if args.fail_on_untrusted and summary.untrusted_alerts \
         else int(ExitCode.OK)
 

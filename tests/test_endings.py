@@ -94,7 +94,7 @@ async def test_staging_that_cannot_be_removed_after_publishing_is_a_warning_not_
         fake: FakeCph, collect: Collect, monkeypatch: pytest.MonkeyPatch) -> None:
     from collector.sink import ParquetSink
 
-    def stuck(self: ParquetSink) -> None:
+    def stuck(self: ParquetSink, *held: object) -> None:  # publish passes the locks it holds
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(ParquetSink, "discard", stuck)
@@ -356,7 +356,7 @@ async def test_a_publish_of_shards_ends_with_a_true_manifest_and_one_line_howeve
         ("fatal", line.removeprefix("cph-collector: error: "))]
     monkeypatch.undo()
 
-    def stuck(self: ParquetSink) -> None:
+    def stuck(self: ParquetSink, *held: object) -> None:  # publish passes the locks it holds
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(ParquetSink, "discard", stuck)
