@@ -64,9 +64,11 @@ class Summary:
         return self.untrusted["added"] + self.untrusted["updated"]
 
     def line(self) -> str:
+        """The summary line's clause (``line_of`` of the manifest's ``changes``)."""
         return line_of(self.to_json())
 
     def to_json(self) -> dict[str, object]:
+        """The manifest's ``changes``: the counts, or that this is a first snapshot."""
         if self.previous is None:
             return {"previous_snapshot_date": None, "first_snapshot": True}
         return {"previous_snapshot_date": self.previous.isoformat(), "first_snapshot": False,
