@@ -123,6 +123,7 @@ def parse_error(body: bytes) -> ApiError:
         doc = {**doc, **doc["error"]}
 
     def pick(*keys: str) -> str | None:
+        """The first of ``keys`` the body has, as text, redacted and cut."""
         for key in keys:
             value = doc.get(key)
             if isinstance(value, str | int) and not isinstance(value, bool):

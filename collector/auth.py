@@ -93,16 +93,24 @@ class Auth(Protocol):
 
     name: str
 
-    def static_headers(self) -> dict[str, str]: ...
+    def static_headers(self) -> dict[str, str]:
+        """Headers the pool sends on every request (a fixed token); empty when each request is
+        signed or carries its own token."""
 
     async def headers(self, method: str, url: str,
-                      project_id: str) -> tuple[dict[str, str], int]: ...
+                      project_id: str) -> tuple[dict[str, str], int]:
+        """The headers of one request and the token generation they carry (for ``accepted``
+        and ``refresh``)."""
 
-    def accepted(self, project_id: str, generation: int) -> None: ...
+    def accepted(self, project_id: str, generation: int) -> None:
+        """The API took a request made with ``generation``: a later 401 is a new failure, not a
+        strike against a renewal."""
 
-    async def refresh(self, project_id: str, generation: int) -> bool: ...
+    async def refresh(self, project_id: str, generation: int) -> bool:
+        """After a 401: renew and say whether to try again (False: the credentials are wrong)."""
 
-    def rejection_hint(self, server_date: str | None) -> str: ...
+    def rejection_hint(self, server_date: str | None) -> str:
+        """Words for the one line a rejected run prints: what to check besides the secret."""
 
 
 @dataclass
@@ -117,15 +125,19 @@ class TokenAuth:
         return {"X-Auth-Token": self.token.reveal()}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
+        """Nothing per request: the token is in ``static_headers``."""
         return {}, 0
 
     def accepted(self, project_id: str, generation: int) -> None:
+        """Nothing to remember: a fixed token has one generation."""
         pass
 
     async def refresh(self, project_id: str, generation: int) -> bool:
+        """A fixed token cannot be renewed by us: a 401 is final."""
         return False
 
     def rejection_hint(self, server_date: str | None) -> str:
+        """Nothing to add: the line already names the token."""
         return ""
 
 
@@ -140,9 +152,11 @@ class AkSkAuth:
     name: str = "AK/SK signature (HUAWEICLOUD_SDK_AK/SK)"
 
     def static_headers(self) -> dict[str, str]:
+        """Nothing fixed: every request is signed on its own (its date changes)."""
         return {}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
+        """A fresh signature for this request (retries sign again)."""
         return self.sign(method, URL(url, encoded=True), project_id), 0
 
     def sign(self, method: str, url: URL, project_id: str) -> dict[str, str]:
@@ -161,6 +175,7 @@ class AkSkAuth:
         return headers
 
     def accepted(self, project_id: str, generation: int) -> None:
+        """Nothing to remember: a signature has no generation."""
         pass
 
     async def refresh(self, project_id: str, generation: int) -> bool:
@@ -213,15 +228,18 @@ class IamTokenAuth:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def static_headers(self) -> dict[str, str]:
+        """Nothing fixed: tokens are per project and renewed."""
         return {}
 
     async def headers(self, method: str, url: str, project_id: str) -> tuple[dict[str, str], int]:
+        """The project's token, renewed first when it is about to expire."""
         token = self._tokens.get(project_id)
         if token is None or self.clock() >= token.renew_at:
             token = await self._renew(project_id, token.generation if token else 0)
         return {"X-Auth-Token": token.value.reveal()}, token.generation
 
     def accepted(self, project_id: str, generation: int) -> None:
+        """Marks the token as taken by the API, so a later 401 renews without a strike."""
         token = self._tokens.get(project_id)
         if token is not None and token.generation == generation:
             token.accepted = True
@@ -239,6 +257,7 @@ class IamTokenAuth:
         return True
 
     def rejection_hint(self, server_date: str | None) -> str:
+        """Nothing to add: IAM's own answer already says what it refused."""
         return ""
 
     async def _renew(self, project_id: str, generation: int, strikes: int = 0) -> _Token:

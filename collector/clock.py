@@ -34,12 +34,15 @@ class FakeClock:
         self.time = start
 
     def now(self) -> float:
+        """The fake time, moved only by ``sleep``."""
         return self.time
 
     async def sleep(self, seconds: float) -> None:
+        """Moves the time at once, then yields once so other tasks run."""
         self.time += max(seconds, 0.0)
         await asyncio.sleep(0)
 
     @property
     def clock(self) -> Clock:
+        """The ``Clock`` the code under test takes."""
         return Clock(self.now, self.sleep)

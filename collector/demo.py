@@ -60,6 +60,7 @@ def top_shared(store: Store, snapshot_date: str, limit: int = 5) -> list[tuple[s
     """(image_name, image_id, projects) of the images shared with the most projects: the
     published ``members`` joined to the published ``images``."""
     def table(name: str) -> pa.Table:
+        """A published table of the demo's date."""
         return read_table(store, name, snapshot_date)
 
     counts = table("members").group_by(["project_id", "image_id"]).aggregate(

@@ -148,4 +148,5 @@ class Intake:
 
     @property
     def unique(self) -> int:
+        """Unique input IDs so far: requested, rejected as invalid, or resumed."""
         return self.targets + self.rejected + self.resumed

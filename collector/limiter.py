@@ -104,6 +104,7 @@ class RateLimiter:
 
     @property
     def effective_rate(self) -> float:
+        """Requests per second the limiter lets out now (the adaptive rate)."""
         return float(self._throttler.rate_limit / self._throttler.period)
 
     async def acquire(self) -> None:

@@ -50,6 +50,7 @@ def registry_of(record: RunRecord, last_success: float | None) -> CollectorRegis
     registry = CollectorRegistry()
 
     def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A gauge of the run's registry, named with the common prefix."""
         return Gauge(PREFIX + name, text, labels, registry=registry)
 
     counts = record.counts

@@ -39,6 +39,7 @@ def render(snap: Snapshot, bar_width: int = 0) -> str:
 
 
 def text_line(snap: Snapshot) -> str:
+    """The progress line of a log (no terminal)."""
     return "progress: " + render(snap)
 
 

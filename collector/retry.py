@@ -134,6 +134,7 @@ class RetryBudget:
         self.tokens = self.initial
 
     def try_spend(self) -> bool:
+        """Takes one retry from the budget; False when it is spent (one attempt per image then)."""
         if self.tokens < 1.0:
             return False
         self.tokens -= 1.0
@@ -141,4 +142,5 @@ class RetryBudget:
         return True
 
     def earn(self) -> None:
+        """An image finished: the budget grows by ``ratio``."""
         self.tokens += self.ratio

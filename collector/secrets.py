@@ -158,6 +158,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         # always: credentials by their shape are scrubbed before any secret is registered
+        """Scrubs the record; always True (nothing is dropped, only redacted)."""
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)

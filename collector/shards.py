@@ -18,6 +18,8 @@ JOB_INDEX = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs: 0 to completions 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
+    """Shard K of N (1-based, as ``--shard K/N`` writes it)."""
+
     index: int  # 1 to count
     count: int
 
@@ -30,6 +32,7 @@ class Shard:
         return f"shard-{self.index}-of-{self.count}"
 
     def owns(self, project_id: str, image_id: str) -> bool:
+        """Whether this shard collects the image: the stable hash's place is this shard's."""
         return place(project_id, image_id, self.count) == self.index - 1
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
-    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
-    {"secrets"},  # redaction and escaping: every text we keep or print from elsewhere
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer", "nightcodes"},
+    {"secrets", "sharediff"},  # redaction and escaping: every text we keep or print from
+    # elsewhere; the change table's rows, matched over the coded nights
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive

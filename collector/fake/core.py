@@ -63,6 +63,7 @@ class FakeApiCore:
         raise NotImplementedError
 
     async def close(self) -> None:
+        """Stop listening and close the connections."""
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
@@ -76,10 +77,12 @@ class FakeApiCore:
 
     @property
     def log(self) -> list[LogEntry]:
+        """Every request, in order (tests read it)."""
         return self.recorder.log
 
     @property
     def max_in_flight(self) -> int:
+        """The most requests in flight at once: what the collector's concurrency reached."""
         return self.recorder.max_in_flight
 
     @property
@@ -89,23 +92,29 @@ class FakeApiCore:
 
     @property
     def statuses(self) -> Counter[int]:
+        """How many answers of each HTTP status (0: cut before a status line)."""
         return self.recorder.statuses
 
     def attempts(self, image_id: str) -> int:
+        """Requests made for ``image_id``, retries included."""
         return self.cph.attempts[image_id]
 
     def requested_images(self) -> set[str]:
+        """The image IDs a member call asked for."""
         return self.recorder.requested_images()
 
     def traffic(self) -> dict[str, float]:
+        """Requests per second and in flight, for benchmarks."""
         return self.recorder.traffic()
 
     # -- one request ----------------------------------------------------------------------------
 
     def begin(self, method: str, path: str) -> Exchange:
+        """A request arrived: counted in flight and given a request ID."""
         return self.recorder.begin(method, path)
 
     def finish(self, ex: Exchange, status: int) -> None:
+        """A request answered (or cut): counted, and logged when the log is on."""
         self.recorder.finish(ex, status)
 
     def answer(self, ex: Exchange, query: Mapping[str, str], headers: Mapping[str, str],
@@ -151,6 +160,7 @@ class FakeApiCore:
 
     @property
     def has_latency(self) -> bool:
+        """Whether answers wait (then each front sleeps before answering)."""
         return self.config.latency > 0 or self.config.latency_p50 is not None
 
     def latency_sample(self) -> float:
@@ -162,6 +172,7 @@ class FakeApiCore:
         return cfg.latency
 
     async def delay(self) -> None:
+        """Waits one answer's latency."""
         seconds = self.latency_sample()
         if seconds > 0:
             await asyncio.sleep(seconds)

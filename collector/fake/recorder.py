@@ -24,6 +24,7 @@ class Recorder:
         self.max_in_flight = 0
 
     def begin(self, method: str, path: str) -> Exchange:
+        """A request arrived: counted in flight and given a request ID."""
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         now = time.monotonic()
@@ -39,6 +40,7 @@ class Recorder:
                                      ex.marker, status, ex.outcome, ex.attempt, ex.in_flight))
 
     def requested_images(self) -> set[str]:
+        """The image IDs a member call asked for."""
         return {e.image_id for e in self.log if e.image_id is not None}
 
     def traffic(self) -> dict[str, float]:

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from html import escape
 
-from collector.report.model import Cell, Figure, Report, Section, Series, Table, count_of
+from collector.report.view import Cell, Figure, Report, Section, Series, Table, count_of
 
 STYLE = """
 :root { --ink: #1b1f24; --muted: #4b5563; --line: #d0d7de; --bad: #a4000f; --bad-bg: #fff1f0;
@@ -207,6 +207,7 @@ def _chart(series: Series) -> str:
     step = (width - 2 * pad) / max(len(values) - 1, 1)
 
     def xy(n: int, value: int) -> tuple[float, float]:
+        """A point of the chart: the night's x and its value's y."""
         return pad + n * step, height - pad - (height - 2 * pad) * value / top
 
     points = [xy(n, v) for n, v in enumerate(values)]
