@@ -28,15 +28,8 @@ from collector.changes import (
 )
 from collector.errors import Status, UsageError
 from collector.manifest import is_ours, listed_files
-from collector.sink import (
-    TABLES,
-    our_files,
-    partition_key,
-    published_dates,
-    published_night,
-    read_parquet,
-    readable,
-)
+from collector.published import our_files, published_dates, published_night, readable
+from collector.schemas import TABLES, partition_key, read_parquet
 from collector.store import Store, reason
 
 TOP = 100  # rows of a table in the page; the query under it gives them all
