@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 
 from collector import lease_bucket, staging
-from collector.lease_bucket import BucketLock, LeaseLost, Timing, _age, read_lease
-from collector.lease_disk import LOCK_NAME, OutputLock, _flock_claims
+from collector.lease_bucket import BucketLock, LeaseLost, Timing, age, read_lease
+from collector.lease_disk import LOCK_NAME, OutputLock, flock_claims
 from collector.store import BucketStore, LocalStore, Store
 
 __all__ = ["LOCK_NAME", "BucketLock", "LeaseLost", "OutputLock", "Timing", "claimed", "clear",
@@ -60,12 +60,12 @@ def _writer_locks(store: Store) -> list[str]:
 def live_runs(store: Store) -> set[str]:
     """The run ids of the writers alive now (the caller's own included)."""
     if isinstance(store, LocalStore):
-        with _flock_claims([store.path(n) for n in _writer_locks(store)]) as (_, alive):
+        with flock_claims([store.path(n) for n in _writer_locks(store)]) as (_, alive):
             return set(alive.values())
     clock = time.time
     return {str(doc.get("run_id")) for name in _writer_locks(store)
             if (doc := read_lease(store, name)) is not None
-            and _age(doc, clock()) < lease_bucket.TIMING.lease}
+            and age(doc, clock()) < lease_bucket.TIMING.lease}
 
 
 @contextlib.contextmanager
@@ -85,7 +85,7 @@ def claimed(store: Store, folder: str, run_id: str, also: tuple[str, ...] = ()
         if also:
             store.make_folder(folder)  # the caller removes it if it stays empty
         paths = {store.path(f"{folder}/{n}"): n for n in names}
-        with _flock_claims(list(paths), unlink=True, run_id=run_id) as (_, alive):
+        with flock_claims(list(paths), unlink=True, run_id=run_id) as (_, alive):
             yield {paths[p]: run for p, run in alive.items()}
         return
     assert isinstance(store, BucketStore)

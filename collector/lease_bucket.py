@@ -99,13 +99,13 @@ class BucketLock:
 
     def _live(self, doc: dict[str, Any] | None) -> bool:
         """Another run's lease, renewed less than ``lease`` s ago."""
-        return doc is not None and not self._ours(doc) and _age(doc, self.clock()) < \
+        return doc is not None and not self._ours(doc) and age(doc, self.clock()) < \
             self.timing.lease
 
     def _refusal(self, doc: dict[str, Any]) -> UsageError:
         return UsageError(f"output {self.store.url}: another cph-collector run "
                           f"({doc.get('run_id')} on {doc.get('host')}, pid {doc.get('pid')}, "
-                          f"seen {max(_age(doc, self.clock()), 0):.0f} s ago) is writing to it; "
+                          f"seen {max(age(doc, self.clock()), 0):.0f} s ago) is writing to it; "
                           "wait for it or use another --output")
 
     def __enter__(self) -> BucketLock:
@@ -234,7 +234,8 @@ def read_lease(store: Store, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _age(doc: dict[str, Any], now: float) -> float:
+def age(doc: dict[str, Any], now: float) -> float:
+    """Seconds since a lease was renewed, by ``now`` (infinite: no time in it)."""
     try:
         return now - float(doc.get("renewed", 0))
     except (TypeError, ValueError):

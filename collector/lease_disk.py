@@ -130,7 +130,7 @@ def _holder_id(raw: bytes) -> str | None:
 
 
 @contextlib.contextmanager
-def _flock_claims(paths: list[Path], unlink: bool = False, run_id: str = ""
+def flock_claims(paths: list[Path], unlink: bool = False, run_id: str = ""
                   ) -> Iterator[tuple[list[Path], dict[Path, str]]]:
     """Take every dead writer's flock (non-blocking); (claimed, {path: live holder's run id}).
     ``unlink``: a mender (``run_id``) clearing their work, which makes a missing lock file too

@@ -197,7 +197,7 @@ def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_ho
     def flock(fd: int, op: int) -> None:
         calls.append(fd)
         if len(calls) == 1:  # the mender, between A's open and A's flock
-            with lease._flock_claims([tmp_path / name], unlink=True):
+            with lease.flock_claims([tmp_path / name], unlink=True):
                 pass
         real(fd, op)
 
