@@ -23,7 +23,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from collector.sink import MEMBERS_SCHEMA, STATUS_SCHEMA, ParquetSink, write_parquet
+from collector.schemas import MEMBERS_SCHEMA, STATUS_SCHEMA, write_parquet
+from collector.sink import ParquetSink
 from collector.store import BucketUrl, Credentials, LocalStore, Store, open_bucket
 
 DAY = dt.date(2026, 12, 1)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from collector.sink import MEMBERS_SCHEMA, STATUS_SCHEMA, partition
+from collector.schemas import MEMBERS_SCHEMA, STATUS_SCHEMA, partition
 
 NIGHTS = (dt.date(2026, 11, 30), dt.date(2026, 12, 1))
 MEASURE = """

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from collector.diff import changes_between
 from collector.report import report_key
-from collector.sink import MEMBERS_SCHEMA, STATUS_SCHEMA, partition_key, write_parquet
+from collector.schemas import MEMBERS_SCHEMA, STATUS_SCHEMA, partition_key, write_parquet
 from collector.store import LocalStore
 
 NIGHTS = (dt.date(2026, 11, 30), dt.date(2026, 12, 1))

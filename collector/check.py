@@ -25,10 +25,11 @@ from collector.auth import AkSkAuth, Auth, Post
 from collector.build import Parts, build, open_store
 from collector.client import tls_context
 from collector.config import Settings
-from collector.discover import Listing, list_projects, parse_image_page
+from collector.discover import list_projects
 from collector.errors import CollectorError, ExitCode, Status, UsageError
 from collector.inputs import detect_format
 from collector.intake import Intake, Rejected, Target
+from collector.listing import Listing, parse_image_page
 from collector.outdir import check_writable, lock
 from collector.pipeline import local_input, open_input
 from collector.results import ImageResult

@@ -286,8 +286,8 @@ def _report(args: argparse.Namespace) -> int:
 
     from collector.build import open_store
     from collector.changes import lean_memory
+    from collector.published import published_dates
     from collector.report import write_report
-    from collector.sink import published_dates
     from collector.store import reason
 
     lean_memory()  # it reads whole nights, as diff does

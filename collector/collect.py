@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from collector.chunks import Chunk
 from collector.clock import Clock
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
@@ -26,7 +27,7 @@ from collector.inputs import Line
 from collector.intake import Intake, Rejected, Target
 from collector.progress import Snapshot, report
 from collector.results import ImageResult
-from collector.sink import Chunk, ParquetSink
+from collector.sink import ParquetSink
 from collector.store import reason
 
 log = logging.getLogger("collector")

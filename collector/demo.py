@@ -35,8 +35,8 @@ from collector.fake.server import FakeCph, ServerConfig
 from collector.manifest import RunRecord
 from collector.pipeline import Run, summary_line
 from collector.report import write_report
+from collector.schemas import TABLES
 from collector.secrets import Secret
-from collector.sink import TABLES
 from collector.store import BucketStore, BucketUrl, LocalStore, Store
 
 DIFF_LINES = 12  # rows of the diff the demo prints

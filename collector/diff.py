@@ -18,8 +18,8 @@ import pyarrow.csv as pacsv
 from collector.changes import Summary, compare
 from collector.errors import UsageError
 from collector.manifest import latest_finished
+from collector.published import published_dates, published_night
 from collector.secrets import printable
-from collector.sink import published_dates, published_night
 from collector.store import Store, reason
 
 FORMATS = ("table", "csv", "jsonl")

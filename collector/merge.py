@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from collector import staging as stage
 from collector.changes import line_of
 from collector.conclude import verdict_of, with_changes
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
-from collector.lease import SUFFIX, claimed
+from collector.lease import claimed
 from collector.manifest import (
     LISTING_COUNTS,
     RunRecord,
@@ -37,18 +38,10 @@ from collector.manifest import (
 )
 from collector.preflight import recover
 from collector.publish import stage_changes
+from collector.published import published_dates, read_published
+from collector.schemas import TABLES, parquet_files, read_parquet
 from collector.shards import place
-from collector.sink import (
-    PLAN,
-    SHARD_MARK,
-    TABLES,
-    ParquetSink,
-    date_staging,
-    parquet_files,
-    published_dates,
-    read_parquet,
-    read_published,
-)
+from collector.sink import ParquetSink
 from collector.store import LocalStore, Store, reason
 
 log = logging.getLogger("collector")
@@ -98,7 +91,7 @@ def parse_mark(raw: bytes, expected: str) -> Mark:
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                for v in counts.values()):
         raise BadMark("a count is not a whole number")
-    needed = [*ROW_COUNTS, *SUMMED] if expected != PLAN else list(LISTING_COUNTS)
+    needed = [*ROW_COUNTS, *SUMMED] if expected != stage.plan_name() else list(LISTING_COUNTS)
     missing = [name for name in needed if name not in counts]
     if missing:
         raise BadMark(f"no count {missing[0]}")
@@ -109,37 +102,38 @@ def read_marks(store: Store, snapshot_date: dt.date, count: int) -> list[Mark]:
     """Every shard's mark, in order, then the plan's if any; ``FatalRunError`` (exit 3)
     naming the first shard that has not finished, whose mark is not valid or not of a staged
     run, or that ran with another input or settings, or of another count."""
-    staging = date_staging(snapshot_date)
+    staging = stage.date_staging(snapshot_date)
     others = [name for name in store.folders(staging)
-              if name.startswith("shard-") and not name.endswith(f"-of-{count}")]
+              if stage.is_shard(name) and not stage.is_of_count(name, count)]
     if others:
         raise FatalRunError(f"publish {snapshot_date}: {others[0]} is staged, but --shards "
                             f"says {count}; nothing published")
-    folders = [(f"{index}/{count}", f"{staging}/shard-{index}-of-{count}")
+    folders = [(f"{index}/{count}", stage.shard_folder(snapshot_date, index, count))
                for index in range(1, count + 1)]
-    if store.exists(f"{staging}/{PLAN}/{SHARD_MARK}"):  # a discovery run's shards
-        folders.append((PLAN, f"{staging}/{PLAN}"))
+    if store.exists(stage.shard_mark(stage.plan_folder(staging))):  # a discovery run's shards
+        folders.append((stage.plan_name(), stage.plan_folder(staging)))
     marks = []
     for shard, folder in folders:
-        what = "the plan" if shard == PLAN else f"shard {shard}"
-        key = f"{folder}/{SHARD_MARK}"
+        what = "the plan" if shard == stage.plan_name() else f"shard {shard}"
+        key = stage.shard_mark(folder)
         if not store.exists(key):
             raise FatalRunError(f"publish {snapshot_date}: {what} has not finished (run it "
                                 "again with the same arguments); nothing published")
         try:
             mark = parse_mark(store.read(key), shard)
         except BadMark as exc:
-            raise FatalRunError(f"publish {snapshot_date}: {what}: its {SHARD_MARK} is not "
-                                f"valid ({exc}); run it again; nothing published") from None
+            raise FatalRunError(f"publish {snapshot_date}: {what}: its "
+                                f"{stage.shard_mark_name()} is not valid ({exc}); run it "
+                                "again; nothing published") from None
         doc = read_manifest(store, mark.run_id)
         if doc is None or doc.get("status") != RunStatus.STAGED:
-            raise FatalRunError(f"publish {snapshot_date}: {what}: its {SHARD_MARK} names run "
-                                f"{mark.run_id}, whose manifest does not say staged; run it "
-                                "again; nothing published")
+            raise FatalRunError(f"publish {snapshot_date}: {what}: its {stage.shard_mark_name()} "
+                                f"names run {mark.run_id}, whose manifest does not say staged; "
+                                "run it again; nothing published")
         marks.append(mark)
     for mark in marks[1:]:
         if mark.fingerprint != marks[0].fingerprint:
-            what = "the plan" if mark.shard == PLAN else f"shard {mark.shard}"
+            what = "the plan" if mark.shard == stage.plan_name() else f"shard {mark.shard}"
             raise FatalRunError(f"publish {snapshot_date}: {what} ran with another "
                                 f"input or settings than shard {marks[0].shard}; nothing "
                                 "published")
@@ -186,12 +180,13 @@ def verify(store: Store, snapshot_date: dt.date, count: int,
     folder is of its share, no image twice, and each shard's rows (those a stopped publish
     already moved included) are as many, status by status, as its mark says. The night's row
     counts; ``FatalRunError`` naming the shard otherwise."""
-    staging = date_staging(snapshot_date)
+    staging = stage.date_staging(snapshot_date)
     seen = IdSet()
     per_shard: list[Counter[str]] = [Counter() for _ in range(count)]
     for index in range(count):
         try:
-            found = _rows(store, f"{staging}/shard-{index + 1}-of-{count}", count, seen, index)
+            found = _rows(store, stage.shard_folder(snapshot_date, index + 1, count), count,
+                          seen, index)
         except ValueError as exc:
             raise FatalRunError(f"publish {snapshot_date}: shard {index + 1}/{count}: its "
                                 f"folder {exc} (copied or changed after it finished); "
@@ -205,14 +200,15 @@ def verify(store: Store, snapshot_date: dt.date, count: int,
                           for index in range(1, count + 1) for table in ("image_status",
                                                                          "members")
                           for key in parquet_files(
-                              store, f"{staging}/shard-{index}-of-{count}/{table}"))
+                              store, f"{stage.shard_folder(snapshot_date, index, count)}/{table}"))
         moved = _rows(store, staging, count, seen, None, still)
     except ValueError as exc:
         raise FatalRunError(f"publish {snapshot_date}: the gathered rows {exc}; nothing "
                             "published") from None
     for counter, more in zip(per_shard, moved, strict=True):
         counter.update(more)
-    for mark, rows in zip([m for m in marks if m.shard != PLAN], per_shard, strict=True):
+    shards = [m for m in marks if m.shard != stage.plan_name()]
+    for mark, rows in zip(shards, per_shard, strict=True):
         wrong = [name for name in ROW_COUNTS if rows[name] != mark.counts[name]]
         if wrong:
             name = wrong[0]
@@ -228,7 +224,7 @@ def verify(store: Store, snapshot_date: dt.date, count: int,
 def night_counts(marks: list[Mark], rows: Counter[str], count: int) -> dict[str, int]:
     """The counts one unsharded run would give: the input's summed from the shards' marks,
     the statuses from the rows, the listings from the plan (or any shard: they share it)."""
-    shards = [m for m in marks if m.shard != PLAN]
+    shards = [m for m in marks if m.shard != stage.plan_name()]
     counts = {name: sum(m.counts[name] for m in shards) for name in SUMMED}
     counts.update({name: rows[name] for name in ROW_COUNTS})
     listed = next((m for m in reversed(marks) if "listings" in m.counts), None)
@@ -241,9 +237,9 @@ def night_counts(marks: list[Mark], rows: Counter[str], count: int) -> dict[str,
 def gather(store: Store, snapshot_date: dt.date, count: int) -> None:
     """Move every shard's committed chunks into the date's staging (file by file: a chunk
     moved stays moved, so this can be repeated)."""
-    staging = date_staging(snapshot_date)
-    folders = [f"{staging}/shard-{index}-of-{count}" for index in range(1, count + 1)]
-    for shard in [*folders, f"{staging}/{PLAN}"]:  # the plan: the listing of a discovery run
+    staging = stage.date_staging(snapshot_date)
+    folders = [stage.shard_folder(snapshot_date, index, count) for index in range(1, count + 1)]
+    for shard in [*folders, stage.plan_folder(staging)]:  # the plan: the listing of a discovery run
         for table in TABLES:
             store.make_folder(f"{staging}/{table}")
             for key in parquet_files(store, f"{shard}/{table}"):
@@ -264,11 +260,11 @@ def left_over(store: Store, snapshot_date: dt.date, count: int, staged: list[str
     if doc is None or not str(doc.get("input", "")).startswith(f"{count} shards: "):
         return False
     published = set(str(doc["input"]).removeprefix(f"{count} shards: ").split(", "))
-    staging = date_staging(snapshot_date)
+    staging = stage.date_staging(snapshot_date)
     for name in staged:
         try:
-            shard = name.removeprefix("shard-").replace("-of-", "/")
-            run_id = parse_mark(store.read(f"{staging}/{name}/{SHARD_MARK}"), shard).run_id
+            shard = stage.shard_label(name)
+            run_id = parse_mark(store.read(stage.shard_mark(f"{staging}/{name}")), shard).run_id
         except (OSError, BadMark):
             return False
         if run_id not in published:
@@ -318,11 +314,11 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
     started = dt.datetime.now(dt.UTC)
     record = RunRecord(run_id, snapshot_date, started, f"{count} shards", settings)
     recover(store, run_id)
-    staging = date_staging(snapshot_date)
-    every = tuple(f"shard-{k}-of-{count}{SUFFIX}" for k in range(1, count + 1))
+    staging = stage.date_staging(snapshot_date)
+    every = tuple(stage.lock_name(stage.shard_name(k, count)) for k in range(1, count + 1))
     try:
         with claimed(store, staging, run_id, also=every) as running:  # no shard starts now
-            staged = [n for n in store.folders(staging) if n.startswith("shard-")]
+            staged = [n for n in store.folders(staging) if stage.is_shard(n)]
             if snapshot_date in published_dates(store) and (
                     not staged or left_over(store, snapshot_date, count, staged)):
                 if staged:  # a clean-up that failed after the publish: done now
@@ -330,7 +326,7 @@ def publish_shards(store: Store, snapshot_date: dt.date, count: int, run_id: str
                 return already_published(store, snapshot_date, record)
             if running:  # a premature publish: a shard still writes
                 lock, run = sorted(running.items())[0]
-                raise FatalRunError(f"publish {snapshot_date}: {lock.removesuffix(SUFFIX)} is "
+                raise FatalRunError(f"publish {snapshot_date}: {stage.locked(lock)} is "
                                     f"still running (run {run}); nothing published")
             _held_publish(store, snapshot_date, count, record, trusted, fail_on_untrusted,
                           max_failed_share)
@@ -377,12 +373,13 @@ def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord
              max_failed_share: float | None) -> None:
     """Check, conclude, gather, publish, and record it (``record`` filled in)."""
     marks = read_marks(store, snapshot_date, count)
-    record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks if m.shard != PLAN)
+    record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks
+                                                   if m.shard != stage.plan_name())
     record.counts = night_counts(marks, verify(store, snapshot_date, count, marks), count)
     conclusion = verdict_of(record.counts, max_failed_share)
     if not conclusion.publishes:  # too broken: the shards stay staged, to be run again
         raise FatalRunError(f"publish {snapshot_date}: {conclusion.error}")
-    staging = date_staging(snapshot_date)
+    staging = stage.date_staging(snapshot_date)
     gather(store, snapshot_date, count)
     sink = ParquetSink(store, snapshot_date, record.run_id)
     for table in TABLES:

@@ -21,8 +21,9 @@ from collector.errors import FatalRunError, UsageError
 from collector.manifest import RunRecord, latest_finished
 from collector.merge import publish_shards
 from collector.outdir import lock
+from collector.schemas import parquet_files
 from collector.shards import Shard
-from collector.sink import SHARD_MARK, date_staging, parquet_files
+from collector.staging import date_staging, shard_folder, shard_mark
 from collector.store import Store
 
 log = logging.getLogger("collector")
@@ -50,8 +51,7 @@ def begun(store: Store, shard: Shard, day: dt.date) -> bool:
 
 def staged(store: Store, shard: Shard, day: dt.date) -> int:
     """How many of the night's shards have their mark."""
-    staging = date_staging(day)
-    return sum(store.exists(f"{staging}/shard-{k}-of-{shard.count}/{SHARD_MARK}")
+    return sum(store.exists(shard_mark(shard_folder(day, k, shard.count)))
                for k in range(1, shard.count + 1))
 
 

@@ -14,9 +14,10 @@ import os
 import uuid
 from pathlib import Path
 
+from collector import staging
 from collector.errors import UsageError
 from collector.lease import LOCK_NAME, BucketLock, OutputLock, lock
-from collector.sink import STAGING, TABLES, partition
+from collector.schemas import TABLES, partition
 from collector.store import LocalStore, Store, reason
 
 __all__ = ["LOCK_NAME", "BucketLock", "OutputLock", "check_no_links", "check_writable", "lock"]
@@ -24,8 +25,8 @@ __all__ = ["LOCK_NAME", "BucketLock", "OutputLock", "check_no_links", "check_wri
 
 def check_no_links(output: Path, snapshot_date: dt.date) -> None:
     """UsageError naming the first path the run would write through that is a symbolic link."""
-    day = f"snapshot_date={snapshot_date.isoformat()}"
-    paths = [output / STAGING, output / STAGING / day, output / "runs", output / LOCK_NAME]
+    paths = [output / staging.root(), output / staging.date_staging(snapshot_date),
+             output / "runs", output / LOCK_NAME]
     for table in TABLES:
         paths += [output / table, partition(output, table, snapshot_date)]
     for path in paths:
@@ -39,10 +40,10 @@ def check_writable(store: Store) -> None:
     """Write, read back and delete a probe, as the run will (on disk: rename it too);
     UsageError if any step fails: a missing bucket or refused credentials are found here,
     before any request to the API."""
-    probe = f"{STAGING}/.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe = f"{staging.root()}/.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if isinstance(store, LocalStore):
-            store.make_folder(STAGING)
+            store.make_folder(staging.root())
             path = store.path(probe)
             path.write_bytes(b"probe")
             moved = path.with_name(path.name + ".renamed")

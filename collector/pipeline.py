@@ -32,7 +32,7 @@ from collector.changes import line_of
 from collector.collect import GRACE, Collection, Tally
 from collector.conclude import Conclusion, conclude, with_changes
 from collector.config import Settings
-from collector.discover import Listing, committed_listings, discover
+from collector.discover import discover
 from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status, UsageError
 from collector.feed import in_daemon_thread
 from collector.fetch import Fetcher
@@ -40,6 +40,7 @@ from collector.ids import problem_with
 from collector.inputs import Line, detect_format, read_input
 from collector.intake import Intake, Target
 from collector.lease import LeaseLost
+from collector.listing import Listing, committed_listings
 from collector.logs import RunId, json_line
 from collector.manifest import RunRecord, newest_success, write_manifest
 from collector.night import Night, begun, publish_night
@@ -50,7 +51,8 @@ from collector.publish import stage_changes
 from collector.report import write_report
 from collector.results import ImageResult
 from collector.shards import Shard
-from collector.sink import PLAN, SHARD_MARK, ParquetSink, date_staging
+from collector.sink import ParquetSink
+from collector.staging import date_staging, plan_name, shard_lock, shard_mark
 from collector.store import BucketUrl, LocalStore, Store, parse_bucket_url, reason
 
 log = logging.getLogger("collector")
@@ -133,8 +135,8 @@ def read_plan(store: Store, snapshot_date: dt.date, run_id: str, fingerprint: st
               shard: Shard | None) -> tuple[list[Listing], Iterator[Line]]:
     """A discovery shard's images: the date's plan (``cph-collector plan``), listed once
     for all shards; UsageError when there is none, or it was made with other settings."""
-    plan = ParquetSink(store, snapshot_date, run_id, PLAN)
-    mark = f"{plan.staging}/{SHARD_MARK}"
+    plan = ParquetSink(store, snapshot_date, run_id, plan_name())
+    mark = shard_mark(plan.staging)
     if not store.exists(mark):
         raise UsageError(f"shard {shard} of a --discover run: no plan for {snapshot_date} in "
                          f"{store.url}; run cph-collector plan with the same settings first")
@@ -238,7 +240,7 @@ class Run:
         await asyncio.to_thread(check_writable, store)  # a bucket is the network: off the loop
         name = LOCK_NAME
         if self.shard is not None:  # shards run side by side: each locks its own share
-            name = f"{date_staging(self.snapshot_date)}/{self.shard.name}.lock"
+            name = shard_lock(self.snapshot_date, self.shard.name)
             await asyncio.to_thread(store.make_folder, date_staging(self.snapshot_date))
         held = self._held = lock(store, self.run_id, name=name)
         await asyncio.to_thread(held.__enter__)
@@ -253,7 +255,7 @@ class Run:
                             fmt: str) -> None:
         """Under the output lock: mend and resume, collect, conclude, publish."""
         sink = ParquetSink(store, self.snapshot_date, self.run_id,
-                           PLAN if self.plan else self.shard.name if self.shard else None)
+                           plan_name() if self.plan else self.shard.name if self.shard else None)
         if self._publishes_night() and self.shard is not None and await asyncio.to_thread(
                 begun, store, self.shard, self.snapshot_date):
             # a retry after the night's publish began: collecting again would double its rows
@@ -459,15 +461,16 @@ class Run:
         self._conclude(dataclasses.replace(conclusion, status=RunStatus.STAGED,
                                            exit_code=ExitCode.OK))
         await self._save()
-        mark = {"shard": str(self.shard) if self.shard else PLAN, "run_id": self.run_id,
+        mark = {"shard": str(self.shard) if self.shard else plan_name(),
+                "run_id": self.run_id,
                 "fingerprint": self._fingerprint, "exit_code": self.record.exit_code,
                 "counts": self.record.counts}
         try:
-            await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
+            await asyncio.to_thread(sink.store.write, shard_mark(sink.staging),
                                     orjson.dumps(mark))
         except OSError as exc:
-            error = (f"output {sink.store.url}: cannot write the mark {sink.staging}/"
-                     f"{SHARD_MARK} ({reason(exc)}); run it again")
+            error = (f"output {sink.store.url}: cannot write the mark "
+                     f"{shard_mark(sink.staging)} ({reason(exc)}); run it again")
             self._conclude(Conclusion(RunStatus.FATAL, ExitCode.FATAL, error))
             await self._save(quiet=True)
             raise FatalRunError(error) from None

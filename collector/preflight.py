@@ -15,17 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from collector.errors import FatalRunError
+from collector.hygiene import clean_stale_staging, finish_interrupted
 from collector.inputs import Survey, survey
 from collector.lease import live_runs
 from collector.manifest import mark_crashed, record_published
-from collector.sink import (
-    ParquetSink,
-    Resumed,
-    clean_stale_staging,
-    date_staging,
-    finish_interrupted,
-    read_published,
-)
+from collector.published import read_published
+from collector.sink import ParquetSink, Resumed
+from collector.staging import date_staging
 from collector.store import Store, reason
 
 log = logging.getLogger("collector")

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from collector import staging
 from collector.secrets import printable
 
 JOB_INDEX = "JOB_COMPLETION_INDEX"  # Kubernetes Indexed Jobs: 0 to completions - 1
@@ -29,7 +30,7 @@ class Shard:
     @property
     def name(self) -> str:
         """Its staging folder's name: ``shard-K-of-N``."""
-        return f"shard-{self.index}-of-{self.count}"
+        return staging.shard_name(self.index, self.count)
 
     def owns(self, project_id: str, image_id: str) -> bool:
         """Whether this shard collects the image: the stable hash's place is this shard's."""

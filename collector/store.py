@@ -29,10 +29,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from collector import staging
 from collector.files import fsync_dir, write_atomically
 from collector.secrets import from_server
-
-TMP = "_staging/.tmp"  # a bucket's temporary uploads
 
 
 class Store(Protocol):
@@ -192,7 +191,7 @@ class BucketStore:
 
     def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
         self._fenced(key)
-        tmp = self.path(f"{TMP}/{self.writer}/{uuid.uuid4().hex}")  # whose: see ``lease``
+        tmp = self.path(f"{staging.tmp_of(self.writer)}/{uuid.uuid4().hex}")  # whose: see ``lease``
         try:
             stream = self.fs.open_output_stream(tmp)
             try:

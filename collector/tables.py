@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from collector.sink import TABLES
+from collector.schemas import TABLES
 from collector.store import BucketStore, LocalStore, Store, parse_bucket_url
 
 SNAPSHOT_DATE = pa.field("snapshot_date", pa.date32(), nullable=False)

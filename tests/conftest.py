@@ -32,9 +32,10 @@ TOKEN = "test-token-4f1c9a7e2b"
 @pytest.fixture(autouse=True)
 def quick_leases(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bucket lease settles in 0.5 s here, not 5 s (tests that time it set their own)."""
-    import collector.lease
+    import collector.lease_bucket
 
-    monkeypatch.setattr(collector.lease, "TIMING", collector.lease.Timing(5.0, 0.2, 0.5))
+    monkeypatch.setattr(collector.lease_bucket, "TIMING",
+                        collector.lease_bucket.Timing(5.0, 0.2, 0.5))
 
 
 async def no_sleep(_: float) -> None:

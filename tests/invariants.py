@@ -9,7 +9,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from collector.fake import Dataset, FakeCph
-from collector.sink import MEMBERS_SCHEMA, STATUS_SCHEMA
+from collector.schemas import MEMBERS_SCHEMA, STATUS_SCHEMA
 from tests.conftest import Outcome
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from collector.fake import Dataset, FakeCph
 from collector.pipeline import summary_line
-from collector.sink import TABLES
+from collector.schemas import TABLES
 from collector.store import BucketStore
 from tests.conftest import S3_ENV, S3Server
 from tests.conftest import Outcome as Run
@@ -255,9 +255,10 @@ async def test_a_second_writer_waits_for_a_live_lease_then_refuses_and_takes_a_d
 
     import orjson
 
-    import collector.lease
+    import collector.lease_bucket
 
-    monkeypatch.setattr(collector.lease, "TIMING", collector.lease.Timing(2.0, 0.2, 0.2))
+    monkeypatch.setattr(collector.lease_bucket, "TIMING",
+                        collector.lease_bucket.Timing(2.0, 0.2, 0.2))
     url = s3.bucket()
     fs = s3.filesystem()
     stop = threading.Event()
@@ -368,9 +369,10 @@ async def test_two_runs_of_a_date_from_a_near_and_a_far_host_never_publish_less_
 
     import orjson
 
-    import collector.lease
+    import collector.lease_bucket
 
-    monkeypatch.setattr(collector.lease, "TIMING", collector.lease.Timing(6.0, 0.3, 1.0))
+    monkeypatch.setattr(collector.lease_bucket, "TIMING",
+                        collector.lease_bucket.Timing(6.0, 0.3, 1.0))
     url = s3.bucket()
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))

@@ -11,10 +11,11 @@ import orjson
 import pytest
 
 from collector.api import BodyError
-from collector.discover import Listing, list_images, parse_image_page, parse_time, region_projects
+from collector.discover import list_images
 from collector.errors import Status
 from collector.fake import Dataset, FakeCph
 from collector.fetch import Fetcher
+from collector.listing import Listing, parse_image_page, parse_time, region_projects
 from collector.pipeline import summary_line
 from tests.conftest import Outcome as Run
 from tests.invariants import check_published
@@ -210,7 +211,7 @@ def test_several_regions_need_discovery_iam_and_an_endpoint_per_region(
 
 
 def test_an_unreadable_image_time_is_null_and_counted() -> None:
-    from collector.discover import Inventory
+    from collector.listing import Inventory
 
     listing = Listing("cn-north-4", "p1", "private")
     inventory = Inventory()

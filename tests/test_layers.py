@@ -9,17 +9,21 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
-    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer", "nightcodes"},
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer",
+     "staging", "nightcodes"},  # ...; the staging states and their names
     {"secrets", "sharediff"},  # redaction and escaping: every text we keep or print from
     # elsewhere; the change table's rows, matched over the coded nights
-    {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
-    # values; where the output lives (disk or bucket)
-    {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
-    {"metrics"},  # the run as Prometheus metrics
-    {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
-    # read-ahead; Parquet on disk
-    {"retry"},  # the retry policy
-    {"auth"},  # credentials (IAM's token requests follow the retry policy)
+    {"api", "inputs", "progress", "conclude", "changes", "store", "shards",
+     "lease_disk"},  # rules over values; where the output lives (disk or bucket); flocks
+    {"proxy", "intake", "manifest", "results", "logs", "lease_bucket",
+     "schemas"},  # ...; bucket leases; the tables' schemas, the column builder, Parquet files
+    {"metrics", "lease", "chunks", "published"},  # the run as Prometheus metrics; who may
+    # write, alive; a chunk's rows; what is published, read back
+    {"config", "client", "feed", "hygiene"},  # settings; the HTTP pool (transport only); the
+    # read-ahead; finishing interrupted publishes and removing dead runs' staging
+    {"retry", "sink"},  # the retry policy; Parquet staged and published
+    {"auth", "listing"},  # credentials (IAM's token requests follow the retry policy); what
+    # discovery lists, as data
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff", "report"},  # tasks and
     # queues; the output; the wiring; what publishing adds; the diff command; the morning

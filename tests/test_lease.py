@@ -187,7 +187,7 @@ def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_ho
     the unlinked file. A must notice and lock the file the path names, so B is refused."""
     import fcntl
 
-    from collector import lease
+    from collector import lease_disk as lease
     from collector.lease import OutputLock
 
     name = "shard-2-of-3.lock"
@@ -197,7 +197,7 @@ def test_a_lock_file_a_mender_unlinks_under_a_starting_writer_never_gives_two_ho
     def flock(fd: int, op: int) -> None:
         calls.append(fd)
         if len(calls) == 1:  # the mender, between A's open and A's flock
-            with lease._flock_claims([tmp_path / name], unlink=True):
+            with lease.flock_claims([tmp_path / name], unlink=True):
                 pass
         real(fd, op)
 
@@ -215,11 +215,12 @@ def test_a_fresh_temporary_upload_of_a_writer_without_a_lease_outlives_a_mender(
     holds a lease: a mender's ``clear_tmp`` leaves it until it is older than the lease."""
     import time
 
-    from collector.lease import TIMING, clear_tmp
-    from collector.store import TMP
+    from collector.lease import clear_tmp
+    from collector.lease_bucket import TIMING
+    from collector.staging import tmp_of
 
-    key = f"{TMP}/{store.writer}/upload"
-    store.fs.create_dir(store.path(f"{TMP}/{store.writer}"))
+    key = f"{tmp_of(store.writer)}/upload"
+    store.fs.create_dir(store.path(tmp_of(store.writer)))
     with store.fs.open_output_stream(store.path(key)) as handle:
         handle.write(b"half of an upload")
     clear_tmp(store)

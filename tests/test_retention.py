@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from collector.fake import Dataset, FakeCph
-from collector.sink import published_dates
+from collector.published import published_dates
 from collector.store import LocalStore
 from tests.conftest import Outcome
 

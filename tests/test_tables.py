@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collector.fake import Dataset, FakeCph
-from collector.sink import TABLES
+from collector.schemas import TABLES
 from collector.tables import dataset
 from tests.conftest import S3_ENV, S3Server
 from tests.conftest import Outcome as Run

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector.changes import CHANGE_KINDS, line_of, text, uncomparable_images
+from collector.published import published_night
 from collector.report.nights import (
     Names,
     Ours,
@@ -20,7 +21,6 @@ from collector.report.nights import (
     read_table,
 )
 from collector.report.view import NOT_COMPARED, TOP, Cell, Figure, Section, Table
-from collector.sink import published_night
 
 
 def changes_section(ours: Ours, day: dt.date, previous: dt.date | None,

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from collector.errors import UsageError
 from collector.manifest import listed_files
+from collector.published import published_dates
 from collector.report.changed import changes_section
 from collector.report.exposure import exposure_section, trends_section
 from collector.report.glance import glance_section
@@ -37,7 +38,6 @@ from collector.report.view import (
     Table,
     count_of,
 )
-from collector.sink import published_dates
 from collector.store import Store, reason
 
 __all__ = ["NOT_COMPARED", "TOP", "TOP_SMALL", "UNANSWERED", "Cell", "Figure", "Report",

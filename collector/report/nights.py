@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from collector.changes import share_dictionaries, text
 from collector.manifest import is_ours
-from collector.sink import TABLES, our_files, partition_key, read_parquet, readable
+from collector.published import our_files, readable
+from collector.schemas import TABLES, partition_key, read_parquet
 from collector.store import Store
 
 
