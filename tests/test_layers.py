@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
-    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
+    {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer",
+     "concurrency"},  # ...; every task, queue and thread of a run
     {"secrets"},  # redaction and escaping: every text we keep or print from elsewhere
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
