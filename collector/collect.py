@@ -1,4 +1,5 @@
-"""Collection: the only place with tasks and queues.
+"""Collection: N workers and the one writer of the image chunks, in task groups made by
+``concurrency`` (a worker that fails cancels the others; the writer still commits what is done).
 
     lines ─(thread)─> Feed/Intake ─Target─> N workers ─┐
                         └─Rejected─────────────────────┴─> [results] ─> writer ─> ParquetSink
@@ -12,7 +13,6 @@ seconds; whatever ended the collection, what is done is committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.clock import Clock
+from collector.concurrency import Queue, group, in_thread, queue
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
 from collector.inputs import Line
@@ -84,60 +85,56 @@ class Collection:
                   on_interval: Callable[[], None] | None = None) -> Tally:
         """Collect every line; returns the tally. Raises what stopped it early (the writer's
         failure included), after committing what is done."""
-        results: asyncio.Queue[Result] = asyncio.Queue(maxsize=4096)
-        writer = asyncio.create_task(self._write(results))
-        progress = asyncio.create_task(report(self._snapshot(total), progress_interval, stderr,
-                                              self.clock, line=line, on_interval=on_interval))
-        try:
-            await self._run_workers(lines, results, writer)
-        finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
-            if not writer.done():
-                await results.put(None)
-            await writer  # commits what is done, whatever ended the run
+        results: Queue[Result] = queue(4096)
+        async with group() as tasks:
+            writer = tasks.create_task(self._write(results))
+            progress = tasks.create_task(report(self._snapshot(total), progress_interval,
+                                                stderr, self.clock, line=line,
+                                                on_interval=on_interval))
+            try:
+                await self._run_workers(lines, results, writer)
+            finally:
+                progress.cancel()
+                if not writer.done() and not writer.cancelling():  # else the group ends it
+                    await results.put(None)
+                    await writer  # commits what is done, whatever ended the run
         return self.tally
 
-    async def _run_workers(self, lines: Iterator[Line], results: asyncio.Queue[Result],
+    async def _run_workers(self, lines: Iterator[Line], results: Queue[Result],
                            writer: asyncio.Task[None]) -> None:
-        """Until the input is done: a stop, or any task failing (the writer included: a
-        dead writer would leave workers waiting on a full queue), ends it early."""
-        feed = self.feed = Feed(lines, self.intake, results.put)
-        workers = [asyncio.create_task(self._work(feed, results))
-                   for _ in range(self.concurrency)]
-        stopper: asyncio.Task[Any] = asyncio.create_task(self.stop.wait())
-        pending: set[asyncio.Task[Any]] = set(workers)
-        failure: BaseException | None = None
-        try:
-            while pending and failure is None and not self.stop.is_set():
-                done, _ = await asyncio.wait(pending | {stopper, writer},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if writer in done:
-                    failure = writer.exception() or RuntimeError("the writer stopped early")
-                for task in done - {stopper, writer}:
-                    pending.discard(task)
-                    failure = failure or task.exception()
-            if failure is None and self.stop.is_set():
-                feed.stop()  # IDs not yet started stay unrequested
-                await asyncio.wait(workers, timeout=GRACE)
-        finally:
-            await feed.close()
-            for task in (stopper, *workers):
-                task.cancel()
-            await asyncio.gather(stopper, *workers, return_exceptions=True)
-        if failure is not None:
-            raise failure
+        """Until the input is done or a stop: the workers and the feed's read in a group of
+        their own, so that one failing cancels the rest (and a writer that failed, which
+        would leave them waiting on a full queue, cancels the group this one runs in)."""
+        async with group() as tasks:
+            feed = self.feed = Feed(lines, self.intake, results.put, tasks.create_task)
+            workers = [tasks.create_task(self._work(feed, results))
+                       for _ in range(self.concurrency)]
+            stopper = tasks.create_task(self.stop.wait())
+            pending: set[asyncio.Task[Any]] = set(workers)
+            try:
+                while pending and not self.stop.is_set():
+                    done, _ = await asyncio.wait(pending | {stopper},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    pending -= done
+                if self.stop.is_set():
+                    feed.stop()  # IDs not yet started stay unrequested
+                    await asyncio.wait(workers, timeout=GRACE)
+            finally:
+                feed.stop()
+                for task in (stopper, *workers):
+                    task.cancel()
 
-    async def _work(self, feed: Feed, results: asyncio.Queue[Result]) -> None:
+    async def _work(self, feed: Feed, results: Queue[Result]) -> None:
         while (target := await feed.next()) is not None:
             await results.put(await self.collect(target))
 
-    async def _write(self, results: asyncio.Queue[Result]) -> None:
-        """The one task that touches files: fills a chunk, commits it in a thread, repeats."""
-        chunk, committing = Chunk(), None
+    async def _write(self, results: Queue[Result]) -> None:
+        """The one task that touches files: fills a chunk, commits it in a thread while it
+        fills the next, repeats (one commit at a time, in order)."""
+        chunk = Chunk()
         tally = self.tally
-        try:
+        async with group() as commits:  # a commit that fails ends the writer with it
+            committing: asyncio.Task[None] | None = None
             while (item := await results.get()) is not None:
                 chunk.add(item, time.time_ns() // 1_000_000)
                 tally.done += 1
@@ -147,19 +144,20 @@ class Collection:
                 if chunk.images >= self.chunk_images:
                     if committing is not None:
                         await committing
-                    committing = asyncio.create_task(self._commit(chunk))
+                    committing = commits.create_task(self._commit(chunk))
                     chunk = Chunk()
                 if results.empty():
                     await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
             if committing is not None:
                 await committing
-            await self._commit(chunk)
+        await self._commit(chunk)
+
+    async def _commit(self, chunk: Chunk) -> None:
+        try:
+            await in_thread(self.sink.commit, chunk)
         except OSError as exc:
             raise FatalRunError(f"output {self.sink.store.url}: write failed "
                                 f"({reason(exc)})") from None
-
-    async def _commit(self, chunk: Chunk) -> None:
-        await asyncio.to_thread(self.sink.commit, chunk)
         self.tally.add(chunk.counts)
 
     def _snapshot(self, total: int | None) -> Callable[[], Snapshot]:
