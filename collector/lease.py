@@ -65,6 +65,7 @@ from typing import Any
 
 import orjson
 
+from collector.concurrency import start_thread
 from collector.errors import UsageError
 from collector.store import TMP, BucketStore, LocalStore, Store, reason
 
@@ -303,9 +304,7 @@ class BucketLock:
                 raise self._refusal(doc)
             self.store.writer, self.store.guard = self.run_id, self.check
         if self.held:
-            self._thread = threading.Thread(target=self._renew_loop, name="bucket-lease",
-                                            daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._renew_loop, "bucket-lease")
         return self
 
     def _acquire(self) -> None:
