@@ -13,14 +13,15 @@ seconds; whatever ended the collection, what is done is committed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.clock import Clock
-from collector.concurrency import Queue, group, in_thread, queue
+from collector.concurrency import Queue, Spawn, in_thread, queue, workers_and_writer
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
 from collector.inputs import Line
@@ -86,70 +87,47 @@ class Collection:
         """Collect every line; returns the tally. Raises what stopped it early (the writer's
         failure included), after committing what is done."""
         results: Queue[Result] = queue(4096)
-        async with group() as tasks:
-            writer = tasks.create_task(self._write(results))
-            progress = tasks.create_task(report(self._snapshot(total), progress_interval,
-                                                stderr, self.clock, line=line,
-                                                on_interval=on_interval))
-            try:
-                await self._run_workers(lines, results, writer)
-            finally:
-                progress.cancel()
-                if not writer.done() and not writer.cancelling():  # else the group ends it
-                    await results.put(None)
-                    await writer  # commits what is done, whatever ended the run
+
+        def workers(spawn: Spawn) -> list[Coroutine[Any, Any, None]]:
+            feed = self.feed = Feed(lines, self.intake, results.put, spawn)
+            return [self._work(feed, results) for _ in range(self.concurrency)]
+
+        progress = report(self._snapshot(total), progress_interval, stderr, self.clock,
+                          line=line, on_interval=on_interval)
+        await workers_and_writer(workers, functools.partial(self._write, results),
+                                 functools.partial(results.put, None), progress, self.stop,
+                                 self._stop_feed, GRACE)
         return self.tally
 
-    async def _run_workers(self, lines: Iterator[Line], results: Queue[Result],
-                           writer: asyncio.Task[None]) -> None:
-        """Until the input is done or a stop: the workers and the feed's read in a group of
-        their own, so that one failing cancels the rest (and a writer that failed, which
-        would leave them waiting on a full queue, cancels the group this one runs in)."""
-        async with group() as tasks:
-            feed = self.feed = Feed(lines, self.intake, results.put, tasks.create_task)
-            workers = [tasks.create_task(self._work(feed, results))
-                       for _ in range(self.concurrency)]
-            stopper = tasks.create_task(self.stop.wait())
-            pending: set[asyncio.Task[Any]] = set(workers)
-            try:
-                while pending and not self.stop.is_set():
-                    done, _ = await asyncio.wait(pending | {stopper},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    pending -= done
-                if self.stop.is_set():
-                    feed.stop()  # IDs not yet started stay unrequested
-                    await asyncio.wait(workers, timeout=GRACE)
-            finally:
-                feed.stop()
-                for task in (stopper, *workers):
-                    task.cancel()
+    def _stop_feed(self) -> None:
+        """IDs not yet started stay unrequested."""
+        if self.feed is not None:
+            self.feed.stop()
 
     async def _work(self, feed: Feed, results: Queue[Result]) -> None:
         while (target := await feed.next()) is not None:
             await results.put(await self.collect(target))
 
-    async def _write(self, results: Queue[Result]) -> None:
-        """The one task that touches files: fills a chunk, commits it in a thread while it
-        fills the next, repeats (one commit at a time, in order)."""
-        chunk = Chunk()
+    async def _write(self, results: Queue[Result], spawn: Spawn) -> None:
+        """The one task that touches files: fills a chunk, commits it in a thread (``spawn``)
+        while it fills the next, repeats (one commit at a time, in order)."""
+        chunk, committing = Chunk(), None
         tally = self.tally
-        async with group() as commits:  # a commit that fails ends the writer with it
-            committing: asyncio.Task[None] | None = None
-            while (item := await results.get()) is not None:
-                chunk.add(item, time.time_ns() // 1_000_000)
-                tally.done += 1
-                if isinstance(item, ImageResult):
-                    tally.members += len(item.members)
-                    tally.failed += item.status is Status.FAILED
-                if chunk.images >= self.chunk_images:
-                    if committing is not None:
-                        await committing
-                    committing = commits.create_task(self._commit(chunk))
-                    chunk = Chunk()
-                if results.empty():
-                    await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
-            if committing is not None:
-                await committing
+        while (item := await results.get()) is not None:
+            chunk.add(item, time.time_ns() // 1_000_000)
+            tally.done += 1
+            if isinstance(item, ImageResult):
+                tally.members += len(item.members)
+                tally.failed += item.status is Status.FAILED
+            if chunk.images >= self.chunk_images:
+                if committing is not None:
+                    await committing
+                committing = spawn(self._commit(chunk))
+                chunk = Chunk()
+            if results.empty():
+                await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
+        if committing is not None:
+            await committing
         await self._commit(chunk)
 
     async def _commit(self, chunk: Chunk) -> None:

@@ -7,8 +7,11 @@ group: callers catch our errors by type). Blocking work goes to a thread: ``in_t
 loop's executor, joined when the loop closes) or ``in_daemon_thread`` (one that never holds
 up the process's exit: a read blocked on a pipe); ``start_thread`` for a thread that runs
 beside the loop (a lease's renewal). Parquet is written by one writer task per phase — the
-collection's chunks (``collect.Collection``), the listing's inventory (``OneWriter``) — never
+collection's chunks (``workers_and_writer``), the listing's inventory (``OneWriter``) — never
 by two at once.
+
+    workers_and_writer:  lines ─(daemon thread)─> feed ─> N workers ─> [results] ─> writer
+                         (progress beside)                 ─(thread)─> commit(chunk)
 
     OneWriter:  listing ─┐
                 listing ─┼─(pages)─> [queue] ─> writer ─(thread)─> commit(chunk)
@@ -106,6 +109,56 @@ def start_thread(target: Callable[[], object], name: str,
     thread = threading.Thread(target=target, name=name, daemon=daemon)
     thread.start()
     return thread
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]  # a group's create_task
+Work = Coroutine[Any, Any, None]
+
+
+async def workers_and_writer(workers: Callable[[Spawn], list[Work]],
+                             writer: Callable[[Spawn], Work], end: Callable[[], Awaitable[None]],
+                             beside: Work, stop: asyncio.Event, on_stop: Callable[[], None],
+                             grace: float) -> None:
+    """The collection's shape: ``workers(spawn)`` (``spawn`` starts a task of theirs, a
+    feed's read) run until they are done or ``stop`` is set, then get ``grace`` s before
+    they are cancelled (``on_stop`` first: nothing new starts); one ``writer(spawn)`` (its
+    ``spawn`` for a commit beside it) takes their results until ``end()``; ``beside`` (the
+    progress) runs until the workers end.
+
+    A worker failing cancels the other workers, and the writer still commits what is done
+    before the failure is raised; the writer failing (which would leave the workers waiting
+    on a full queue) cancels everything, and is raised."""
+    async with group() as outer:
+        writing = outer.create_task(_with_group(writer))
+        reporting = outer.create_task(beside)
+        try:
+            async with group() as inner:
+                running = [inner.create_task(work) for work in workers(inner.create_task)]
+                stopper = inner.create_task(stop.wait())
+                pending: set[asyncio.Task[Any]] = set(running)
+                try:
+                    while pending and not stop.is_set():
+                        done, _ = await asyncio.wait(pending | {stopper},
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                        pending -= done
+                    if stop.is_set():
+                        on_stop()
+                        await asyncio.wait(running, timeout=grace)
+                finally:
+                    on_stop()
+                    for task in (stopper, *running):
+                        task.cancel()
+        finally:
+            reporting.cancel()
+            if not writing.done() and not writing.cancelling():  # else the group ends it
+                await end()
+                await writing  # commits what is done, whatever ended the workers
+
+
+async def _with_group(work: Callable[[Spawn], Work]) -> None:
+    """``work`` with a group of its own: a task it spawns that fails ends it too."""
+    async with group() as tasks:
+        await work(tasks.create_task)
 
 
 class OneWriter(Generic[Item]):

@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
-from collector.concurrency import in_daemon_thread
+from collector.concurrency import Spawn, in_daemon_thread
 from collector.errors import FatalRunError, UsageError
 from collector.inputs import Line
 from collector.intake import Intake, Rejected, Target
 
 READ_BATCH = 2048
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]  # a group's create_task
 __all__ = ["READ_BATCH", "Feed", "in_daemon_thread"]  # in_daemon_thread: ``concurrency``'s
 
 
