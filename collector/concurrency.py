@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -109,6 +110,41 @@ def start_thread(target: Callable[[], object], name: str,
     thread = threading.Thread(target=target, name=name, daemon=daemon)
     thread.start()
     return thread
+
+
+@contextlib.asynccontextmanager
+async def alongside(work: Coroutine[Any, Any, None] | None) -> AsyncIterator[None]:
+    """``work`` (a metrics ticker) runs while the block does and is cancelled when it ends;
+    ``work`` failing ends the block with its failure. None: nothing alongside."""
+    if work is None:
+        yield
+        return
+    async with group() as tasks:
+        task = tasks.create_task(work)
+        try:
+            yield
+        finally:
+            task.cancel()
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[int], None],
+               signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """``handler(signum)`` on the running loop for each of ``signums`` while the block runs
+    (none outside the main thread, where the loop cannot take them)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in signums:
+        try:
+            loop.add_signal_handler(signum, handler, signum)
+            installed.append(signum)
+        except (RuntimeError, ValueError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]  # a group's create_task
