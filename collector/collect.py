@@ -47,6 +47,7 @@ class Tally:
     by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
 
     def add(self, chunk_counts: dict[str, int]) -> None:
+        """Count a committed chunk's rows by status (only committed rows are the run's)."""
         for status, n in chunk_counts.items():
             self.by_status[status] += n
 
