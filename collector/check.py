@@ -11,7 +11,6 @@ what is wrong before any request, 3 for credentials and endpoint), else 0.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import tempfile
@@ -24,6 +23,7 @@ from collector import proxy as proxies
 from collector.auth import AkSkAuth, Auth, Post
 from collector.build import Parts, build, open_store
 from collector.client import tls_context
+from collector.concurrency import in_thread
 from collector.config import Settings
 from collector.discover import list_projects
 from collector.errors import CollectorError, ExitCode, Status, UsageError
@@ -97,8 +97,8 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
     with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
         local = None  # the input as a local file, fetched once (a bucket's object is copied)
         if input_path is not None:
-            local, check = await asyncio.to_thread(_input, settings, input_path, env,
-                                                   Path(scratch))
+            local, check = await in_thread(_input, settings, input_path, env,
+                                           Path(scratch))
             say(check)
         await _after_input(settings, input_path, local, env, auth, say)
     bad = [c for c in checks if not c.ok]
@@ -123,7 +123,7 @@ async def _after_input(settings: Settings, input_path: str | None, local: str | 
                                 f"{settings.project_id or 'from IAM'}"))
     say(_ca_bundle(settings))
     say(_proxy(settings, env))
-    for check in await asyncio.to_thread(_metrics, settings):
+    for check in await in_thread(_metrics, settings):
         say(check)
     parts: Parts | None = None
     try:
@@ -133,7 +133,7 @@ async def _after_input(settings: Settings, input_path: str | None, local: str | 
     except UsageError as exc:
         say(failed("credentials", str(exc)))
     if parts is not None:
-        say(await asyncio.to_thread(_output, parts))
+        say(await in_thread(_output, parts))
         if input_path is not None and local is None:
             return
         async with parts.client:
@@ -242,7 +242,7 @@ async def _member_call(settings: Settings, input_path: str, local: str,
         finally:
             lines.close()
 
-    first = await asyncio.to_thread(first_target)
+    first = await in_thread(first_target)
     if first is None:
         return [failed("endpoint", f"input {input_path}: no valid image ID to ask for")]
     result = await parts.fetcher.collect(first)

@@ -97,7 +97,8 @@ class UnsafeHeader(ValueError):
 class Client(Protocol):
     """What ``fetch`` needs of a client (tests give it stand-ins)."""
 
-    async def get(self, url: str, headers: Mapping[str, str] | None) -> Reply: ...
+    async def get(self, url: str, headers: Mapping[str, str] | None) -> Reply:
+        """One GET: what came back, or one of this module's transport errors."""
 
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:

@@ -1,4 +1,5 @@
-"""Collection: the only place with tasks and queues.
+"""Collection: N workers and the one writer of the image chunks, in task groups made by
+``concurrency`` (a worker that fails cancels the others; the writer still commits what is done).
 
     lines ─(thread)─> Feed/Intake ─Target─> N workers ─┐
                         └─Rejected─────────────────────┴─> [results] ─> writer ─> ParquetSink
@@ -12,15 +13,16 @@ seconds; whatever ended the collection, what is done is committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from collector.chunks import Chunk
 from collector.clock import Clock
+from collector.concurrency import Queue, Spawn, in_thread, queue, workers_and_writer
 from collector.errors import FatalRunError, Status
 from collector.feed import Feed
 from collector.inputs import Line
@@ -46,6 +48,7 @@ class Tally:
     by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in Status})
 
     def add(self, chunk_counts: dict[str, int]) -> None:
+        """Count a committed chunk's rows by status (only committed rows are the run's)."""
         for status, n in chunk_counts.items():
             self.by_status[status] += n
 
@@ -85,82 +88,56 @@ class Collection:
                   on_interval: Callable[[], None] | None = None) -> Tally:
         """Collect every line; returns the tally. Raises what stopped it early (the writer's
         failure included), after committing what is done."""
-        results: asyncio.Queue[Result] = asyncio.Queue(maxsize=4096)
-        writer = asyncio.create_task(self._write(results))
-        progress = asyncio.create_task(report(self._snapshot(total), progress_interval, stderr,
-                                              self.clock, line=line, on_interval=on_interval))
-        try:
-            await self._run_workers(lines, results, writer)
-        finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
-            if not writer.done():
-                await results.put(None)
-            await writer  # commits what is done, whatever ended the run
+        results: Queue[Result] = queue(4096)
+
+        def workers(spawn: Spawn) -> list[Coroutine[Any, Any, None]]:
+            feed = self.feed = Feed(lines, self.intake, results.put, spawn)
+            return [self._work(feed, results) for _ in range(self.concurrency)]
+
+        progress = report(self._snapshot(total), progress_interval, stderr, self.clock,
+                          line=line, on_interval=on_interval)
+        await workers_and_writer(workers, functools.partial(self._write, results),
+                                 functools.partial(results.put, None), progress, self.stop,
+                                 self._stop_feed, GRACE)
         return self.tally
 
-    async def _run_workers(self, lines: Iterator[Line], results: asyncio.Queue[Result],
-                           writer: asyncio.Task[None]) -> None:
-        """Until the input is done: a stop, or any task failing (the writer included: a
-        dead writer would leave workers waiting on a full queue), ends it early."""
-        feed = self.feed = Feed(lines, self.intake, results.put)
-        workers = [asyncio.create_task(self._work(feed, results))
-                   for _ in range(self.concurrency)]
-        stopper: asyncio.Task[Any] = asyncio.create_task(self.stop.wait())
-        pending: set[asyncio.Task[Any]] = set(workers)
-        failure: BaseException | None = None
-        try:
-            while pending and failure is None and not self.stop.is_set():
-                done, _ = await asyncio.wait(pending | {stopper, writer},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if writer in done:
-                    failure = writer.exception() or RuntimeError("the writer stopped early")
-                for task in done - {stopper, writer}:
-                    pending.discard(task)
-                    failure = failure or task.exception()
-            if failure is None and self.stop.is_set():
-                feed.stop()  # IDs not yet started stay unrequested
-                await asyncio.wait(workers, timeout=GRACE)
-        finally:
-            await feed.close()
-            for task in (stopper, *workers):
-                task.cancel()
-            await asyncio.gather(stopper, *workers, return_exceptions=True)
-        if failure is not None:
-            raise failure
+    def _stop_feed(self) -> None:
+        """IDs not yet started stay unrequested."""
+        if self.feed is not None:
+            self.feed.stop()
 
-    async def _work(self, feed: Feed, results: asyncio.Queue[Result]) -> None:
+    async def _work(self, feed: Feed, results: Queue[Result]) -> None:
         while (target := await feed.next()) is not None:
             await results.put(await self.collect(target))
 
-    async def _write(self, results: asyncio.Queue[Result]) -> None:
-        """The one task that touches files: fills a chunk, commits it in a thread, repeats."""
+    async def _write(self, results: Queue[Result], spawn: Spawn) -> None:
+        """The one task that touches files: fills a chunk, commits it in a thread (``spawn``)
+        while it fills the next, repeats (one commit at a time, in order)."""
         chunk, committing = Chunk(), None
         tally = self.tally
+        while (item := await results.get()) is not None:
+            chunk.add(item, time.time_ns() // 1_000_000)
+            tally.done += 1
+            if isinstance(item, ImageResult):
+                tally.members += len(item.members)
+                tally.failed += item.status is Status.FAILED
+            if chunk.images >= self.chunk_images:
+                if committing is not None:
+                    await committing
+                committing = spawn(self._commit(chunk))
+                chunk = Chunk()
+            if results.empty():
+                await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
+        if committing is not None:
+            await committing
+        await self._commit(chunk)
+
+    async def _commit(self, chunk: Chunk) -> None:
         try:
-            while (item := await results.get()) is not None:
-                chunk.add(item, time.time_ns() // 1_000_000)
-                tally.done += 1
-                if isinstance(item, ImageResult):
-                    tally.members += len(item.members)
-                    tally.failed += item.status is Status.FAILED
-                if chunk.images >= self.chunk_images:
-                    if committing is not None:
-                        await committing
-                    committing = asyncio.create_task(self._commit(chunk))
-                    chunk = Chunk()
-                if results.empty():
-                    await asyncio.sleep(WRITER_NAP)  # let results gather; workers wake no one
-            if committing is not None:
-                await committing
-            await self._commit(chunk)
+            await in_thread(self.sink.commit, chunk)
         except OSError as exc:
             raise FatalRunError(f"output {self.sink.store.url}: write failed "
                                 f"({reason(exc)})") from None
-
-    async def _commit(self, chunk: Chunk) -> None:
-        await asyncio.to_thread(self.sink.commit, chunk)
         self.tally.add(chunk.counts)
 
     def _snapshot(self, total: int | None) -> Callable[[], Snapshot]:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from collector.build import Region
+from collector.concurrency import OneWriter, in_thread
 from collector.config import Settings
 from collector.errors import ErrorCode, FatalRunError, Status, UsageError
 from collector.fetch import Fetcher
@@ -118,29 +119,30 @@ async def list_images(fetcher: Fetcher, endpoint: str, listing: Listing, write: 
 
 async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_rows: int,
                    stop: asyncio.Event | None = None) -> list[Listing]:
-    """Every listing, a few at a time, streamed into staging in chunks of ``chunk_rows``;
-    then the ledger, which marks the listing complete (not when ``stop`` cut it short: the
-    next run lists again)."""
+    """Every listing, a few at a time, streamed into staging in chunks of ``chunk_rows`` by
+    one writer (``concurrency.OneWriter``: no two chunk writes at once); then the ledger,
+    which marks the listing complete (not when ``stop`` cut it short: the next run lists
+    again). One listing raising cancels the others at once."""
     inventory = Inventory()
-    gate = asyncio.Semaphore(LISTINGS_AT_ONCE)
-    numbers = itertools.count()  # drawn on the loop: each chunk's file is its own
+    numbers = itertools.count()
 
-    async def flush() -> None:
+    async def take(page: tuple[Listing, list[dict[str, Any]]] | None) -> None:
+        """In the writer: a page into the inventory; a full one (or the last) committed."""
         nonlocal inventory
+        if page is not None:
+            inventory.add(*page, time.time_ns() // 1_000_000)
+            if len(inventory) < chunk_rows:
+                return
         full, inventory = inventory, Inventory()
-        await asyncio.to_thread(sink.commit_images, full.columns, next(numbers))
+        await in_thread(sink.commit_images, full.columns, next(numbers))
+
+    writer: OneWriter[tuple[Listing, list[dict[str, Any]]]] = OneWriter(take, LISTINGS_AT_ONCE)
 
     async def write(listing: Listing, infos: list[dict[str, Any]]) -> None:
-        inventory.add(listing, infos, time.time_ns() // 1_000_000)
-        if len(inventory) >= chunk_rows:
-            await flush()
+        await writer.put((listing, infos))
 
-    async def one(region: Region, listing: Listing) -> Listing:
-        async with gate:
-            return await list_images(region.fetcher, region.endpoint, listing, write, stop)
-
-    listings = list(await asyncio.gather(*(one(region, x) for region, x in jobs)))
-    await flush()
+    listings = await writer.run(list_images(region.fetcher, region.endpoint, x, write, stop)
+                                for region, x in jobs)
     if stop is not None and stop.is_set():
         return listings
     for count, what in ((sum(x.bad_times for x in listings), "image times were of no shape "
@@ -152,8 +154,8 @@ async def list_all(jobs: list[tuple[Region, Listing]], sink: ParquetSink, chunk_
                          "later page of the same listing; kept once")):
         if count:
             log.warning("%d %s", count, what)
-    await asyncio.to_thread(sink.commit_listings, ledger(listings, time.time_ns() // 1_000_000),
-                            notes(listings))
+    await in_thread(sink.commit_listings, ledger(listings, time.time_ns() // 1_000_000),
+                    notes(listings))
     return listings
 
 

@@ -10,61 +10,31 @@ is still left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
 
+from collector.concurrency import Spawn, in_daemon_thread
 from collector.errors import FatalRunError, UsageError
 from collector.inputs import Line
 from collector.intake import Intake, Rejected, Target
 
 READ_BATCH = 2048
-T = TypeVar("T")
+__all__ = ["READ_BATCH", "Feed", "in_daemon_thread"]  # in_daemon_thread: ``concurrency``'s
 
 
 def _take(lines: Iterator[Line], n: int) -> list[Line]:
     return list(itertools.islice(lines, n))
 
 
-async def in_daemon_thread(work: Callable[[], T]) -> T:
-    """``work()`` in a thread of its own that never holds up the process's exit.
-
-    Why not ``asyncio.to_thread``: its executor is joined when the event loop closes, so a
-    read blocked on a pipe that never ends (stdin) would keep a stopped run from exiting.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, failure: BaseException | None) -> None:
-        if done.cancelled():
-            return
-        if failure is not None:
-            done.set_exception(failure)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = work()
-        except BaseException as exc:  # handed to the awaiting task
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="cph-input", daemon=True).start()
-    return await done
-
-
 class Feed:
-    """Hands the workers their next target, reading the input ahead in a thread."""
+    """Hands the workers their next target, reading the input ahead in a thread; its read
+    task is started by ``spawn`` (the collection's task group: ``concurrency``)."""
     def __init__(self, lines: Iterator[Line], intake: Intake,
-                 reject: Callable[[Rejected], Awaitable[None]], batch: int = READ_BATCH) -> None:
+                 reject: Callable[[Rejected], Awaitable[None]], spawn: Spawn,
+                 batch: int = READ_BATCH) -> None:
         self._lines = lines
+        self._spawn = spawn
         self._intake = intake
         self._reject = reject  # invalid IDs go straight to the output as rows
         self._batch = batch
@@ -84,7 +54,7 @@ class Feed:
                 return None
             if self._reading is None and not self._exhausted \
                     and len(self._ready) <= self._batch // 2:
-                self._reading = asyncio.create_task(self._read())
+                self._reading = self._spawn(self._read())
             if self._ready:
                 return self._ready.popleft()
             if self._exhausted:
@@ -98,11 +68,6 @@ class Feed:
         self._ready.clear()
         if self._reading is not None:
             self._reading.cancel()
-
-    async def close(self) -> None:
-        self.stop()
-        if self._reading is not None:
-            await asyncio.gather(self._reading, return_exceptions=True)
 
     def _take(self) -> list[Line]:
         """In the reader thread; ``busy`` stays True while it is inside the generator, even

@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from collector.concurrency import start_thread
 from collector.errors import UsageError
 from collector.lease_disk import LOCK_NAME
 from collector.store import BucketStore, Store, reason
@@ -124,9 +125,7 @@ class BucketLock:
                 raise self._refusal(doc)
             self.store.writer, self.store.guard = self.run_id, self.check
         if self.held:
-            self._thread = threading.Thread(target=self._renew_loop, name="bucket-lease",
-                                            daemon=True)
-            self._thread.start()
+            self._thread = start_thread(self._renew_loop, "bucket-lease")
         return self
 
     def _acquire(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import logging
-import threading
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.concurrency import start_thread
 from collector.errors import RunStatus, Status
 from collector.manifest import LISTING_COUNTS, RunRecord
 from collector.secrets import from_server, redact
@@ -159,8 +159,7 @@ def _within(deadline: float, call: Callable[[], object]) -> str | None:
                 f"HTTP {code}" if isinstance(code, int) else None,
                 said if said and said != "None" else None))) or type(exc).__name__)
 
-    worker = threading.Thread(target=run, name="pushgateway", daemon=True)
-    worker.start()
+    worker = start_thread(run, "pushgateway")
     worker.join(deadline)
     if worker.is_alive():
         return f"no answer within {deadline:g} s"

@@ -220,3 +220,32 @@ def test_an_unreadable_image_time_is_null_and_counted() -> None:
     assert inventory.columns["create_time"] == [None]
     assert inventory.columns["update_time"] == [1713320018000]
     assert (inventory.bad_times, listing.bad_times) == (1, 1)
+
+
+async def test_a_listing_that_raises_cancels_the_listings_beside_it_at_once() -> None:
+    """An internal error in one listing ends the discovery, and the listings running beside
+    it end with it: none is left listing (and writing) unwatched after the run gave up."""
+    from collector.build import Region
+    from collector.discover import list_all
+    from collector.sink import ParquetSink
+
+    asked, cancelled = asyncio.Event(), asyncio.Event()
+
+    class Stand:
+        async def fetch(self, url: str, project: str, listing: Listing, parse: Any) -> Any:
+            if project == "broken":
+                await asyncio.wait_for(asked.wait(), 5)  # the other listing is in flight
+                raise RuntimeError("a defect in one listing")
+            asked.set()
+            try:
+                await asyncio.Event().wait()  # its page never comes
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    region = Region("cn-north-4", "https://cph.example", cast(Fetcher, Stand()), "",
+                    cast(Fetcher, None))
+    jobs = [(region, Listing("cn-north-4", p, "private")) for p in ("slow", "broken")]
+    with pytest.raises(RuntimeError, match="a defect in one listing"):
+        await list_all(jobs, cast(ParquetSink, None), 100)
+    assert cancelled.is_set()

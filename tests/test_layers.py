@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "collector"
 LAYERS = [
     # values, clock and rules with no collector imports
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer",
-     "staging", "nightcodes"},  # ...; the staging states and their names
+     "staging", "nightcodes", "concurrency"},  # ...; the staging states and their names;
+    # every task, queue and thread of a run
     {"secrets", "sharediff"},  # redaction and escaping: every text we keep or print from
     # elsewhere; the change table's rows, matched over the coded nights
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards",

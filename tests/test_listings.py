@@ -43,9 +43,10 @@ def manifest_matches_files(out: Run) -> None:
 
 
 @pytest.mark.parametrize("chunk", [50, 150, 1000])
-async def test_four_listings_committing_at_once_lose_no_image(
+async def test_four_listings_paging_while_a_chunk_is_written_lose_no_image(
         fake_factory: Factory, collect: Collect, monkeypatch: pytest.MonkeyPatch,
         chunk: int) -> None:
+    import collector.discover
     import collector.sink
 
     dataset = Dataset(seed=41, projects=4, images=600, with_doc_example=False,
@@ -53,21 +54,44 @@ async def test_four_listings_committing_at_once_lose_no_image(
     fake = await fake_factory(dataset)
     projects = dataset.project_ids
     private = {(p, i) for p in projects for i in dataset.listed(p, "private")}
-    real, together, held = collector.sink.write_parquet, threading.Barrier(2, timeout=10), [0]
+    real, real_listing = collector.sink.write_parquet, collector.discover.list_images
+    listed_all, lock, finished = threading.Event(), threading.Lock(), [0]
+    writing, most, writes = [0], [0], [0]
 
-    def two_inventory_writes_at_once(store: Any, key: str, table: Any) -> None:
-        """The first two inventory chunks are written at the same moment, as two listings
-        flushing side by side can be: deterministic, where the race is not."""
-        if "/images/" in key and held[0] < 2:
-            held[0] += 1
-            together.wait()
-        real(store, key, table)
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await real_listing(*args, **kwargs)
+        finally:
+            finished[0] += 1
+            if finished[0] == 2 * len(projects):
+                listed_all.set()
 
-    monkeypatch.setattr(collector.sink, "write_parquet", two_inventory_writes_at_once)
+    def inventory_writes_counted(store: Any, key: str, table: Any) -> None:
+        """The first inventory chunk is written only once every listing has ended: the
+        listings page on meanwhile, as fast as they can; a second chunk write beginning
+        before the first ended would be two writers at once."""
+        if "/images/" not in key:
+            real(store, key, table)
+            return
+        with lock:
+            writing[0] += 1
+            writes[0] += 1
+            most[0] = max(most[0], writing[0])
+            first = writes[0] == 1
+        try:
+            if first:
+                listed_all.wait(10)
+            real(store, key, table)
+        finally:
+            with lock:
+                writing[0] -= 1
+
+    monkeypatch.setattr(collector.discover, "list_images", counted)
+    monkeypatch.setattr(collector.sink, "write_parquet", inventory_writes_counted)
     out = await collect(fake, discover=True, project_id=",".join(projects), chunk_images=chunk,
                         concurrency=32, snapshot_date=DAY)
     assert out.error is None and out.record.exit_code == 0, out.error
-    assert held[0] == 2
+    assert listed_all.is_set() and writes[0] >= 2 and most[0] == 1
     listed = Counter((r["project_id"], r["image_id"]) for r in out.table("images").to_pylist())
     assert set(listed) == private and set(listed.values()) == {1}
     check_published(out, private, dataset)
