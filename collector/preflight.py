@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.ending import record_published
 from collector.errors import FatalRunError
 from collector.inputs import Survey, survey
 from collector.lease import live_runs
-from collector.manifest import mark_crashed, record_published
+from collector.manifest import mark_crashed
 from collector.sink import (
     ParquetSink,
     Resumed,

@@ -14,10 +14,11 @@ LAYERS = [
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
-    {"metrics"},  # the run as Prometheus metrics
+    {"metrics", "observe"},  # the run as Prometheus metrics; its summary and progress lines
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk
-    {"retry"},  # the retry policy
+    {"retry", "ending"},  # the retry policy; how a snapshot ends (its record, counts,
+    # verdict and exit code, manifest and metrics)
     {"auth"},  # credentials (IAM's token requests follow the retry policy)
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff", "report"},  # tasks and
@@ -25,7 +26,8 @@ LAYERS = [
     # report (a package: its model and its page)
     {"discover", "merge", "tables"},  # listing the projects and images, region by region;
     # shards published as one snapshot; the published tables as a notebook reads them
-    {"night"},  # a shard that publishes its night once every shard is staged
+    {"night", "sources"},  # a shard that publishes its night once every shard is staged;
+    # where a run's images come from (an input file, discovery, a plan's share)
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},
