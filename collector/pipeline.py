@@ -20,11 +20,9 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import NoReturn, TextIO
-
-import orjson
+from typing import TextIO
 
 from collector import ending
 from collector.build import Parts
@@ -32,18 +30,15 @@ from collector.collect import GRACE, Collection, Tally
 from collector.config import Settings
 from collector.discover import Listing
 from collector.ending import (
-    Conclusion,
     emit_metrics,
-    fatal,
     last_success,
-    publish_failure,
     run_counts,
 )
 from collector.errors import CollectorError, FatalRunError, RunStatus, UsageError
 from collector.fetch import Fetcher
+from collector.finish import Finish
 from collector.inputs import Line
 from collector.intake import Intake, Target
-from collector.lease import LeaseLost
 from collector.logs import RunId
 from collector.manifest import RunRecord
 from collector.night import Night, begun, publish_night
@@ -51,11 +46,10 @@ from collector.observe import progress_json, summary_json, summary_line
 from collector.outdir import LOCK_NAME, check_no_links, check_writable, lock
 from collector.preflight import prepare
 from collector.publish import stage_changes
-from collector.report import write_report
 from collector.results import ImageResult
-from collector.sink import PLAN, SHARD_MARK, ParquetSink, date_staging
+from collector.sink import PLAN, ParquetSink, date_staging
 from collector.sources import Context, local_input, open_input, route_of, source_of
-from collector.store import LocalStore, Store, reason
+from collector.store import LocalStore, Store
 
 __all__ = ["emit_metrics", "local_input", "open_input", "run_counts", "summary_json",
            "summary_line"]  # importable where they were
@@ -104,6 +98,7 @@ class Run:
         self._night_due = False  # staged with publish_when_staged: see to the night's publish
         self.record = RunRecord(self.run_id, self.snapshot_date, self.started,
                                 self.source.label, settings.public())
+        self.finish = Finish(settings, parts.store, self.record, self._counts)
 
     @property
     def input_still_reading(self) -> bool:
@@ -118,7 +113,7 @@ class Run:
             with tempfile.TemporaryDirectory(prefix="cph-input-") as scratch:
                 await self.source.open(Path(scratch), self.parts.stores)
                 try:
-                    with self._signals():  # from here on, a signal is a clean stop (130/143)
+                    with stop_signals(self._on_signal):  # from here on, a clean stop (130/143)
                         await self._steps()
                         return self.record
                 finally:
@@ -139,7 +134,7 @@ class Run:
         if self.shard is not None:  # shards run side by side: each locks its own share
             name = f"{date_staging(self.snapshot_date)}/{self.shard.name}.lock"
             await asyncio.to_thread(store.make_folder, date_staging(self.snapshot_date))
-        held = self._held = lock(store, self.run_id, name=name)
+        held = self.finish.held = lock(store, self.run_id, name=name)
         await asyncio.to_thread(held.__enter__)
         try:
             await self._locked_steps(store)
@@ -154,9 +149,9 @@ class Run:
         if self._publishes_night() and self.shard is not None and await asyncio.to_thread(
                 begun, store, self.shard, self.snapshot_date):
             # a retry after the night's publish began: collecting again would double its rows
-            self._conclude(ending.staged(error="nothing collected: the night's publish began "
-                                               "or is done"))
-            await self._save()
+            self.finish.conclude(ending.staged(error="nothing collected: the night's publish "
+                                                     "began or is done"))
+            await self.finish.save()
             self._night_due = True
             return
         surveyed = await self._prepare(sink)
@@ -171,7 +166,7 @@ class Run:
             finally:  # a fatal run's manifest has its real counts too
                 self._count_requests()
         except Exception as exc:  # ours keep their words and exit code
-            await self._fail(sink, ending.failure(exc))
+            await self.finish.fail(sink, ending.failure(exc), self._unproven())
             raise
         await self._end(sink)
 
@@ -188,7 +183,7 @@ class Run:
             self._last_success = await asyncio.to_thread(
                 last_success, self.parts.store, self.settings.metrics_file)
         self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
-        await self._save()
+        await self.finish.save()
         return prepared.survey.lines
 
     def _context(self, sink: ParquetSink) -> Context:
@@ -203,12 +198,13 @@ class Run:
             self._counts(), stop_signal=self.stop_signal, endpoint=endpoint,
             max_failed_share=None if self.stages else self.settings.max_failed_share)
         if conclusion.publishes and self.stages:
-            await self._stage_shard(sink, conclusion)
+            await self.finish.stage(sink, conclusion, str(self.shard) if self.shard else PLAN,
+                                    self._fingerprint)
             self._night_due = self._publishes_night()
         elif conclusion.publishes:
-            await self._publish(sink, conclusion)
+            await self.finish.publish(sink, conclusion, stage_changes)
         else:
-            await self._fail(sink, conclusion)
+            await self.finish.fail(sink, conclusion, self._unproven())
             if conclusion.status is RunStatus.FATAL:
                 raise FatalRunError(conclusion.error or "fatal")
 
@@ -273,128 +269,37 @@ class Run:
         emit_metrics(s, dataclasses.replace(self.record, counts=self._counts()), final,
                      self._last_success)
 
-    async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
-        """End without publishing. Chunks of a run that nothing proved are dropped, so a
-        re-run does not resume its ``failed`` rows."""
-        if any(f.endpoint_unproven() for f in self._cph_fetchers()):
-            await asyncio.to_thread(sink.drop_own_chunks)
-        self._conclude(conclusion)
-        await self._save(quiet=True)
-
-    async def _publish(self, sink: ParquetSink, conclusion: Conclusion) -> None:
-        """Publish, then say so in the manifest; a stop between the two is mended by the next
-        run (``preflight.recover``), so the manifest never says less than readers can see.
-        The change table is staged first and swapped in with the rest."""
-        try:
-            summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
-                                              self.settings.trusted)
-            self.record.changes = summary.to_json()
-            conclusion = ending.with_changes(conclusion, summary.untrusted_alerts,
-                                             self.settings.fail_on_untrusted)
-            await self._still_ours()
-            await asyncio.to_thread(sink.publish, self.record.changes)
-        except CollectorError as exc:  # ours: its own words and exit code
-            await self._stop_fatal(ending.failure(exc), exc)
-        except Exception as exc:  # whatever it is: the manifest says fatal, one line says why
-            log.debug("publish failed", exc_info=True)
-            await self._stop_fatal(fatal(f"output {sink.store.url}: publish failed "
-                                         f"({publish_failure(exc)}); the next run finishes it"))
-        self._conclude(conclusion)
-        self.record.files = list(sink.files)
-        await self._save(after_publish=True)
-        await asyncio.to_thread(after_publish, sink, self.settings.report)
-
-    async def _stage_shard(self, sink: ParquetSink, conclusion: Conclusion) -> None:
-        """A shard (or the plan) publishes nothing: it leaves its share committed in its
-        staging, and a mark that says it finished, for which input and settings, with its
-        counts (``publish --shards N`` checks every mark against the rows). Staged is the
-        task's success, exit 0 whatever its images' statuses: the night's verdict is the
-        publish's. The manifest first, then the mark: a mark always has its manifest."""
-        await self._still_ours()
-        self._conclude(ending.staged(conclusion))
-        await self._save()
-        mark = {"shard": str(self.shard) if self.shard else PLAN, "run_id": self.run_id,
-                "fingerprint": self._fingerprint, "exit_code": self.record.exit_code,
-                "counts": self.record.counts}
-        try:
-            await asyncio.to_thread(sink.store.write, f"{sink.staging}/{SHARD_MARK}",
-                                    orjson.dumps(mark))
-        except OSError as exc:
-            await self._stop_fatal(fatal(f"output {sink.store.url}: cannot write the mark "
-                                         f"{sink.staging}/{SHARD_MARK} ({reason(exc)}); run "
-                                         "it again"))
-
-    async def _still_ours(self) -> None:
-        """The lock read back before publishing (or marking a shard staged): a run that lost
-        it stops, exit 3, and publishes nothing."""
-        try:
-            await asyncio.to_thread(self._held.verify)
-        except LeaseLost as exc:
-            await self._stop_fatal(fatal(f"output {self.parts.store.url}: {exc.strerror}"))
-
-    async def _stop_fatal(self, conclusion: Conclusion,
-                          exc: CollectorError | None = None) -> NoReturn:
-        """The run ends ``fatal`` (recorded), raising ``exc`` or one ``FatalRunError``."""
-        self._conclude(conclusion)
-        await self._save(quiet=True)
-        if exc is not None:
-            raise exc
-        raise FatalRunError(conclusion.error or "fatal") from None
-
-    def _conclude(self, conclusion: Conclusion) -> None:
-        ending.end(self.record, conclusion, self._counts())
-
     def _cph_fetchers(self) -> list[Fetcher]:
         return [r.fetcher for r in self.parts.regions]
+
+    def _unproven(self) -> bool:
+        return any(f.endpoint_unproven() for f in self._cph_fetchers())
 
     def _count_requests(self) -> None:
         self.parts.count_requests(self.record, self.settings.rate_limit)
 
-    async def _save(self, *, quiet: bool = False, after_publish: bool = False) -> None:
-        """The one place the run's manifest is written (``ending.save``)."""
-        await asyncio.to_thread(ending.save, self.parts.store, self.record, self._counts(),
-                                quiet=quiet, after_publish=after_publish)
+    def _on_signal(self, signum: int) -> None:
+        if self.stop_signal is None:
+            log.warning("%s: stopping; in-flight images get %.0f s, then committing",
+                        signal.Signals(signum).name, GRACE)
+        self.stop_signal = signum
+        self._stop.set()
 
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        installed = []
 
-        def on_signal(signum: int) -> None:
-            if self.stop_signal is None:
-                log.warning("%s: stopping; in-flight images get %.0f s, then committing",
-                            signal.Signals(signum).name, GRACE)
-            self.stop_signal = signum
-            self._stop.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(signum, on_signal, signum)
-                installed.append(signum)
-            except (RuntimeError, ValueError):  # not the main thread
-                pass
+@contextlib.contextmanager
+def stop_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``on_signal`` meanwhile (from the main thread; elsewhere
+    they cannot be handled and keep their default)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
         try:
-            yield
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-
-
-def after_publish(sink: ParquetSink, report: bool) -> None:
-    """Blocking, once published and recorded: the staging removed and the report written;
-    a failure of either is a warning (the night's verdict stands; the next run removes the
-    staging, ``cph-collector report`` writes the report)."""
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (RuntimeError, ValueError):  # not the main thread
+            pass
     try:
-        sink.discard()
-    except OSError as exc:
-        log.warning("output %s: %s is published, but its staging could not be removed "
-                    "(%s); the next run removes it", sink.store.url, sink.snapshot_date,
-                    reason(exc))
-    if report:  # after the manifest, which the page reads too
-        try:
-            key = write_report(sink.store, sink.snapshot_date)
-            log.info("report: %s/%s", sink.store.url, key)
-        except (OSError, ValueError) as exc:  # published: a warning, as for a Pushgateway
-            log.warning("output %s: the report could not be written (%s); cph-collector "
-                        "report writes it", sink.store.url,
-                        reason(exc) if isinstance(exc, OSError) else exc)
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

@@ -24,7 +24,8 @@ LAYERS = [
     {"collect", "outdir", "preflight", "build", "publish", "diff", "report"},  # tasks and
     # queues; the output; the wiring; what publishing adds; the diff command; the morning
     # report (a package: its model and its page)
-    {"discover", "merge", "tables"},  # listing the projects and images, region by region;
+    {"discover", "merge", "tables", "finish"},  # listing the projects and images, region by
+    # region; a run's last step (fail, publish or stage its share);
     # shards published as one snapshot; the published tables as a notebook reads them
     {"night", "sources"},  # a shard that publishes its night once every shard is staged;
     # where a run's images come from (an input file, discovery, a plan's share)
