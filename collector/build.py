@@ -114,6 +114,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     iam_limiters: dict[str, RateLimiter] = {}  # one per IAM endpoint: its own quota
 
     def iam_limiter(url: str) -> RateLimiter:
+        """IAM endpoint ``url``'s own limiter (its quota is not CPH's)."""
         return iam_limiters.setdefault(url, RateLimiter(min(s.rate_limit, IAM_RATE),
                                                         clock=clock.now))
 
@@ -125,6 +126,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     limiter = RateLimiter(shard_rate(s), clock=clock.now)
 
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
+        """A fetcher of ``endpoint``, paced by ``rate``, with the run's retry rules."""
         return Fetcher(client, credentials, rate, endpoint=endpoint,
                        max_attempts=s.max_attempts,
                        backoff=backoff,

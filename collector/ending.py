@@ -42,31 +42,21 @@ log = logging.getLogger("collector")
 class Totals(Protocol):
     """What a run's tally says (``collect.Tally``)."""
 
-    @property
-    def done(self) -> int: ...
-    @property
-    def members(self) -> int: ...
-    @property
-    def by_status(self) -> dict[str, int]: ...
+    done: int
+    members: int
+    by_status: dict[str, int]
 
 
 class Listed(Protocol):
     """What a listing says of itself (``discover.Listing``)."""
 
-    @property
-    def project_id(self) -> str: ...
-    @property
-    def image_type(self) -> str: ...
-    @property
-    def status(self) -> Status: ...
-    @property
-    def images(self) -> int: ...
-    @property
-    def bad_times(self) -> int: ...
-    @property
-    def unfit(self) -> int: ...
-    @property
-    def repeated(self) -> int: ...
+    project_id: str
+    image_type: str
+    status: Status
+    images: int
+    bad_times: int
+    unfit: int
+    repeated: int
 
 
 def run_counts(intake: Intake, tally: Totals, listings: Sequence[Listed] | None) -> dict[str, int]:

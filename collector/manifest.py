@@ -47,6 +47,7 @@ class RunRecord:
 
     @property
     def seconds(self) -> float:
+        """How long it ran (so far, while it runs); never 0, rates divide by it."""
         end = self.ended_at or dt.datetime.now(dt.UTC)
         return max((end - self.started_at).total_seconds(), 1e-9)
 

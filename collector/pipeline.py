@@ -173,6 +173,7 @@ class Run:
     async def _prepare(self, sink: ParquetSink) -> int | None:
         """Mend and resume (``preflight``); the input's lines, as its survey counted them."""
         def fingerprint_of(digest: str | None) -> str | None:
+            """The source's fingerprint, kept for the shard's mark and the plan's check."""
             self._fingerprint = self.source.fingerprint(digest)
             return self._fingerprint
 
@@ -229,6 +230,7 @@ class Run:
         """The metrics file at every progress interval meanwhile (the collection's progress
         reporter does the same once images are collected)."""
         async def tick() -> None:
+            """Until cancelled."""
             while True:
                 await self.parts.clock.sleep(self.settings.progress_interval)
                 await asyncio.to_thread(self._emit_metrics, False)

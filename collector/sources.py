@@ -230,6 +230,7 @@ def open_input(path: str, input_format: str,
                          "(or a project_id column)")
 
     def all_lines() -> Generator[Line, None, None]:
+        """The first line again, then the rest; the file closed when this is."""
         try:
             yield first
             yield from lines
