@@ -23,6 +23,7 @@ from collector.config import Settings
 from collector.errors import UsageError
 from collector.fetch import Fetcher
 from collector.limiter import RateLimiter
+from collector.manifest import RunRecord
 from collector.retry import Backoff, RetryBudget
 from collector.secrets import Secret, check_credential
 from collector.store import (
@@ -65,6 +66,7 @@ class Parts:
 
     @property
     def endpoint(self) -> str:
+        """The first region's CPH endpoint."""
         return self.regions[0].endpoint
 
     @property
@@ -74,7 +76,21 @@ class Parts:
 
     @property
     def fetchers(self) -> list[Fetcher]:
+        """Every fetcher: each region's CPH and IAM ones."""
         return [f for r in self.regions for f in (r.fetcher, r.iam_fetcher)]
+
+    def count_requests(self, record: RunRecord, configured: float) -> None:
+        """``record``'s requests, retries, 429s, rates and auth, from what the parts counted
+        (IAM's token requests are ``token_requests``; their retries count as the run's)."""
+        counters = [f.counters for f in self.fetchers]
+        iam = self.iam_post
+        record.requests = sum(c.requests for c in counters)
+        record.retries = sum(c.retries for c in counters) + (iam.retries if iam else 0)
+        record.throttled = sum(c.throttled for c in counters) + (iam.throttled if iam else 0)
+        record.rate = {"configured": configured, "lowest": round(self.limiter.lowest, 1),
+                       "final": round(self.limiter.rate, 1)}
+        record.auth = {"method": self.auth.name,
+                       "token_requests": getattr(self.auth, "requests", 0)}
 
 
 def build(settings: Settings, env: Mapping[str, str] | None = None, *,
@@ -98,6 +114,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     iam_limiters: dict[str, RateLimiter] = {}  # one per IAM endpoint: its own quota
 
     def iam_limiter(url: str) -> RateLimiter:
+        """IAM endpoint ``url``'s own limiter (its quota is not CPH's)."""
         return iam_limiters.setdefault(url, RateLimiter(min(s.rate_limit, IAM_RATE),
                                                         clock=clock.now))
 
@@ -109,6 +126,7 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     limiter = RateLimiter(shard_rate(s), clock=clock.now)
 
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
+        """A fetcher of ``endpoint``, paced by ``rate``, with the run's retry rules."""
         return Fetcher(client, credentials, rate, endpoint=endpoint,
                        max_attempts=s.max_attempts,
                        backoff=backoff,

@@ -22,6 +22,7 @@ class Conclusion:
 
     @property
     def publishes(self) -> bool:
+        """A finished run publishes; every other ending leaves the snapshot as it was."""
         return self.status is RunStatus.FINISHED
 
 
@@ -56,13 +57,16 @@ def conclude(stop_signal: int | None, endpoint_verdict: str | None,
     return Conclusion(RunStatus.FINISHED, ExitCode.OK if ok else ExitCode.SOME_FAILED)
 
 
-def verdict_of(counts: dict[str, int], max_failed_share: float | None = None) -> Conclusion:
-    """``conclude`` from a manifest's ``counts`` (a ``publish --shards``, or a publish a
-    stopped run left for the next run to record)."""
+def verdict_of(counts: dict[str, int], max_failed_share: float | None = None, *,
+               stop_signal: int | None = None,
+               endpoint_verdict: str | None = None) -> Conclusion:
+    """``conclude`` from a manifest's ``counts`` (a run's, a ``publish --shards``'s, or a
+    publish a stopped run left for the next run to record): one rule for every ending."""
     by_status = {s.value: counts.get("invalid" if s is Status.INVALID_ID else s.value, 0)
                  for s in Status}
     failed = counts.get("listings_failed", 0)
-    return conclude(None, None, by_status, failed + counts.get("listings_forbidden", 0),
+    return conclude(stop_signal, endpoint_verdict, by_status,
+                    failed + counts.get("listings_forbidden", 0),
                     listings=(failed, counts.get("listings", 0)),
                     max_failed_share=max_failed_share)
 

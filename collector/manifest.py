@@ -13,12 +13,11 @@ from typing import Any
 
 import orjson
 
-from collector.conclude import verdict_of, with_changes
 from collector.errors import RunStatus
 from collector.secrets import redact
 from collector.store import Store
 
-# A discovery run's counts of its listings (``pipeline.run_counts`` gives them; ``publish
+# A discovery run's counts of its listings (``ending.run_counts`` gives them; ``publish
 # --shards`` carries them over from the plan).
 LISTING_COUNTS = ("projects", "listings", "listings_ok", "listings_forbidden", "listings_failed",
                   "images_listed", "private_images_listed", "unreadable_image_times",
@@ -48,6 +47,7 @@ class RunRecord:
 
     @property
     def seconds(self) -> float:
+        """How long it ran (so far, while it runs); never 0, rates divide by it."""
         end = self.ended_at or dt.datetime.now(dt.UTC)
         return max((end - self.started_at).total_seconds(), 1e-9)
 
@@ -155,7 +155,7 @@ def follow(store: Store, doc: dict[str, Any]) -> None:
         if older["run_id"] != doc["run_id"] and not older.get("superseded_by") \
                 and _newness(older) <= _newness(doc):
             older["superseded_by"] = doc["run_id"]
-            _rewrite(store, older)
+            rewrite(store, older)
     recomputed: dict[str, list[str]] = {}
     for key in doc.get("recomputed_changes") or []:
         recomputed.setdefault(key.split("/")[1].removeprefix("snapshot_date="), []).append(key)
@@ -167,7 +167,7 @@ def follow(store: Store, doc: dict[str, Any]) -> None:
         current["files"] = [f for f in current.get("files") or []
                             if not f.startswith(folder)] + keys
         current["changes_recomputed_by"] = doc["run_id"]
-        _rewrite(store, current)
+        rewrite(store, current)
 
 
 OWN_FIELDS = frozenset({"run_id", "status", "snapshot_date", "started_at", "settings",
@@ -211,37 +211,10 @@ def _read(store: Store, name: str) -> dict[str, Any] | None:
     return doc if is_ours(name, doc) else None
 
 
-def _rewrite(store: Store, doc: dict[str, Any]) -> None:
+def rewrite(store: Store, doc: dict[str, Any]) -> None:
+    """Write ``doc`` back as the manifest of its run."""
     store.write(f"runs/{doc['run_id']}.json",
                 orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-
-
-def record_published(store: Store, run_id: str, counts: dict[str, int], files: list[str],
-                     by: str, changes: dict[str, Any] | None = None) -> bool:
-    """A run stopped after its data became visible, before its manifest said so: say it now
-    (``finished``, with the counts and files read back from what readers see, and the change
-    summary its publish marker kept: its verdict is the one the run would have given, exit 4
-    for untrusted shares under its ``fail_on_untrusted`` included)."""
-    name = f"{run_id}.json"
-    if name not in store.files("runs"):  # links are never listed
-        return False
-    doc = _read(store, name)
-    if doc is None or doc.get("status") not in (RunStatus.RUNNING, RunStatus.FATAL):
-        return False  # fatal: its publish failed part-way, and was finished since
-    counts = {**doc.get("counts", {}), **counts}
-    untrusted = (changes or {}).get("untrusted")
-    alerts = sum(n for kind, n in untrusted.items() if kind in ("added", "updated")
-                 and isinstance(n, int)) if isinstance(untrusted, dict) else 0
-    settings = doc.get("settings")
-    verdict = with_changes(verdict_of(counts), alerts, isinstance(settings, dict)
-                           and settings.get("fail_on_untrusted") is True)
-    doc.update(status=RunStatus.FINISHED.value, exit_code=int(verdict.exit_code),
-               error=None, files=files, counts=counts, recorded_by=by)
-    if changes:
-        doc["changes"] = changes
-    _rewrite(store, doc)
-    follow(store, doc)
-    return True
 
 
 def mark_crashed(store: Store, alive: Callable[[], set[str]]) -> list[str]:
@@ -261,6 +234,6 @@ def mark_crashed(store: Store, alive: Callable[[], set[str]]) -> list[str]:
         if doc["run_id"] not in live:
             doc["status"] = RunStatus.CRASHED.value
             doc["error"] = "the run stopped without finishing (killed, or the machine died)"
-            _rewrite(store, doc)
+            rewrite(store, doc)
             found.append(str(doc.get("run_id")))
     return found

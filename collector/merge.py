@@ -14,6 +14,7 @@ Publishing again once it is done gives the first publish's verdict again, from i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -24,8 +25,8 @@ import orjson
 
 from collector import staging as stage
 from collector.changes import line_of
-from collector.conclude import verdict_of, with_changes
-from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, Status
+from collector.ending import end, fatal, publish_failure, save, verdict, write
+from collector.errors import CollectorError, FatalRunError, RunStatus, Status
 from collector.intake import REJECTED, IdSet
 from collector.lease import claimed
 from collector.manifest import (
@@ -34,7 +35,6 @@ from collector.manifest import (
     latest_finished,
     read_manifest,
     record_of,
-    write_manifest,
 )
 from collector.preflight import recover
 from collector.publish import stage_changes
@@ -294,13 +294,10 @@ def already_published(store: Store, snapshot_date: dt.date,
                  doc["run_id"], doc.get("exit_code"))
         return record_of(doc)
     published = read_published(store, snapshot_date)
-    record.counts = published.counts
-    record.files = published.files
-    conclusion = verdict_of(published.counts)
-    record.status, record.exit_code = conclusion.status.value, int(conclusion.exit_code)
-    record.error = "already published (no manifest said how; counted from the tables)"
-    record.ended_at = dt.datetime.now(dt.UTC)
-    write_manifest(store, record)
+    end(record, dataclasses.replace(verdict(published.counts), error="already published (no "
+                                    "manifest said how; counted from the tables)"),
+        published.counts, files=published.files)
+    write(store, record)
     return record
 
 
@@ -344,26 +341,20 @@ def _held_publish(store: Store, snapshot_date: dt.date, count: int, record: RunR
                   max_failed_share: float | None) -> None:
     """``_publish`` with its manifest kept (a failure is recorded, and ``FatalRunError``),
     then the staging discarded; the caller holds every shard's lock."""
-    write_manifest(store, record)  # running: a stop from here on is recorded by the next run
+    write(store, record)  # running: a stop from here on is recorded by the next run
     try:
         _publish(store, snapshot_date, count, record, trusted, fail_on_untrusted,
                  max_failed_share)
     except Exception as exc:
         if isinstance(exc, CollectorError):
             error = str(exc)
-        elif isinstance(exc, OSError):
-            error = f"output {store.url}: publish failed ({reason(exc)}); run it again to finish it"
         else:
-            log.debug("publish failed", exc_info=True)
-            error = (f"output {store.url}: publish failed (internal error: "
-                     f"{type(exc).__name__}: {exc}); run it again to finish it")
-        record.status, record.exit_code = RunStatus.FATAL.value, int(ExitCode.FATAL)
-        record.error, record.ended_at = error, dt.datetime.now(dt.UTC)
-        try:
-            write_manifest(store, record)
-        except OSError as again:
-            log.warning("output %s: cannot write the manifest runs/%s.json (%s)", store.url,
-                        record.run_id, reason(again))
+            if not isinstance(exc, OSError):
+                log.debug("publish failed", exc_info=True)
+            error = (f"output {store.url}: publish failed ({publish_failure(exc)}); run it "
+                     "again to finish it")
+        end(record, fatal(error))
+        save(store, record, quiet=True)
         raise FatalRunError(error) from None
     _discard(store, snapshot_date, {})
 
@@ -376,7 +367,7 @@ def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord
     record.input = f"{count} shards: " + ", ".join(m.run_id for m in marks
                                                    if m.shard != stage.plan_name())
     record.counts = night_counts(marks, verify(store, snapshot_date, count, marks), count)
-    conclusion = verdict_of(record.counts, max_failed_share)
+    conclusion = verdict(record.counts, max_failed_share=max_failed_share)
     if not conclusion.publishes:  # too broken: the shards stay staged, to be run again
         raise FatalRunError(f"publish {snapshot_date}: {conclusion.error}")
     staging = stage.date_staging(snapshot_date)
@@ -385,11 +376,9 @@ def _publish(store: Store, snapshot_date: dt.date, count: int, record: RunRecord
     for table in TABLES:
         store.make_folder(f"{staging}/{table}")
     summary = stage_changes(sink, record.run_id, trusted)
-    conclusion = with_changes(conclusion, summary.untrusted_alerts, fail_on_untrusted)
+    conclusion = verdict(record.counts, max_failed_share=max_failed_share,
+                         untrusted_alerts=summary.untrusted_alerts,
+                         fail_on_untrusted=fail_on_untrusted)
     sink.publish(summary.to_json())
-    record.status = conclusion.status.value
-    record.exit_code = int(conclusion.exit_code)
-    record.ended_at = dt.datetime.now(dt.UTC)
-    record.files = sink.files
-    record.changes = summary.to_json()
-    write_manifest(store, record)
+    end(record, conclusion, files=sink.files, changes=summary.to_json())
+    write(store, record)

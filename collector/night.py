@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from collector.config import Settings
+from collector.ending import night_exit
 from collector.errors import FatalRunError, UsageError
 from collector.manifest import RunRecord, latest_finished
 from collector.merge import publish_shards
@@ -98,9 +99,4 @@ def publish_night(store: Store, settings: Settings, shard: Shard, day: dt.date, 
         record = publish_shards(store, day, shard.count, run_id, settings.trusted,
                                 settings.public(), settings.fail_on_untrusted,
                                 settings.max_failed_share)
-    assert record.exit_code is not None
-    if record.run_id != run_id and shard_run in record.input:
-        log.info("%s was published by another shard (run %s, exit %s), this shard's share "
-                 "with it", day, record.run_id, record.exit_code)
-        return Night(record, 0)
-    return Night(record, record.exit_code)
+    return Night(record, night_exit(record, run_id, shard_run))

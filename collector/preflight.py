@@ -14,11 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from collector.ending import record_published
 from collector.errors import FatalRunError
 from collector.hygiene import clean_stale_staging, finish_interrupted
 from collector.inputs import Survey, survey
 from collector.lease import live_runs
-from collector.manifest import mark_crashed, record_published
+from collector.manifest import mark_crashed
 from collector.published import read_published
 from collector.sink import ParquetSink, Resumed
 from collector.staging import date_staging

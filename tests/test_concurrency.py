@@ -18,7 +18,7 @@ MAKERS = {"create_task", "ensure_future", "gather", "to_thread", "run_in_executo
 SOURCES = {"asyncio", "threading", "queue", "concurrent.futures", "multiprocessing"}
 OURS = {"concurrency.py"}
 # TODO(issue 24): the integrator routes pipeline's through ``concurrency``, then drops it here.
-NOT_YET = {"pipeline.py"}
+NOT_YET: set[str] = set()
 
 
 def makers(package: Path) -> dict[str, list[str]]:

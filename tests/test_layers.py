@@ -18,20 +18,24 @@ LAYERS = [
      "lease_disk"},  # rules over values; where the output lives (disk or bucket); flocks
     {"proxy", "intake", "manifest", "results", "logs", "lease_bucket",
      "schemas"},  # ...; bucket leases; the tables' schemas, the column builder, Parquet files
-    {"metrics", "lease", "chunks", "published"},  # the run as Prometheus metrics; who may
-    # write, alive; a chunk's rows; what is published, read back
+    {"metrics", "lease", "chunks", "published", "observe"},  # the run as Prometheus
+    # metrics; who may write, alive; a chunk's rows; what is published, read back; the
+    # summary and progress lines
     {"config", "client", "feed", "hygiene"},  # settings; the HTTP pool (transport only); the
     # read-ahead; finishing interrupted publishes and removing dead runs' staging
     {"retry", "sink"},  # the retry policy; Parquet staged and published
-    {"auth", "listing"},  # credentials (IAM's token requests follow the retry policy); what
-    # discovery lists, as data
+    {"auth", "listing", "ending"},  # credentials (IAM's token requests follow the retry
+    # policy); what discovery lists, as data; how a snapshot ends (its record, counts,
+    # verdict and exit code, manifest and metrics)
     {"fetch"},  # one image
     {"collect", "outdir", "preflight", "build", "publish", "diff", "report"},  # tasks and
     # queues; the output; the wiring; what publishing adds; the diff command; the morning
     # report (a package: its model and its page)
-    {"discover", "merge", "tables"},  # listing the projects and images, region by region;
+    {"discover", "merge", "tables", "finish"},  # listing the projects and images, region by
+    # region; a run's last step (fail, publish or stage its share);
     # shards published as one snapshot; the published tables as a notebook reads them
-    {"night"},  # a shard that publishes its night once every shard is staged
+    {"night", "sources"},  # a shard that publishes its night once every shard is staged;
+    # where a run's images come from (an input file, discovery, a plan's share)
     {"pipeline"},  # the run as steps
     {"check"},  # the checks a run makes, and one request of each kind
     {"demo"},
