@@ -17,7 +17,6 @@ MAKERS = {"create_task", "ensure_future", "gather", "to_thread", "run_in_executo
           "ThreadPoolExecutor", "ProcessPoolExecutor", "Process", "Pool"}
 SOURCES = {"asyncio", "threading", "queue", "concurrent.futures", "multiprocessing"}
 OURS = {"concurrency.py"}
-# TODO(issue 24): the integrator routes pipeline's through ``concurrency``, then drops it here.
 NOT_YET: set[str] = set()
 
 
