@@ -11,6 +11,7 @@ LAYERS = [
     # values, clock and rules with no collector imports
     {"errors", "clock", "ids", "endpoint", "files", "limiter", "loop", "signer"},
     {"secrets"},  # redaction and escaping: every text we keep or print from elsewhere
+    {"storefaults"},  # a storage error as values, and the retry of reads
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
