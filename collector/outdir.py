@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 from collector import staging
-from collector.errors import UsageError
+from collector.errors import FatalRunError, UsageError
 from collector.lease import LOCK_NAME, BucketLock, OutputLock, lock
 from collector.schemas import TABLES, partition
-from collector.store import LocalStore, Store, reason
+from collector.store import Kind, LocalStore, Store, fault_of, reason
 
 __all__ = ["LOCK_NAME", "BucketLock", "OutputLock", "check_no_links", "check_writable", "lock"]
 
@@ -39,7 +39,8 @@ def check_no_links(output: Path, snapshot_date: dt.date) -> None:
 def check_writable(store: Store) -> None:
     """Write, read back and delete a probe, as the run will (on disk: rename it too);
     UsageError if any step fails: a missing bucket or refused credentials are found here,
-    before any request to the API."""
+    before any request to the API; ``FatalRunError`` (exit 3) when the store itself failed
+    (a 5xx or a timeout after its retries): nothing the user gave is wrong."""
     probe = f"{staging.root()}/.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if isinstance(store, LocalStore):
@@ -54,6 +55,10 @@ def check_writable(store: Store) -> None:
         back = store.read(probe)
         store.delete(probe)
     except OSError as exc:
+        if fault_of(exc).kind in (Kind.SERVER, Kind.TIMEOUT):  # the store's fault, not ours
+            raise FatalRunError(f"output {store.url}: the store failed the probe "
+                                f"({reason(exc)}); nothing was requested: run it again "
+                                "later") from None
         raise UsageError(f"output {store.url}: not writable ({reason(exc)})") from None
     if back != b"probe":
         raise UsageError(f"output {store.url}: not writable (a probe read back is not what "

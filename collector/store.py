@@ -20,18 +20,25 @@ import contextlib
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from collector import staging
 from collector.files import fsync_dir, write_atomically
-from collector.secrets import from_server
+from collector.storefaults import Kind as Kind
+from collector.storefaults import RetriedReader, retry
+from collector.storefaults import StoreFault as StoreFault
+from collector.storefaults import fault_of as fault_of
+from collector.storefaults import reason as reason
+
+T = TypeVar("T")
 
 
 class Store(Protocol):
@@ -171,8 +178,10 @@ class BucketStore:
 
     renames = False
 
-    def __init__(self, fs: pafs.S3FileSystem, url: str, base: str) -> None:
+    def __init__(self, fs: pafs.S3FileSystem, url: str, base: str, attempts: int = 3,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.fs = fs
+        self.attempts, self.sleep = attempts, sleep  # our own retry of reads: ``retried``
         self.url = url  # s3://bucket/prefix or obs://bucket/prefix, as given
         self.base = base.strip("/")  # bucket/prefix
         self.writer = uuid.uuid4().hex  # the run id once it holds its lease (``lease``)
@@ -190,7 +199,12 @@ class BucketStore:
         self.write_stream(key, lambda handle: handle.write(data))
 
     def write_stream(self, key: str, fill: Callable[[Any], None]) -> None:
+        """Uploaded whole again after a transient fault (``retried``): UploadPart is one of
+        the requests pyarrow does not retry, and ``fill`` writes the same bytes each time."""
         self._fenced(key)
+        self.retried(lambda: self._upload(key, fill))
+
+    def _upload(self, key: str, fill: Callable[[Any], None]) -> None:
         tmp = self.path(f"{staging.tmp_of(self.writer)}/{uuid.uuid4().hex}")  # whose: see ``lease``
         try:
             stream = self.fs.open_output_stream(tmp)
@@ -203,16 +217,29 @@ class BucketStore:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
 
+    def retried(self, call: Callable[[], T]) -> T:
+        """``call()``, again after a transient fault (a 5xx, a timeout, no connection) within
+        ``attempts``. pyarrow's retry strategy covers every request but GetObject: its error
+        body is written into the read's own buffer, overflows it, and comes back as a client
+        error the SDK never retries (``INTERNAL_FAILURE ... Failed to flush response
+        stream``); so is UploadPart. Reads, uploads to a fresh temporary key, copies and
+        deletes are idempotent, so they are retried here too (on top of pyarrow's)."""
+        return retry(call, self.attempts, self.sleep)
+
     def read(self, key: str) -> bytes:
-        with self.fs.open_input_stream(self.path(key)) as stream:
-            return bytes(stream.read())
+        def whole() -> bytes:
+            with self.fs.open_input_stream(self.path(key)) as stream:
+                return bytes(stream.read())
+
+        return self.retried(whole)
 
     def open(self, key: str) -> pa.NativeFile:
-        return self.fs.open_input_file(self.path(key))
+        inner = self.retried(lambda: self.fs.open_input_file(self.path(key)))
+        return pa.PythonFile(RetriedReader(inner, self.retried), mode="r")
 
     def _listing(self, folder: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
-        return list(self.fs.get_file_info(selector))
+        return self.retried(lambda: list(self.fs.get_file_info(selector)))
 
     def files(self, folder: str) -> list[str]:
         return sorted(info.base_name for info in self._listing(folder)
@@ -231,7 +258,8 @@ class BucketStore:
                       if info.type == pafs.FileType.Directory)
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.get_file_info(self.path(key)).type == pafs.FileType.File)
+        return bool(self.retried(lambda: self.fs.get_file_info(self.path(key))).type
+                    == pafs.FileType.File)
 
     def links(self, folder: str) -> list[str]:
         return []
@@ -242,23 +270,26 @@ class BucketStore:
     def delete(self, key: str) -> None:
         self._fenced()
         with contextlib.suppress(FileNotFoundError):
-            self.fs.delete_file(self.path(key))
+            self.retried(lambda: self.fs.delete_file(self.path(key)))
 
     def delete_tree(self, folder: str) -> None:
         self._fenced()
-        if self.fs.get_file_info(self.path(folder)).type == pafs.FileType.NotFound:
-            return
-        self.fs.delete_dir(self.path(folder))
+
+        def once() -> None:
+            if self.fs.get_file_info(self.path(folder)).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(self.path(folder))
+
+        self.retried(once)
 
     def copy(self, source: str, target: str) -> None:
         self._fenced()
-        self.fs.copy_file(self.path(source), self.path(target))
+        self.retried(lambda: self.fs.copy_file(self.path(source), self.path(target)))
 
     def rename_folder(self, source: str, target: str) -> None:
         raise NotImplementedError("a bucket has no rename: objects are copied")
 
     def download(self, key: str, target: Path) -> None:
-        with self.fs.open_input_stream(self.path(key)) as source, target.open("wb") as sink:
+        with self.open(key) as source, target.open("wb") as sink:
             while block := source.read(1 << 20):
                 sink.write(block)
 
@@ -338,41 +369,11 @@ def open_bucket(url: BucketUrl, *, endpoint: str | None, region: str, addressing
     options: dict[str, Any] = {
         "region": region, "endpoint_override": endpoint, "force_virtual_addressing": virtual,
         "connect_timeout": connect_timeout, "request_timeout": read_timeout,
-        "proxy_options": proxy,
+        "proxy_options": proxy, "allow_delayed_open": True,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
         "tls_ca_file_path": str(ca_file) if ca_file else None,
     }
     if credentials is not None:
         options.update(access_key=credentials.access_key, secret_key=credentials.secret_key,
                        session_token=credentials.session_token)
-    return BucketStore(pafs.S3FileSystem(**options), str(url), url.base)
-
-
-_AWS_ERROR = re.compile(r"AWS Error (\w+) during (\w+) operation:?\s*([^(\n]*)")
-_KNOWN = {
-    "NO_SUCH_BUCKET": "the bucket does not exist",
-    "ACCESS_DENIED": "the store refused the credentials (access denied)",
-    "INVALID_ACCESS_KEY_ID": "the store refused the credentials (unknown access key)",
-    "SIGNATURE_DOES_NOT_MATCH": "the store refused the credentials (wrong secret key)",
-    "NETWORK_CONNECTION": "cannot connect to the store",
-}
-
-
-def reason(exc: OSError) -> str:
-    """A short why for a storage error: errno's words on disk; a bucket's S3 error code in
-    plain words (pyarrow's own message runs to a paragraph, request id included)."""
-    if exc.strerror:
-        return exc.strerror
-    text = str(exc)
-    found = _AWS_ERROR.search(text)
-    if found:
-        code, operation, message = found.groups()
-        known = _KNOWN.get(code)
-        if code == "NETWORK_CONNECTION" and "curlCode: 28" in text:  # connected, then silence
-            known = "the store did not answer in time (timeout)"
-        if known is None and "InvalidAccessKeyId" in message:
-            known = _KNOWN["INVALID_ACCESS_KEY_ID"]
-        if known is None and "SignatureDoesNotMatch" in message:
-            known = _KNOWN["SIGNATURE_DOES_NOT_MATCH"]
-        return f"{known or code}, in {operation}"
-    return from_server(text.splitlines()[0], 200) or type(exc).__name__  # a store's words
+    return BucketStore(pafs.S3FileSystem(**options), str(url), url.base, attempts=max_attempts)

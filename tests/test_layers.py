@@ -14,6 +14,7 @@ LAYERS = [
     # every task, queue and thread of a run
     {"secrets", "sharediff"},  # redaction and escaping: every text we keep or print from
     # elsewhere; the change table's rows, matched over the coded nights
+    {"storefaults"},  # a storage error as values, and the retry of store calls
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards",
      "lease_disk"},  # rules over values; where the output lives (disk or bucket); flocks
     {"proxy", "intake", "manifest", "results", "logs", "lease_bucket",
