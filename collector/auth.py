@@ -34,7 +34,7 @@ from collector import signer
 from collector.api import parse_error
 from collector.client import BodyTooLarge
 from collector.config import Settings
-from collector.errors import FatalRunError, UsageError
+from collector.errors import Blame, FatalRunError, UsageError
 from collector.limiter import RateLimiter
 from collector.retry import Action, Backoff, classify, is_throttled, parse_retry_after
 from collector.secrets import Secret, check_credential, token_from
@@ -283,7 +283,7 @@ class IamTokenAuth:
         except (TimeoutError, OSError, BodyTooLarge) as exc:  # OSError: ConnectFailed too
             raise FatalRunError(f"IAM endpoint {self.iam_endpoint}: unreachable "
                                 f"({exc or type(exc).__name__}); check --iam-endpoint or "
-                                "--region") from None
+                                "--region", Blame.ENDPOINT) from None
         subject = answer_headers.get("X-Subject-Token")
         if status != 201 or not subject:
             error = parse_error(payload)

@@ -26,7 +26,7 @@ from collector.build import Parts, build, open_store
 from collector.client import tls_context
 from collector.config import Settings
 from collector.discover import Listing, list_projects, parse_image_page
-from collector.errors import CollectorError, ExitCode, Status, UsageError
+from collector.errors import Blame, CollectorError, ExitCode, FatalRunError, Status, UsageError
 from collector.inputs import detect_format
 from collector.intake import Intake, Rejected, Target
 from collector.outdir import check_writable, lock
@@ -220,9 +220,8 @@ async def _requests(settings: Settings, input_path: str | None, local: str | Non
             return await _member_call(settings, input_path, local, parts)
         return await _listing_calls(settings, parts)
     except CollectorError as exc:  # the run would stop here too: say which part it blames
-        blamed = "endpoint" if str(exc).startswith(("endpoint ", "IAM endpoint ")) \
-            else "credentials"
-        return [failed(blamed, str(exc), ExitCode.FATAL)]
+        blamed = exc.blame if isinstance(exc, FatalRunError) else Blame.CREDENTIALS
+        return [failed(str(blamed), str(exc), ExitCode.FATAL)]
 
 
 async def _member_call(settings: Settings, input_path: str, local: str,
