@@ -14,7 +14,9 @@ LAYERS = [
     {"api", "inputs", "progress", "conclude", "changes", "store", "shards"},  # rules over
     # values; where the output lives (disk or bucket)
     {"proxy", "intake", "manifest", "results", "logs", "lease"},  # ...; who may write, alive
-    {"metrics"},  # the run as Prometheus metrics
+    {"kinds"},  # how a setting's text becomes its value
+    {"metrics", "specs"},  # the run as Prometheus metrics; every setting declared once
+    {"groups"},  # the settings as frozen value objects, one per concern
     {"config", "client", "feed", "sink"},  # settings; the HTTP pool (transport only); the
     # read-ahead; Parquet on disk
     {"retry"},  # the retry policy
