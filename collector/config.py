@@ -21,8 +21,7 @@ from collector.errors import Refused, UsageError
 from collector.groups import Settings
 from collector.kinds import PROXY, REGIONS, Spec, check_url
 from collector.shards import from_job_index
-from collector.specs import (AUTH_METHODS, INPUT_FORMATS, LOG_FORMATS, LOG_LEVELS, SPECS,
-                             env_name)
+from collector.specs import AUTH_METHODS, INPUT_FORMATS, LOG_FORMATS, LOG_LEVELS, SPECS, env_name
 from collector.store import BucketUrl
 
 __all__ = ["AUTH_METHODS", "INPUT_FORMATS", "LOG_FORMATS", "LOG_LEVELS", "REGIONS", "SPECS",
