@@ -95,9 +95,9 @@ def publish_night(store: Store, settings: Settings, shard: Shard, day: dt.date, 
                 log.info("shard %s staged; %d of %d shards staged: the last one publishes",
                          shard, count, shard.count)
                 return None
-        record = publish_shards(store, day, shard.count, run_id, settings.trusted,
-                                settings.public(), settings.fail_on_untrusted,
-                                settings.max_failed_share)
+        record = publish_shards(store, day, shard.count, run_id, settings.trust.trusted,
+                                settings.public(), settings.trust.fail_on_untrusted,
+                                settings.limits.max_failed_share)
     assert record.exit_code is not None
     if record.run_id != run_id and shard_run in record.input:
         log.info("%s was published by another shard (run %s, exit %s), this shard's share "

@@ -89,14 +89,14 @@ def open_input(path: str, input_format: str,
 def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
     """What must match for a re-run to resume: the input's bytes (or, for discovery, what is
     listed) and what shapes the rows."""
-    if settings.discover:
-        shape = (f"discover|{settings.cph_endpoint}|{settings.project_id}|{settings.region}|"
+    if settings.source.discover:
+        shape = (f"discover|{settings.cph_endpoint}|{settings.source.project_id}|{settings.http.region}|"
                  f"{settings.iam_url}")
     elif input_digest is None:
         return None  # stdin cannot be read twice
     else:
-        shape = (f"{input_digest}|{settings.cph_endpoint}|{settings.project_id}|"
-                 f"{settings.input_format}")
+        shape = (f"{input_digest}|{settings.cph_endpoint}|{settings.source.project_id}|"
+                 f"{settings.source.input_format}")
     return hashlib.sha256(shape.encode()).hexdigest()
 
 
@@ -149,11 +149,11 @@ def emit_metrics(settings: Settings, live: RunRecord, final: bool,
     """The metrics file (every progress interval, and at the end) and, at the end, the
     Pushgateway. Neither can fail the run: each failure is a warning."""
     registry = metrics.registry_of(live, last_success)
-    if settings.metrics_file is not None:
-        metrics.write_file(settings.metrics_file, registry)
-    if final and settings.pushgateway is not None:
-        metrics.push(settings.pushgateway, registry,
-                     metrics.grouping_key(settings.region, settings.shard))
+    if settings.observe.metrics_file is not None:
+        metrics.write_file(settings.observe.metrics_file, registry)
+    if final and settings.observe.pushgateway is not None:
+        metrics.push(settings.observe.pushgateway, registry,
+                     metrics.grouping_key(settings.http.region, settings.shards.label))
 
 
 class Run:
@@ -163,7 +163,7 @@ class Run:
                  stderr: TextIO = sys.stderr, plan: bool = False) -> None:
         """``input_path`` None: the images are discovered (``settings.discover``). ``plan``:
         list only, into the date's plan, which shards of a discovery run then collect."""
-        if len(settings.project_ids) > 1 and not settings.discover:
+        if len(settings.source.project_ids) > 1 and not settings.source.discover:
             raise UsageError("project_id: one project for input rows that have none (a list "
                              "is for --discover)")
         self.settings = settings
@@ -171,15 +171,15 @@ class Run:
         self.parts = parts
         self.stderr = stderr
         self.started = dt.datetime.now(dt.UTC)
-        self.snapshot_date = settings.snapshot_date or self.started.date()
+        self.snapshot_date = settings.output.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
         RunId.current = self.run_id  # in every log line of the JSON format
-        self.shard = settings.shard_spec
+        self.shard = settings.shards.shard
         self.plan = plan
-        if plan and (not settings.discover or self.shard is not None):
+        if plan and (not settings.source.discover or self.shard is not None):
             raise UsageError("plan: lists once for the shards of a --discover run; give "
                              "--discover, and no --shard")
-        self.intake = Intake(None if settings.discover else settings.project_id,
+        self.intake = Intake(None if settings.source.discover else settings.source.project_id,
                              owns=self.shard.owns if self.shard else None)
         self._fingerprint: str | None = None
         self._last_success: float | None = None  # from the metrics file before this run
@@ -214,7 +214,7 @@ class Run:
             await asyncio.to_thread(self._emit_metrics, True)
 
     async def _execute(self) -> RunRecord:
-        fmt = detect_format(self.input_path or "-", self.settings.input_format)
+        fmt = detect_format(self.input_path or "-", self.settings.source.input_format)
         lines: Generator[Line, None, None] | None = None
         with tempfile.TemporaryDirectory(prefix="cph-input-") as scratch:
             if self.input_path is not None:
@@ -222,7 +222,7 @@ class Run:
                                                self.parts.stores)
                 self.input_path = path
                 lines = await in_daemon_thread(
-                    lambda: open_input(path, fmt, self.settings.project_id))
+                    lambda: open_input(path, fmt, self.settings.source.project_id))
             try:
                 with self._signals():  # from here on, a signal is a clean stop (130/143)
                     await self._steps(lines, fmt)
@@ -303,7 +303,7 @@ class Run:
         conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed,
                               listings=(sum(x.status is Status.FAILED for x in self.listings),
                                         len(self.listings)),
-                              max_failed_share=None if staged else self.settings.max_failed_share)
+                              max_failed_share=None if staged else self.settings.limits.max_failed_share)
         if conclusion.publishes and staged:
             await self._stage_shard(sink, conclusion)
             self._night_due = self._publishes_night()
@@ -316,7 +316,7 @@ class Run:
             raise FatalRunError(conclusion.error or "fatal")
 
     def _publishes_night(self) -> bool:
-        return self.settings.publish_when_staged and self.shard is not None and not self.plan
+        return self.settings.shards.publish_when_staged and self.shard is not None and not self.plan
 
     async def _publish_night(self) -> None:
         """Publish the night if every shard is staged (``night.publish_night``); its metrics
@@ -325,8 +325,8 @@ class Run:
         self.night = await asyncio.to_thread(
             publish_night, self.parts.store, self.settings, self.shard, self.snapshot_date,
             self.run_id, new_run_id(dt.datetime.now(dt.UTC)))
-        if self.night is not None and self.settings.pushgateway is not None:
-            night = dataclasses.replace(self.settings, shard=None, shards=None,
+        if self.night is not None and self.settings.observe.pushgateway is not None:
+            night = self.settings.revise(shard=None, shards=None,
                                         metrics_file=None)
             await asyncio.to_thread(emit_metrics, night, self.night.record, True,
                                     self._last_success)
@@ -344,7 +344,7 @@ class Run:
         """List the images into staging (or adopt a committed listing); returns how many
         private images there are to collect, and routes each project to its region."""
         parts = self.parts
-        ticker = asyncio.create_task(self._tick_metrics()) if self.settings.metrics_file \
+        ticker = asyncio.create_task(self._tick_metrics()) if self.settings.observe.metrics_file \
             else None  # the listing of a large account takes a while: the file keeps moving
         try:
             self.listings = await discover(self.settings, sink, parts.regions,
@@ -363,7 +363,7 @@ class Run:
         """The metrics file at every progress interval, until cancelled (the collection's
         progress reporter does the same once images are collected)."""
         while True:
-            await self.parts.clock.sleep(self.settings.progress_interval)
+            await self.parts.clock.sleep(self.settings.observe.progress_interval)
             await asyncio.to_thread(self._emit_metrics, False)
 
     async def _collect_one(self, target: Target) -> ImageResult:
@@ -373,22 +373,22 @@ class Run:
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
         self._collection = Collection(self._collect_one, self.intake, sink, self.tally,
-                                      concurrency=s.concurrency, chunk_images=s.chunk_images,
+                                      concurrency=s.http.concurrency, chunk_images=s.output.chunk_images,
                                       clock=parts.clock, stop=self._stop)
         await self._collection.run(
-            lines, total, s.progress_interval, self.stderr,
-            line=progress_json if s.log_format == "json" else None,
-            on_interval=(lambda: self._emit_metrics(False)) if s.metrics_file else None)
+            lines, total, s.observe.progress_interval, self.stderr,
+            line=progress_json if s.observe.log_format == "json" else None,
+            on_interval=(lambda: self._emit_metrics(False)) if s.observe.metrics_file else None)
 
     def _emit_metrics(self, final: bool) -> None:
         s = self.settings
-        if s.metrics_file is None and (s.pushgateway is None or not final):
+        if s.observe.metrics_file is None and (s.observe.pushgateway is None or not final):
             return
         if self._last_success is None:
             self._last_success = self._newest_success()
         self._count_requests()
         emit_metrics(s, dataclasses.replace(self.record, counts=run_counts(
-            self.intake, self.tally, self.listings if s.discover else None)), final,
+            self.intake, self.tally, self.listings if s.source.discover else None)), final,
             self._last_success)
 
     def _newest_success(self) -> float:
@@ -397,7 +397,7 @@ class Run:
         try:
             return newest_success(self.parts.store) or 0.0
         except OSError:
-            file = self.settings.metrics_file
+            file = self.settings.observe.metrics_file
             return (metrics.previous_success(file) if file else None) or 0.0
 
     async def _fail(self, sink: ParquetSink, conclusion: Conclusion) -> None:
@@ -414,10 +414,10 @@ class Run:
         The change table is staged first and swapped in with the rest."""
         try:
             summary = await asyncio.to_thread(stage_changes, sink, self.run_id,
-                                              self.settings.trusted)
+                                              self.settings.trust.trusted)
             self.record.changes = summary.to_json()
             conclusion = with_changes(conclusion, summary.untrusted_alerts,
-                                      self.settings.fail_on_untrusted)
+                                      self.settings.trust.fail_on_untrusted)
             await self._still_ours()
             await asyncio.to_thread(sink.publish, self.record.changes)
         except CollectorError as exc:  # ours: its own words and exit code
@@ -440,7 +440,7 @@ class Run:
             log.warning("output %s: %s is published, but its staging could not be removed "
                         "(%s); the next run removes it", sink.store.url, self.snapshot_date,
                         reason(exc))
-        if self.settings.report:  # after the manifest, which the page reads too
+        if self.settings.observe.report:  # after the manifest, which the page reads too
             try:
                 key = await asyncio.to_thread(write_report, sink.store, self.snapshot_date)
                 log.info("report: %s/%s", sink.store.url, key)
@@ -490,7 +490,7 @@ class Run:
         record.error = conclusion.error
         record.ended_at = dt.datetime.now(dt.UTC)
         record.counts = run_counts(self.intake, self.tally,
-                                   self.listings if self.settings.discover else None)
+                                   self.listings if self.settings.source.discover else None)
 
     def _cph_fetchers(self) -> list[Fetcher]:
         return [r.fetcher for r in self.parts.regions]
@@ -502,7 +502,7 @@ class Run:
         record.requests = sum(c.requests for c in counters)
         record.retries = sum(c.retries for c in counters) + (iam.retries if iam else 0)
         record.throttled = sum(c.throttled for c in counters) + (iam.throttled if iam else 0)
-        record.rate = {"configured": self.settings.rate_limit,
+        record.rate = {"configured": self.settings.http.rate_limit,
                        "lowest": round(parts.limiter.lowest, 1),
                        "final": round(parts.limiter.rate, 1)}
         record.auth = {"method": parts.auth.name,

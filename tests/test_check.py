@@ -21,10 +21,10 @@ async def check(fake: FakeCph, tmp_path: Path, *, token: str = TOKEN, ids: bool 
                 env: dict[str, str] | None = None, **settings: Any) -> tuple[int, list[str]]:
     path = tmp_path / "ids.txt"
     path.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))
-    base = Settings(endpoint=fake.url, output=tmp_path / "out",
+    base = Settings.of(endpoint=fake.url, output=tmp_path / "out",
                     project_id=fake.dataset.project_ids[0], discover=not ids)
     lines: list[str] = []
-    code = await run_checks(replace(base, **settings), str(path) if ids else None, env or {},
+    code = await run_checks(base.revise(**settings), str(path) if ids else None, env or {},
                             auth=lambda _: TokenAuth(Secret(token)), out=lines.append)
     return code, lines
 

@@ -214,5 +214,5 @@ def test_the_one_host_recipe_runs_three_shards_then_publishes() -> None:
     run = fan_out.split("xargs -P 3 -I {} ", 1)[1]
     for k in (1, 2, 3):
         kind, settings = command(run.replace("{}", str(k)))
-        assert kind == "run" and settings is not None and settings.shard == f"{k}/3"
+        assert kind == "run" and settings is not None and settings.shards.label == f"{k}/3"
     assert command(publish)[0] == "publish"
