@@ -123,8 +123,8 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         iam_url = s.iam_url_for(name or None)
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
                               fetcher(iam_url, iam_limiter(iam_url))))
-    return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output.location, env),
-                 lambda url: open_store(s, url, env), post)
+    return Parts(client, credentials, limiter, clock, regions,
+                 open_store(s, s.output.location, env), lambda url: open_store(s, url, env), post)
 
 
 def shard_rate(settings: Settings) -> float:
@@ -146,7 +146,8 @@ def open_store(settings: Settings, where: Path | BucketUrl,
     s = settings
     region = (s.http.regions[0] if s.http.regions else "") if where.scheme == "obs" else (
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1")
-    endpoint = s.output.storage_endpoint or (obs_endpoint(region) if where.scheme == "obs" else None)
+    endpoint = s.output.storage_endpoint or (obs_endpoint(region) if where.scheme == "obs"
+                                             else None)
     proxy = proxies.choose(endpoint or f"https://s3.{region}.amazonaws.com", s.http.proxy, env)
     return open_bucket(where, endpoint=endpoint, region=region,
                        addressing=s.output.storage_addressing,

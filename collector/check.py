@@ -12,7 +12,6 @@ what is wrong before any request, 3 for credentials and endpoint), else 0.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -91,8 +90,8 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
         checks.append(check)
         out(check.line())
 
-    say(passed("settings", f"output {settings.output.location}, rate_limit {settings.http.rate_limit:g}/s, "
-                           f"auth {settings.auth.method}"))
+    say(passed("settings", f"output {settings.output.location}, rate_limit "
+                           f"{settings.http.rate_limit:g}/s, auth {settings.auth.method}"))
     with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
         local = None  # the input as a local file, fetched once (a bucket's object is copied)
         if input_path is not None:
@@ -188,10 +187,11 @@ def _metrics(settings: Settings) -> list[Check]:
                                                  "writable; a run would warn and go on"))
         else:
             checks.append(passed("metrics_file", f"{path}: its folder is writable"))
-    if settings.observe.pushgateway is not None:
-        failure = metrics.probe(settings.observe.pushgateway)
-        checks.append(passed("pushgateway", f"{settings.observe.pushgateway}: ready") if failure is None
-                      else warned("pushgateway", f"{settings.observe.pushgateway}: not ready ({failure}); "
+    gateway = settings.observe.pushgateway
+    if gateway is not None:
+        failure = metrics.probe(gateway)
+        checks.append(passed("pushgateway", f"{gateway}: ready") if failure is None
+                      else warned("pushgateway", f"{gateway}: not ready ({failure}); "
                                                  "a run would warn and go on"))
     return checks
 

@@ -171,8 +171,8 @@ def _run(args: argparse.Namespace) -> int:
             print(summary_json(run.record) if settings.observe.log_format == "json"
                   else summary_line(run.record), flush=True)
     if record.status == RunStatus.FINISHED and settings.observe.log_format == "text":
-        tables = ("members", "image_status", "images", "listing_status") if settings.source.discover \
-            else ("members", "image_status")
+        tables = ("members", "image_status", "images", "listing_status") \
+            if settings.source.discover else ("members", "image_status")
         print(f"output: {', '.join(f'{settings.output.location}/{t}' for t in tables)}; "
               f"manifest {settings.output.location}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None

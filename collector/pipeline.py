@@ -90,8 +90,8 @@ def fingerprint(input_digest: str | None, settings: Settings) -> str | None:
     """What must match for a re-run to resume: the input's bytes (or, for discovery, what is
     listed) and what shapes the rows."""
     if settings.source.discover:
-        shape = (f"discover|{settings.cph_endpoint}|{settings.source.project_id}|{settings.http.region}|"
-                 f"{settings.iam_url}")
+        shape = (f"discover|{settings.cph_endpoint}|{settings.source.project_id}|"
+                 f"{settings.http.region}|{settings.iam_url}")
     elif input_digest is None:
         return None  # stdin cannot be read twice
     else:
@@ -303,7 +303,8 @@ class Run:
         conclusion = conclude(self.stop_signal, verdict, self.tally.by_status, failed,
                               listings=(sum(x.status is Status.FAILED for x in self.listings),
                                         len(self.listings)),
-                              max_failed_share=None if staged else self.settings.limits.max_failed_share)
+                              max_failed_share=None if staged
+                              else self.settings.limits.max_failed_share)
         if conclusion.publishes and staged:
             await self._stage_shard(sink, conclusion)
             self._night_due = self._publishes_night()
@@ -373,7 +374,8 @@ class Run:
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
         self._collection = Collection(self._collect_one, self.intake, sink, self.tally,
-                                      concurrency=s.http.concurrency, chunk_images=s.output.chunk_images,
+                                      concurrency=s.http.concurrency,
+                                      chunk_images=s.output.chunk_images,
                                       clock=parts.clock, stop=self._stop)
         await self._collection.run(
             lines, total, s.observe.progress_interval, self.stderr,

@@ -28,7 +28,8 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
     config.write_text("rate_limit = 10\nconcurrency = 8\nmax_attempts = 3\n")
     env = {"CPH_RATE_LIMIT": "20", "CPH_CONCURRENCY": "9"}
     settings = load_settings({"rate_limit": "30"}, env, config)
-    assert (settings.http.rate_limit, settings.http.concurrency, settings.retry.max_attempts) == (30.0, 9, 3)
+    assert (settings.http.rate_limit, settings.http.concurrency,
+            settings.retry.max_attempts) == (30.0, 9, 3)
     assert settings.http.read_timeout == Settings().http.read_timeout
 
 

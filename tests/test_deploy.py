@@ -201,7 +201,7 @@ def test_the_airflow_dag_maps_one_task_a_shard_then_publishes() -> None:
     collect, publish = _Task.made
     lines = collect.kwargs["mapped"]["bash_command"]
     shards = [command(line)[1] for line in lines]
-    assert [s.shard for s in shards if s] == ["1/3", "2/3", "3/3"]
+    assert [s.shards.label for s in shards if s] == ["1/3", "2/3", "3/3"]
     assert collect.downstream == [publish]
     assert command(publish.kwargs["bash_command"])[0] == "publish"
     assert publish.kwargs["trigger_rule"] == "all_done"  # after the shards, however they ended
