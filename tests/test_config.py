@@ -171,3 +171,13 @@ def test_good_urls_pass_as_given() -> None:
     settings = load_settings({"endpoint": "https://[::1]:8443/cph/", "proxy": "http://p:3128"},
                              {"HTTPS_PROXY": "http://u:pw@proxy.example:8080/"})
     assert (settings.http.endpoint, settings.http.proxy) == ("https://[::1]:8443/cph", "http://p:3128")
+
+
+def test_a_refused_value_shows_its_reason_whatever_its_first_words(tmp_path: Path) -> None:
+    """The reason is shown because the parser gave one (``Refused``), not because its
+    wording starts with "it": the .prom rule's reason used to be dropped."""
+    with pytest.raises(UsageError) as caught:
+        load_settings({"metrics_file": str(tmp_path / "m.txt")}, {})
+    assert str(caught.value) == (f"--metrics-file={str(tmp_path / 'm.txt')!r}: must be a file "
+                                 "path ending in .prom (the textfile collector reads only files "
+                                 "named *.prom)")
