@@ -28,9 +28,9 @@ log = logging.getLogger("collector")
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also CPH_<NAME> or --config FILE)")
-    defaults = Settings()
+    defaults = Settings().flat()
     for name, spec in SPECS.items():
-        switch = isinstance(getattr(defaults, name), bool)  # --discover alone means true
+        switch = isinstance(defaults[name], bool)  # --discover alone means true
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                            metavar=name.split("_")[-1].upper(), nargs="?" if switch else None,
                            const="true" if switch else None,

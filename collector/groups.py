@@ -154,6 +154,8 @@ FIELDS: dict[str, tuple[str, str]] = {name: (spec.group, spec.attr)
 
 def _as_parsed(name: str, value: Any) -> Any:
     """An old-style text value (``"a,b"``, ``"2/3"``) of a flat name as its parsed value."""
+    if value is None and name in ("region", "project_id"):
+        return ()  # not given: no regions, no projects
     if isinstance(value, str):
         if name in ("region", "project_id", "trusted_projects"):
             return tuple(p for p in value.split(",") if p)
