@@ -34,7 +34,7 @@ from collector import signer
 from collector.api import parse_error
 from collector.client import BodyTooLarge
 from collector.config import Settings
-from collector.errors import FatalRunError, UsageError
+from collector.errors import Blame, FatalRunError, UsageError
 from collector.limiter import RateLimiter
 from collector.retry import Action, Backoff, classify, is_throttled, parse_retry_after
 from collector.secrets import Secret, check_credential, token_from
@@ -302,7 +302,7 @@ class IamTokenAuth:
         except (TimeoutError, OSError, BodyTooLarge) as exc:  # OSError: ConnectFailed too
             raise FatalRunError(f"IAM endpoint {self.iam_endpoint}: unreachable "
                                 f"({exc or type(exc).__name__}); check --iam-endpoint or "
-                                "--region") from None
+                                "--region", Blame.ENDPOINT) from None
         subject = answer_headers.get("X-Subject-Token")
         if status != 201 or not subject:
             error = parse_error(payload)
@@ -340,12 +340,12 @@ def build_auth(settings: Settings, env: Mapping[str, str], post: Post) -> Auth:
     """
     for name in (*SECRET_VARIABLES, "HUAWEICLOUD_SDK_AK"):
         check_credential(name, env.get(name, ""), spaces=name == "CPH_IAM_PASSWORD")
-    method = settings.auth
+    method = settings.auth.method
     if method == "auto":
         if env.get("HUAWEICLOUD_SDK_AK") and env.get("HUAWEICLOUD_SDK_SK"):
             method = "aksk"
         elif env.get("CPH_IAM_PASSWORD"):
-            method = "agency" if settings.agency_name else "password"
+            method = "agency" if settings.auth.agency_name else "password"
         else:
             method = "token"
     if method == "aksk":
@@ -356,22 +356,22 @@ def build_auth(settings: Settings, env: Mapping[str, str], post: Post) -> Auth:
         return AkSkAuth(ak, Secret(sk.strip()), Secret(security.strip()) if security else None)
     if method in ("password", "agency"):
         password = env.get("CPH_IAM_PASSWORD", "")
-        if not (password and settings.iam_user and settings.iam_domain):
+        if not (password and settings.auth.iam_user and settings.auth.iam_domain):
             raise UsageError(f"auth={method}: set CPH_IAM_PASSWORD, --iam-user and --iam-domain")
-        auth = IamTokenAuth(settings.iam_url, post, user=settings.iam_user,
-                            domain=settings.iam_domain,
+        auth = IamTokenAuth(settings.iam_url, post, user=settings.auth.iam_user,
+                            domain=settings.auth.iam_domain,
                             password=Secret(password),
-                            name=f"IAM password of user {settings.iam_user}")
+                            name=f"IAM password of user {settings.auth.iam_user}")
         if method == "agency":
-            if not (settings.agency_name and settings.agency_domain):
+            if not (settings.auth.agency_name and settings.auth.agency_domain):
                 raise UsageError("auth=agency: set --agency-name and --agency-domain")
-            return IamTokenAuth(settings.iam_url, post, agency=(settings.agency_domain,
-                                                                settings.agency_name),
+            return IamTokenAuth(settings.iam_url, post, agency=(settings.auth.agency_domain,
+                                                                settings.auth.agency_name),
                                 base=auth,
-                                name=f"IAM agency {settings.agency_name} via user "
-                                     f"{settings.iam_user}")
+                                name=f"IAM agency {settings.auth.agency_name} via user "
+                                     f"{settings.auth.iam_user}")
         return auth
-    token = token_from(env, settings.token_file)
+    token = token_from(env, settings.auth.token_file)
     if token is None:
         raise UsageError("CPH_AUTH_TOKEN: not set; export an X-Auth-Token, name a file with "
                          "--token-file, or use --auth password/aksk (see README)")

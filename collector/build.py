@@ -103,23 +103,23 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
         raise UsageError("endpoint: not set; give --region (e.g. cn-north-4) or --endpoint "
                          "(e.g. https://cph.cn-north-4.myhuaweicloud.com)")
     try:
-        tls_context(s.ca_bundle)
+        tls_context(s.http.ca_bundle)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    client = AiohttpClient(concurrency=s.concurrency,
-                           timeouts=Timeouts(s.connect_timeout, s.read_timeout,
-                                             s.request_timeout),
-                           max_body_bytes=s.max_body_bytes, ca_bundle=s.ca_bundle,
-                           proxy=s.proxy, env=env, clock=clock.now)
+    client = AiohttpClient(concurrency=s.http.concurrency,
+                           timeouts=Timeouts(s.http.connect_timeout, s.http.read_timeout,
+                                             s.http.request_timeout),
+                           max_body_bytes=s.http.max_body_bytes, ca_bundle=s.http.ca_bundle,
+                           proxy=s.http.proxy, env=env, clock=clock.now)
     iam_limiters: dict[str, RateLimiter] = {}  # one per IAM endpoint: its own quota
 
     def iam_limiter(url: str) -> RateLimiter:
         """IAM endpoint ``url``'s own limiter (its quota is not CPH's)."""
-        return iam_limiters.setdefault(url, RateLimiter(min(s.rate_limit, IAM_RATE),
+        return iam_limiters.setdefault(url, RateLimiter(min(s.http.rate_limit, IAM_RATE),
                                                         clock=clock.now))
 
-    backoff = Backoff(s.backoff_base, s.backoff_cap, s.retry_after_cap)
-    post = PacedPost(client.post, iam_limiter(s.iam_url), backoff, s.max_attempts,
+    backoff = Backoff(s.retry.backoff_base, s.retry.backoff_cap, s.retry.retry_after_cap)
+    post = PacedPost(client.post, iam_limiter(s.iam_url), backoff, s.retry.max_attempts,
                      backoff_sleep or clock.sleep)  # token requests: IAM's limiter, retried
     credentials = auth(post) if auth is not None else build_auth(s, env, post)
     client.add_static_headers(credentials.static_headers())
@@ -128,30 +128,31 @@ def build(settings: Settings, env: Mapping[str, str] | None = None, *,
     def fetcher(endpoint: str, rate: RateLimiter) -> Fetcher:
         """A fetcher of ``endpoint``, paced by ``rate``, with the run's retry rules."""
         return Fetcher(client, credentials, rate, endpoint=endpoint,
-                       max_attempts=s.max_attempts,
+                       max_attempts=s.retry.max_attempts,
                        backoff=backoff,
-                       budget=RetryBudget(RETRY_BUDGET_START, s.retry_budget),
-                       fail_fast_after=s.fail_fast_after, max_pages=s.max_pages,
-                       max_members=s.max_members, sleep=backoff_sleep or clock.sleep)
+                       budget=RetryBudget(RETRY_BUDGET_START, s.retry.retry_budget),
+                       fail_fast_after=s.limits.fail_fast_after, max_pages=s.limits.max_pages,
+                       max_members=s.limits.max_members, sleep=backoff_sleep or clock.sleep)
 
     regions = []
-    for name in s.regions or ("",):
+    for name in s.http.regions or ("",):
         endpoint = s.cph_endpoint_for(name or None)
         assert endpoint is not None
         iam_url = s.iam_url_for(name or None)
         regions.append(Region(name, endpoint, fetcher(endpoint, limiter), iam_url,
                               fetcher(iam_url, iam_limiter(iam_url))))
-    return Parts(client, credentials, limiter, clock, regions, open_store(s, s.output, env),
+    store = open_store(s, s.output.location, env)
+    return Parts(client, credentials, limiter, clock, regions, store,
                  lambda url: open_store(s, url, env), post)
 
 
 def shard_rate(settings: Settings) -> float:
     """The run's requests per second: ``rate_limit`` is the account's, so each of N shards
     takes ``rate_limit / N`` unless ``shard_rate`` says otherwise."""
-    shard = settings.shard_spec
+    shard = settings.shards.shard
     if shard is None:
-        return settings.rate_limit
-    return settings.shard_rate or settings.rate_limit / shard.count
+        return settings.http.rate_limit
+    return settings.shards.shard_rate or settings.http.rate_limit / shard.count
 
 
 def open_store(settings: Settings, where: Path | BucketUrl,
@@ -162,16 +163,17 @@ def open_store(settings: Settings, where: Path | BucketUrl,
         return LocalStore(where)
     env = os.environ if env is None else env
     s = settings
-    region = (s.regions[0] if s.regions else "") if where.scheme == "obs" else (
+    region = (s.http.regions[0] if s.http.regions else "") if where.scheme == "obs" else (
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1")
-    endpoint = s.storage_endpoint or (obs_endpoint(region) if where.scheme == "obs" else None)
-    proxy = proxies.choose(endpoint or f"https://s3.{region}.amazonaws.com", s.proxy, env)
+    endpoint = s.output.storage_endpoint or (
+        obs_endpoint(region) if where.scheme == "obs" else None)
+    proxy = proxies.choose(endpoint or f"https://s3.{region}.amazonaws.com", s.http.proxy, env)
     return open_bucket(where, endpoint=endpoint, region=region,
-                       addressing=s.storage_addressing,
-                       credentials=storage_credentials(where, env), ca_file=s.ca_bundle,
-                       proxy=proxy, connect_timeout=s.connect_timeout,
-                       read_timeout=s.read_timeout,
-                       max_attempts=s.max_attempts)
+                       addressing=s.output.storage_addressing,
+                       credentials=storage_credentials(where, env), ca_file=s.http.ca_bundle,
+                       proxy=proxy, connect_timeout=s.http.connect_timeout,
+                       read_timeout=s.http.read_timeout,
+                       max_attempts=s.retry.max_attempts)
 
 
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

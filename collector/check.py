@@ -11,7 +11,6 @@ what is wrong before any request, 3 for credentials and endpoint), else 0.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -26,7 +25,7 @@ from collector.client import tls_context
 from collector.concurrency import in_thread
 from collector.config import Settings
 from collector.discover import list_projects
-from collector.errors import CollectorError, ExitCode, Status, UsageError
+from collector.errors import Blame, CollectorError, ExitCode, FatalRunError, Status, UsageError
 from collector.inputs import detect_format
 from collector.intake import Intake, Rejected, Target
 from collector.listing import Listing, parse_image_page
@@ -92,13 +91,13 @@ async def run_checks(settings: Settings, input_path: str | None, env: Mapping[st
         checks.append(check)
         out(check.line())
 
-    say(passed("settings", f"output {settings.output}, rate_limit {settings.rate_limit:g}/s, "
-                           f"auth {settings.auth}"))
+    say(passed("settings", f"output {settings.output.location}, rate_limit "
+                           f"{settings.http.rate_limit:g}/s, auth {settings.auth.method}"))
     with tempfile.TemporaryDirectory(prefix="cph-check-") as scratch:
         local = None  # the input as a local file, fetched once (a bucket's object is copied)
         if input_path is not None:
             local, check = await in_thread(_input, settings, input_path, env,
-                                           Path(scratch))
+                                                   Path(scratch))
             say(check)
         await _after_input(settings, input_path, local, env, auth, say)
     bad = [c for c in checks if not c.ok]
@@ -119,15 +118,15 @@ async def _after_input(settings: Settings, input_path: str | None, local: str | 
     """Discovery, CA bundle, proxy, output, then the requests (not for an input that could
     not be read: the run would stop there)."""
     if input_path is None:
-        say(passed("discovery", f"region {settings.region or '(endpoint only)'}, projects "
-                                f"{settings.project_id or 'from IAM'}"))
+        say(passed("discovery", f"region {settings.http.region or '(endpoint only)'}, projects "
+                                f"{settings.source.project_id or 'from IAM'}"))
     say(_ca_bundle(settings))
     say(_proxy(settings, env))
     for check in await in_thread(_metrics, settings):
         say(check)
     parts: Parts | None = None
     try:
-        quick = dataclasses.replace(settings, max_attempts=min(settings.max_attempts, 2),
+        quick = settings.revise(max_attempts=min(settings.retry.max_attempts, 2),
                                     fail_fast_after=1, backoff_base=0.1, backoff_cap=0.5)
         parts = build(quick, env, auth=auth)
     except UsageError as exc:
@@ -147,8 +146,8 @@ def _input(settings: Settings, input_path: str, env: Mapping[str, str],
     path is None when it cannot be read."""
     try:
         local = local_input(input_path, scratch, lambda url: open_store(settings, url, env))
-        lines = open_input(local, detect_format(input_path, settings.input_format),
-                           settings.project_id)
+        lines = open_input(local, detect_format(input_path, settings.source.input_format),
+                           settings.source.project_id)
         first = next(lines)
         lines.close()
     except (UsageError, ValueError) as exc:
@@ -161,16 +160,16 @@ def _input(settings: Settings, input_path: str, env: Mapping[str, str],
 
 def _ca_bundle(settings: Settings) -> Check:
     try:
-        tls_context(settings.ca_bundle)
+        tls_context(settings.http.ca_bundle)
     except ValueError as exc:
         return failed("ca_bundle", str(exc))
-    return passed("ca_bundle", str(settings.ca_bundle) if settings.ca_bundle
+    return passed("ca_bundle", str(settings.http.ca_bundle) if settings.http.ca_bundle
                   else "the system's certificates")
 
 
 def _proxy(settings: Settings, env: Mapping[str, str]) -> Check:
     endpoint = settings.cph_endpoint or ""
-    chosen = proxies.choose(endpoint, settings.proxy, env) if endpoint else None
+    chosen = proxies.choose(endpoint, settings.http.proxy, env) if endpoint else None
     return passed("proxy", f"via {proxies.shown(chosen)}" if chosen else "direct")
 
 
@@ -178,7 +177,7 @@ def _metrics(settings: Settings) -> list[Check]:
     """The metrics file's folder is writable and the Pushgateway ready (``/-/ready``; nothing
     is pushed); a run only warns about either, so they are warnings here too."""
     checks = []
-    path = settings.metrics_file
+    path = settings.observe.metrics_file
     if path is not None:
         folder = path.parent
         if not folder.is_dir():
@@ -189,10 +188,11 @@ def _metrics(settings: Settings) -> list[Check]:
                                                  "writable; a run would warn and go on"))
         else:
             checks.append(passed("metrics_file", f"{path}: its folder is writable"))
-    if settings.pushgateway is not None:
-        failure = metrics.probe(settings.pushgateway)
-        checks.append(passed("pushgateway", f"{settings.pushgateway}: ready") if failure is None
-                      else warned("pushgateway", f"{settings.pushgateway}: not ready ({failure}); "
+    gateway = settings.observe.pushgateway
+    if gateway is not None:
+        failure = metrics.probe(gateway)
+        checks.append(passed("pushgateway", f"{gateway}: ready") if failure is None
+                      else warned("pushgateway", f"{gateway}: not ready ({failure}); "
                                                  "a run would warn and go on"))
     return checks
 
@@ -221,18 +221,17 @@ async def _requests(settings: Settings, input_path: str | None, local: str | Non
             return await _member_call(settings, input_path, local, parts)
         return await _listing_calls(settings, parts)
     except CollectorError as exc:  # the run would stop here too: say which part it blames
-        blamed = "endpoint" if str(exc).startswith(("endpoint ", "IAM endpoint ")) \
-            else "credentials"
-        return [failed(blamed, str(exc), ExitCode.FATAL)]
+        blamed = exc.blame if isinstance(exc, FatalRunError) else Blame.CREDENTIALS
+        return [failed(str(blamed), str(exc), ExitCode.FATAL)]
 
 
 async def _member_call(settings: Settings, input_path: str, local: str,
                        parts: Parts) -> list[Check]:
     """The first valid ID's member call, as the run's first request would be."""
     def first_target() -> Target | None:
-        lines = open_input(local, detect_format(input_path, settings.input_format),
-                           settings.project_id)
-        intake = Intake(settings.project_id)
+        lines = open_input(local, detect_format(input_path, settings.source.input_format),
+                           settings.source.project_id)
+        intake = Intake(settings.source.project_id)
         try:
             for line in lines:
                 admitted = intake.admit(line)
@@ -255,7 +254,7 @@ async def _listing_calls(settings: Settings, parts: Parts) -> list[Check]:
     it stops at the first that fails, as the run would."""
     checks: list[Check] = []
     for region in parts.regions:
-        projects = list(settings.project_ids) or await list_projects(
+        projects = list(settings.source.project_ids) or await list_projects(
             region.iam_fetcher, region.iam_url, region.name, isinstance(parts.auth, AkSkAuth))
         checks.append(passed("projects", f"{region.name or 'endpoint'}: {len(projects)} "
                                          f"({', '.join(projects[:3])}"

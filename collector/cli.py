@@ -28,9 +28,9 @@ log = logging.getLogger("collector")
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also CPH_<NAME> or --config FILE)")
-    defaults = Settings()
+    defaults = Settings().flat()
     for name, spec in SPECS.items():
-        switch = isinstance(getattr(defaults, name), bool)  # --discover alone means true
+        switch = isinstance(defaults[name], bool)  # --discover alone means true
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                            metavar=name.split("_")[-1].upper(), nargs="?" if switch else None,
                            const="true" if switch else None,
@@ -155,9 +155,9 @@ def _run(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
     given = getattr(args, "input", None)
-    if settings.discover == (given is not None):
+    if settings.source.discover == (given is not None):
         raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
                          "or listed from the API)")
     run = Run(settings, given, build(settings, os.environ), plan=args.command == "plan")
@@ -168,17 +168,17 @@ def _run(args: argparse.Namespace) -> int:
         record = loop.run(run.execute())
     finally:
         if run.record.exit_code is not None:
-            print(summary_json(run.record) if settings.log_format == "json"
+            print(summary_json(run.record) if settings.observe.log_format == "json"
                   else summary_line(run.record), flush=True)
-    if record.status == RunStatus.FINISHED and settings.log_format == "text":
-        tables = ("members", "image_status", "images", "listing_status") if settings.discover \
-            else ("members", "image_status")
-        print(f"output: {', '.join(f'{settings.output}/{t}' for t in tables)}; "
-              f"manifest {settings.output}/runs/{record.run_id}.json", flush=True)
+    if record.status == RunStatus.FINISHED and settings.observe.log_format == "text":
+        tables = ("members", "image_status", "images", "listing_status") \
+            if settings.source.discover else ("members", "image_status")
+        print(f"output: {', '.join(f'{settings.output.location}/{t}' for t in tables)}; "
+              f"manifest {settings.output.location}/runs/{record.run_id}.json", flush=True)
     assert record.exit_code is not None
     exit_code = record.exit_code
     if run.night is not None:  # this shard published the night, or found it published
-        print(summary_json(run.night.record) if settings.log_format == "json"
+        print(summary_json(run.night.record) if settings.observe.log_format == "json"
               else summary_line(run.night.record), flush=True)
         exit_code = run.night.exit_code
     if run.input_still_reading:
@@ -196,8 +196,8 @@ def _check(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in SPECS}
     settings: Settings = load_settings(flags, os.environ, args.config)
-    setup_logging(settings.log_level, settings.log_format)
-    if settings.discover == (args.input is not None):
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
+    if settings.source.discover == (args.input is not None):
         raise UsageError("--input FILE or --discover: give exactly one (the IDs from a file, "
                          "or listed from the API)")
     return loop.run(run_checks(settings, args.input, os.environ,
@@ -217,7 +217,7 @@ def _publish(args: argparse.Namespace) -> int:
 
     settings = load_settings({n: getattr(args, n) for n in PUBLISH_SETTINGS}, os.environ,
                              args.config)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
     try:
         day = dt.date.fromisoformat(args.snapshot_date)
     except ValueError:
@@ -225,18 +225,18 @@ def _publish(args: argparse.Namespace) -> int:
                          "YYYY-MM-DD") from None
     if not 1 <= args.shards <= 10_000:
         raise UsageError(f"--shards={args.shards}: must be 1 to 10,000")
-    store = open_store(settings, settings.output)
+    store = open_store(settings, settings.output.location)
     run_id = new_run_id(dt.datetime.now(dt.UTC))
     RunId.current = run_id  # in every log line of the JSON format, as a run's
     try:
         with lock(store, run_id):
-            record = publish_shards(store, day, args.shards, run_id, settings.trusted,
-                                    settings.public(), settings.fail_on_untrusted,
-                                    settings.max_failed_share)
+            record = publish_shards(store, day, args.shards, run_id, settings.trust.trusted,
+                                    settings.public(), settings.trust.fail_on_untrusted,
+                                    settings.limits.max_failed_share)
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: publish failed ({reason(exc)}); run it "
                             "again to finish it") from None
-    print(summary_json(record) if settings.log_format == "json" else summary_line(record),
+    print(summary_json(record) if settings.observe.log_format == "json" else summary_line(record),
           flush=True)
     emit_metrics(settings, record, True, newest_success(store))  # the night's, no shard
     assert record.exit_code is not None
@@ -263,9 +263,9 @@ def _diff(args: argparse.Namespace) -> int:
                          "earlier snapshot as --from")
     settings = load_settings({name: getattr(args, name) for name in (
         "output", "trusted_projects", *DIFF_SETTINGS)}, os.environ)
-    store = open_store(settings, settings.output)
-    trusted, whose = trusted_of(store, dates[1], settings.trusted
-                                if settings.trusted_projects is not None else None)
+    store = open_store(settings, settings.output.location)
+    trusted, whose = trusted_of(store, dates[1], settings.trust.trusted
+                                if settings.trust.listed is not None else None)
     table, summary = changes_between(store, dates[0], dates[1], trusted)
     fmt = args.format or ("table" if sys.stdout.isatty() else "csv")
     render(table, fmt, sys.stdout.buffer)
@@ -295,7 +295,7 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError("--nights must be 1 to 3,660 and --older-than 0 to 36,600 days")
     settings = load_settings({name: getattr(args, name) for name in ("output", *DIFF_SETTINGS)},
                              os.environ)
-    store = open_store(settings, settings.output)
+    store = open_store(settings, settings.output.location)
     try:
         if args.snapshot_date is not None:
             day = dt.date.fromisoformat(args.snapshot_date)
@@ -315,7 +315,7 @@ def _report(args: argparse.Namespace) -> int:
         raise FatalRunError(f"output {store.url}: the report could not be written "
                             f"({reason(exc)})") from None
     print(json_line({"event": "report", "snapshot_date": day.isoformat(),
-                     "report": f"{store.url}/{key}"}) if settings.log_format == "json"
+                     "report": f"{store.url}/{key}"}) if settings.observe.log_format == "json"
           else f"report: {store.url}/{key}", flush=True)
     return int(ExitCode.OK)
 
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from collector.demo import demo
 
             setup_logging("info")
-            output = load_settings({"output": args.output}, {}).output
+            output = load_settings({"output": args.output}, {}).output.location
             return demo(output, args.images, args.seed, args.with_s3)
         from collector.fake.cli import serve
 

@@ -86,7 +86,7 @@ async def _night(output: Path | BucketUrl, dataset: Dataset, day: dt.date, seed:
               f"{len(dataset.project_ids)} projects in cn-north-4 with "
               f"{len(dataset.image_ids()) + 1:,} images; throttled at 600 requests/s, ~2% of "
               f"requests fail (retryable), {len(vanished)} images deleted while the run goes")
-        settings = Settings(endpoint=fake.url, iam_endpoint=fake.url, region="cn-north-4",
+        settings = Settings.of(endpoint=fake.url, iam_endpoint=fake.url, region="cn-north-4",
                             discover=True, output=output, rate_limit=500, concurrency=64,
                             backoff_base=0.2, progress_interval=5, snapshot_date=day,
                             trusted_projects=",".join(sorted(trusted)) or None,
@@ -110,7 +110,7 @@ async def _demo(output: Path | BucketUrl, images: int, seed: int,
                          for m in first.members(i))
     record = await _night(output, second, nights[1], seed, partners, storage)
     date = record.snapshot_date.isoformat()
-    store = open_store(Settings(storage_endpoint=storage.get("endpoint")), output, storage)
+    store = open_store(Settings.of(storage_endpoint=storage.get("endpoint")), output, storage)
     print(f"demo: wrote {', '.join(f'{output}/{t}/' for t in TABLES)} and {output}/runs/")
     print("demo: the images shared with the most projects:")
     for name, image, count in top_shared(store, date):

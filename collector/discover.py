@@ -170,7 +170,7 @@ async def discover(settings: Settings, sink: ParquetSink, regions: list[Region],
         return listings
     jobs: list[tuple[Region, Listing]] = []
     for region in regions:
-        projects = list(settings.project_ids)
+        projects = list(settings.source.project_ids)
         if not projects:
             if not region.name:
                 raise UsageError("discover: give --project-id, or --region to list the "
@@ -180,4 +180,4 @@ async def discover(settings: Settings, sink: ParquetSink, regions: list[Region],
             if not projects:
                 log.warning("IAM lists no project of %s: nothing to collect", region.name)
         jobs += [(region, Listing(region.name, p, t)) for p in projects for t in IMAGE_TYPES]
-    return await list_all(jobs, sink, settings.chunk_images, stop)
+    return await list_all(jobs, sink, settings.output.chunk_images, stop)

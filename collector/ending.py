@@ -196,11 +196,11 @@ def emit_metrics(settings: Settings, live: RunRecord, final: bool,
     """The metrics file (every progress interval, and at the end) and, at the end, the
     Pushgateway. Neither can fail the run: each failure is a warning."""
     registry = metrics.registry_of(live, last_success)
-    if settings.metrics_file is not None:
-        metrics.write_file(settings.metrics_file, registry)
-    if final and settings.pushgateway is not None:
-        metrics.push(settings.pushgateway, registry,
-                     metrics.grouping_key(settings.region, settings.shard))
+    if settings.observe.metrics_file is not None:
+        metrics.write_file(settings.observe.metrics_file, registry)
+    if final and settings.observe.pushgateway is not None:
+        metrics.push(settings.observe.pushgateway, registry,
+                     metrics.grouping_key(settings.http.region, settings.shards.label))
 
 
 

@@ -2,7 +2,9 @@
 
     CollectorError                  exit 2 unless a subclass says otherwise
     ├── UsageError                  exit 2: bad flag, setting, input or output, before any request
-    └── FatalRunError               exit 3: the run cannot go on (credentials, output, endpoint)
+    └── FatalRunError               exit 3: the run cannot go on (credentials, output, endpoint);
+                                    its ``blame`` says which
+    Refused (a ValueError)          a setting's value refused, with the ``reason`` shown
 
 Per-image outcomes are not exceptions: they are status rows (``Status``), and the ones we
 diagnose ourselves carry an ``ErrorCode`` (the API's own codes, ``CPS.*``/``APIGW.*``, pass
@@ -79,7 +81,28 @@ class UsageError(CollectorError):
     exit_code = ExitCode.USAGE
 
 
+class Blame(StrEnum):
+    """Which part of the set-up a fatal error points at (``check`` names it)."""
+
+    ENDPOINT = "endpoint"  # the CPH or IAM endpoint: nothing there answers as the API does
+    CREDENTIALS = "credentials"  # everything else a first request can stop on
+
+
 class FatalRunError(CollectorError):
-    """The run cannot go on; what was committed stays valid."""
+    """The run cannot go on; what was committed stays valid. ``blame`` says which part of the
+    set-up to fix, as a value: decisions never read the message's wording."""
 
     exit_code = ExitCode.FATAL
+
+    def __init__(self, message: str, blame: Blame = Blame.CREDENTIALS) -> None:
+        super().__init__(message)
+        self.blame = blame
+
+
+class Refused(ValueError):
+    """A setting's value refused with a ``reason`` its error line shows (a bare ``ValueError``
+    says only what is allowed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

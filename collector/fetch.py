@@ -27,7 +27,7 @@ from collector.client import (
     UnsafeHeader,
 )
 from collector.endpoint import EndpointCheck, Sign, describe, sign_of
-from collector.errors import ErrorCode, FatalRunError, Status, UsageError
+from collector.errors import Blame, ErrorCode, FatalRunError, Status, UsageError
 from collector.intake import Target
 from collector.limiter import RateLimiter
 from collector.results import ImageResult
@@ -248,4 +248,4 @@ class Fetcher:
             raise FatalRunError(f"{exc.reason} for the first {self.endpoint.no_answer} "
                                 "requests; check the proxy (--proxy, CPH_PROXY, "
                                 "HTTPS_PROXY/HTTP_PROXY, NO_PROXY)")
-        raise FatalRunError(error)
+        raise FatalRunError(error, Blame.ENDPOINT)

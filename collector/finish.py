@@ -76,10 +76,10 @@ class Finish:
         The change table is staged first (``stage_changes``) and swapped in with the rest."""
         s, record = self.settings, self.record
         try:
-            summary = await in_thread(stage_changes, sink, record.run_id, s.trusted)
+            summary = await in_thread(stage_changes, sink, record.run_id, s.trust.trusted)
             record.changes = summary.to_json()
             conclusion = ending.with_changes(conclusion, summary.untrusted_alerts,
-                                             s.fail_on_untrusted)
+                                             s.trust.fail_on_untrusted)
             await self.still_ours()
             await in_thread(sink.publish, record.changes)
         except CollectorError as exc:  # ours: its own words and exit code
@@ -91,7 +91,7 @@ class Finish:
         self.conclude(conclusion)
         record.files = list(sink.files)
         await self.save(after_publish=True)
-        await in_thread(after_publish, sink, s.report)
+        await in_thread(after_publish, sink, s.observe.report)
 
     async def stage(self, sink: ParquetSink, conclusion: Conclusion, shard: str,
                     fingerprint: str | None) -> None:

@@ -96,7 +96,7 @@ def publish_night(store: Store, settings: Settings, shard: Shard, day: dt.date, 
                 log.info("shard %s staged; %d of %d shards staged: the last one publishes",
                          shard, count, shard.count)
                 return None
-        record = publish_shards(store, day, shard.count, run_id, settings.trusted,
-                                settings.public(), settings.fail_on_untrusted,
-                                settings.max_failed_share)
+        record = publish_shards(store, day, shard.count, run_id, settings.trust.trusted,
+                                settings.public(), settings.trust.fail_on_untrusted,
+                                settings.limits.max_failed_share)
     return Night(record, night_exit(record, run_id, shard_run))

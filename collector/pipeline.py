@@ -71,22 +71,22 @@ class Run:
                  stderr: TextIO = sys.stderr, plan: bool = False) -> None:
         """``input_path`` None: the images are discovered (``settings.discover``). ``plan``:
         list only, into the date's plan, which shards of a discovery run then collect."""
-        if len(settings.project_ids) > 1 and not settings.discover:
+        if len(settings.source.project_ids) > 1 and not settings.source.discover:
             raise UsageError("project_id: one project for input rows that have none (a list "
                              "is for --discover)")
         self.settings, self.parts, self.stderr = settings, parts, stderr
         self.started = dt.datetime.now(dt.UTC)
-        self.snapshot_date = settings.snapshot_date or self.started.date()
+        self.snapshot_date = settings.output.snapshot_date or self.started.date()
         self.run_id = new_run_id(self.started)
         RunId.current = self.run_id  # in every log line of the JSON format
-        self.shard = settings.shard_spec
-        if plan and (not settings.discover or self.shard is not None):
+        self.shard = settings.shards.shard
+        if plan and (not settings.source.discover or self.shard is not None):
             raise UsageError("plan: lists once for the shards of a --discover run; give "
                              "--discover, and no --shard")
         self.source = source_of(settings, input_path, plan)
         self.share = plan_name() if plan else self.shard.name if self.shard else None  # its staging
         self.stages = plan or self.shard is not None  # the night's verdict is the publish's
-        self.intake = Intake(None if settings.discover else settings.project_id,
+        self.intake = Intake(None if settings.source.discover else settings.source.project_id,
                              owns=self.shard.owns if self.shard else None)
         self._fingerprint: str | None = None
         self._last_success: float | None = None  # from the metrics file before this run
@@ -184,7 +184,7 @@ class Run:
         self.intake.done = prepared.resumed.keys
         if self._last_success is None:  # off the loop, before the first metrics write
             self._last_success = await in_thread(
-                last_success, self.parts.store, self.settings.metrics_file)
+                last_success, self.parts.store, self.settings.observe.metrics_file)
         self.tally = Tally.resumed(prepared.resumed.counts, prepared.resumed.member_rows)
         await self.finish.save()
         return prepared.survey.lines
@@ -199,7 +199,7 @@ class Run:
                          if f.endpoint_unproven()), None)
         conclusion = ending.verdict(
             self._counts(), stop_signal=self.stop_signal, endpoint=endpoint,
-            max_failed_share=None if self.stages else self.settings.max_failed_share)
+            max_failed_share=None if self.stages else self.settings.limits.max_failed_share)
         if conclusion.publishes and self.stages:
             mark = str(self.shard) if self.shard else plan_name()
             await self.finish.stage(sink, conclusion, mark, self._fingerprint)
@@ -212,7 +212,7 @@ class Run:
                 raise FatalRunError(conclusion.error or "fatal")
 
     def _publishes_night(self) -> bool:
-        return self.settings.publish_when_staged and self.shard is not None
+        return self.settings.shards.publish_when_staged and self.shard is not None
 
     async def _publish_night(self) -> None:
         """Publish the night if every shard is staged (``night.publish_night``); its metrics
@@ -221,8 +221,8 @@ class Run:
         self.night = await in_thread(
             publish_night, self.parts.store, self.settings, self.shard, self.snapshot_date,
             self.run_id, new_run_id(dt.datetime.now(dt.UTC)))
-        if self.night is not None and self.settings.pushgateway is not None:
-            night = dataclasses.replace(self.settings, shard=None, shards=None,
+        if self.night is not None and self.settings.observe.pushgateway is not None:
+            night = self.settings.revise(shard=None, shards=None,
                                         metrics_file=None)
             await in_thread(emit_metrics, night, self.night.record, True,
                                     self._last_success)
@@ -234,10 +234,10 @@ class Run:
         async def tick() -> None:
             """Until cancelled."""
             while True:
-                await self.parts.clock.sleep(self.settings.progress_interval)
+                await self.parts.clock.sleep(self.settings.observe.progress_interval)
                 await in_thread(self._emit_metrics, False)
 
-        async with alongside(tick() if self.settings.metrics_file else None):
+        async with alongside(tick() if self.settings.observe.metrics_file else None):
             yield
 
     async def _collect_one(self, target: Target) -> ImageResult:
@@ -247,22 +247,23 @@ class Run:
     async def _collect(self, lines: Iterator[Line], sink: ParquetSink, total: int | None) -> None:
         s, parts = self.settings, self.parts
         self._collection = Collection(self._collect_one, self.intake, sink, self.tally,
-                                      concurrency=s.concurrency, chunk_images=s.chunk_images,
+                                      concurrency=s.http.concurrency,
+                                      chunk_images=s.output.chunk_images,
                                       clock=parts.clock, stop=self._stop)
         await self._collection.run(
-            lines, total, s.progress_interval, self.stderr,
-            line=progress_json if s.log_format == "json" else None,
-            on_interval=(lambda: self._emit_metrics(False)) if s.metrics_file else None)
+            lines, total, s.observe.progress_interval, self.stderr,
+            line=progress_json if s.observe.log_format == "json" else None,
+            on_interval=(lambda: self._emit_metrics(False)) if s.observe.metrics_file else None)
 
     def _counts(self) -> dict[str, int]:
         return run_counts(self.intake, self.tally, self.listings if self.source.lists else None)
 
     def _emit_metrics(self, final: bool) -> None:
         s = self.settings
-        if s.metrics_file is None and (s.pushgateway is None or not final):
+        if s.observe.metrics_file is None and (s.observe.pushgateway is None or not final):
             return
         if self._last_success is None:
-            self._last_success = last_success(self.parts.store, self.settings.metrics_file)
+            self._last_success = last_success(self.parts.store, self.settings.observe.metrics_file)
         self._count_requests()
         emit_metrics(s, dataclasses.replace(self.record, counts=self._counts()), final,
                      self._last_success)
@@ -274,7 +275,7 @@ class Run:
         return any(f.endpoint_unproven() for f in self._cph_fetchers())
 
     def _count_requests(self) -> None:
-        self.parts.count_requests(self.record, self.settings.rate_limit)
+        self.parts.count_requests(self.record, self.settings.http.rate_limit)
 
     def _on_signal(self, signum: int) -> None:
         if self.stop_signal is None:

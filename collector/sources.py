@@ -95,8 +95,8 @@ def source_of(settings: Settings, input_path: str | None, plan: bool) -> Source:
         return InputFile(input_path, settings)
     if plan:
         return Discovery(settings, collects=False)
-    if settings.shard_spec is not None:
-        return Planned(settings, settings.shard_spec)
+    if settings.shards.shard is not None:
+        return Planned(settings, settings.shards.shard)
     return Discovery(settings, collects=True)
 
 
@@ -109,7 +109,7 @@ class InputFile:
         """``given``: the path or bucket URL the user gave."""
         self.label = self._path = given
         self.settings = settings
-        self.fmt = detect_format(given, settings.input_format)
+        self.fmt = detect_format(given, settings.source.input_format)
         self._lines: Generator[Line, None, None] | None = None
 
     @property
@@ -121,14 +121,14 @@ class InputFile:
         """Download (a bucket's object), then read the first line off the loop."""
         path = self._path = await in_thread(local_input, self.label, scratch, stores)
         self._lines = await in_daemon_thread(
-            lambda: open_input(path, self.fmt, self.settings.project_id))
+            lambda: open_input(path, self.fmt, self.settings.source.project_id))
 
     def fingerprint(self, digest: str | None) -> str | None:
         """The input's bytes and what shapes the rows; None for stdin (cannot be read twice)."""
         if digest is None:
             return None
         s = self.settings
-        return _sha256(f"{digest}|{s.cph_endpoint}|{s.project_id}|{s.input_format}")
+        return _sha256(f"{digest}|{s.cph_endpoint}|{s.source.project_id}|{s.source.input_format}")
 
     async def images(self, ctx: Context, surveyed: int | None) -> Images:
         """The file's lines, as many as the survey counted."""
@@ -150,7 +150,7 @@ class _Listed:
     def __init__(self, settings: Settings) -> None:
         """The settings say what is listed."""
         self.settings = settings
-        self.fmt = detect_format("-", settings.input_format)
+        self.fmt = detect_format("-", settings.source.input_format)
 
     async def open(self, scratch: Path, stores: Callable[[BucketUrl], Store]) -> None:
         """Nothing to open."""
@@ -158,7 +158,8 @@ class _Listed:
     def fingerprint(self, digest: str | None) -> str | None:
         """The endpoint, projects, region and IAM: what is listed."""
         s = self.settings
-        return _sha256(f"discover|{s.cph_endpoint}|{s.project_id}|{s.region}|{s.iam_url}")
+        return _sha256(f"discover|{s.cph_endpoint}|{s.source.project_id}|{s.http.region}|"
+                       f"{s.iam_url}")
 
     def close(self, still_reading: bool) -> None:
         """Nothing to close."""

@@ -52,4 +52,4 @@ def _store(output: str | Path | Store, endpoint: str | None, region: str | None)
     from collector.build import open_store  # the run's storage settings and credentials
     from collector.config import Settings
 
-    return open_store(Settings(storage_endpoint=endpoint, region=region), url)
+    return open_store(Settings.of(storage_endpoint=endpoint, region=region), url)

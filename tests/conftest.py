@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -107,12 +107,12 @@ def collect(tmp_path: Path) -> Callable[..., Awaitable[Outcome]]:
             input_path = tmp_path / "ids.txt"
             input_path.write_text("".join(f"{line}\n" for line in lines or []), encoding="utf-8")
         output = output or tmp_path / "out"
-        base = Settings(endpoint=endpoint or (fake.url if fake else None), output=output,
+        base = Settings.of(endpoint=endpoint or (fake.url if fake else None), output=output,
                         project_id=fake.dataset.project_ids[0] if fake else "p1",
                         rate_limit=100_000, concurrency=16, progress_interval=3600,
                         max_failed_share=1.0)  # tiny nights: one failed image is a share;
         # a test of max_failed_share gives it
-        settings = replace(base, **settings)
+        settings = base.revise(**settings)
         stderr = io.StringIO()
         credentials = auth if callable(auth) else (lambda _: auth or TokenAuth(Secret(token)))
         # env={} by default: the machine's own HTTP(S)_PROXY never applies here

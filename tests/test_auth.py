@@ -222,7 +222,7 @@ def test_a_secret_is_redacted_in_every_encoding_a_manifest_or_log_may_use() -> N
     ({"CPH_AUTH_TOKEN": "token-1234"}, TokenAuth),
 ])
 def test_auto_picks_the_method_from_the_environment(env: dict[str, str], kind: type) -> None:
-    settings_ = Settings(iam_user="alice", iam_domain="acct", region="cn-north-4")
+    settings_ = Settings.of(iam_user="alice", iam_domain="acct", region="cn-north-4")
     auth = build_auth(settings_, env, no_post)
     assert isinstance(auth, kind)
     if isinstance(auth, IamTokenAuth):
@@ -230,8 +230,8 @@ def test_auto_picks_the_method_from_the_environment(env: dict[str, str], kind: t
 
 
 @pytest.mark.parametrize(("settings_", "env", "message"), [
-    (Settings(auth="aksk"), {}, "set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"),
-    (Settings(auth="password"), {"CPH_IAM_PASSWORD": "pw"}, "--iam-user and --iam-domain"),
+    (Settings.of(auth="aksk"), {}, "set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"),
+    (Settings.of(auth="password"), {"CPH_IAM_PASSWORD": "pw"}, "--iam-user and --iam-domain"),
     (Settings(), {}, "CPH_AUTH_TOKEN: not set"),
 ])
 def test_incomplete_credentials_are_a_usage_error(settings_: Settings, env: dict[str, str],
@@ -241,10 +241,10 @@ def test_incomplete_credentials_are_a_usage_error(settings_: Settings, env: dict
 
 
 def test_a_region_gives_the_documented_endpoints(tmp_path: Path) -> None:
-    regional = Settings(region="ap-southeast-1")
+    regional = Settings.of(region="ap-southeast-1")
     assert regional.cph_endpoint == "https://cph.ap-southeast-1.myhuaweicloud.com"
     assert regional.iam_url == "https://iam.ap-southeast-1.myhuaweicloud.com"
-    assert Settings(region="cn-north-4", endpoint="http://127.0.0.1:1").cph_endpoint == \
+    assert Settings.of(region="cn-north-4", endpoint="http://127.0.0.1:1").cph_endpoint == \
         "http://127.0.0.1:1"
 
 

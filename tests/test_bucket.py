@@ -343,7 +343,7 @@ async def far_run(fake: FakeCph, s3: S3Server, url: Any, ids: Path, delay: float
     from tests.conftest import TOKEN, no_sleep
 
     await asyncio.sleep(after)
-    settings = Settings(endpoint=fake.url, output=url, project_id=fake.dataset.project_ids[0],
+    settings = Settings.of(endpoint=fake.url, output=url, project_id=fake.dataset.project_ids[0],
                         storage_endpoint=s3.endpoint, snapshot_date=DAY, chunk_images=10,
                         rate_limit=100_000, progress_interval=3600)
     parts = build(settings, S3_ENV, auth=lambda _: TokenAuth(Secret(TOKEN)),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ async def check(fake: FakeCph, tmp_path: Path, *, token: str = TOKEN, ids: bool 
                 env: dict[str, str] | None = None, **settings: Any) -> tuple[int, list[str]]:
     path = tmp_path / "ids.txt"
     path.write_text("".join(f"{i}\n" for i in fake.dataset.image_ids()))
-    base = Settings(endpoint=fake.url, output=tmp_path / "out",
+    base = Settings.of(endpoint=fake.url, output=tmp_path / "out",
                     project_id=fake.dataset.project_ids[0], discover=not ids)
     lines: list[str] = []
-    code = await run_checks(replace(base, **settings), str(path) if ids else None, env or {},
+    code = await run_checks(base.revise(**settings), str(path) if ids else None, env or {},
                             auth=lambda _: TokenAuth(Secret(token)), out=lines.append)
     return code, lines
 
@@ -113,3 +112,26 @@ async def test_a_project_the_api_refuses_is_exit_1_as_the_run_would_give(
     refused = [line for line in lines if line.startswith("check listing: failed")]
     assert len(refused) == 1 and locked in refused[0] and "CPS.0001" in refused[0]
     assert lines[-1].endswith("; exit 1")
+
+
+async def _blamed(fake: FakeCph, tmp_path: Path, monkeypatch: Any,
+                  error: Exception) -> list[str]:
+    async def stops(*_: Any) -> list[Any]:
+        raise error
+
+    monkeypatch.setattr("collector.check._member_call", stops)
+    return (await check(fake, tmp_path))[1]
+
+
+async def test_the_blame_comes_from_the_error_not_its_wording(
+        fake: FakeCph, tmp_path: Path, monkeypatch: Any) -> None:
+    """A reworded message keeps its blame: an endpoint error that does not start with
+    "endpoint " still blames the endpoint, and a credentials error that does, the credentials."""
+    from collector.errors import Blame, FatalRunError
+
+    lines = await _blamed(fake, tmp_path, monkeypatch,
+                          FatalRunError("nothing answers as CPH does", Blame.ENDPOINT))
+    assert lines[-2] == "check endpoint: failed (nothing answers as CPH does)"
+    lines = await _blamed(fake, tmp_path, monkeypatch,
+                          FatalRunError("endpoint accepted no token: HTTP 401"))
+    assert lines[-2] == "check credentials: failed (endpoint accepted no token: HTTP 401)"

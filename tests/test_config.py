@@ -28,8 +28,9 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
     config.write_text("rate_limit = 10\nconcurrency = 8\nmax_attempts = 3\n")
     env = {"CPH_RATE_LIMIT": "20", "CPH_CONCURRENCY": "9"}
     settings = load_settings({"rate_limit": "30"}, env, config)
-    assert (settings.rate_limit, settings.concurrency, settings.max_attempts) == (30.0, 9, 3)
-    assert settings.read_timeout == Settings().read_timeout
+    assert (settings.http.rate_limit, settings.http.concurrency,
+            settings.retry.max_attempts) == (30.0, 9, 3)
+    assert settings.http.read_timeout == Settings().http.read_timeout
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -72,10 +73,10 @@ def test_a_broken_toml_file_is_one_line(tmp_path: Path) -> None:
 
 def test_settings_are_frozen_and_typed() -> None:
     settings = load_settings({"snapshot_date": "2026-01-02", "output": "x"}, {})
-    assert settings.snapshot_date == dt.date(2026, 1, 2)
-    assert settings.output == Path("x")
+    assert settings.output.snapshot_date == dt.date(2026, 1, 2)
+    assert settings.output.location == Path("x")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.rate_limit = 1  # type: ignore[misc]
+        settings.http.rate_limit = 1  # type: ignore[misc]
 
 
 def test_backoff_cap_below_base_is_rejected() -> None:
@@ -104,7 +105,7 @@ def test_a_whole_number_in_toml_may_be_written_as_a_float_only_when_it_is_whole(
         tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("concurrency = 8.0\n")
-    assert load_settings({}, {}, config).concurrency == 8
+    assert load_settings({}, {}, config).http.concurrency == 8
     config.write_text("concurrency = 5.7\n")
     with pytest.raises(UsageError, match=r"c.toml: concurrency=5.7: must be a whole number"):
         load_settings({}, {}, config)
@@ -112,7 +113,7 @@ def test_a_whole_number_in_toml_may_be_written_as_a_float_only_when_it_is_whole(
 
 def test_proxy_credentials_may_come_from_the_environment_and_are_redacted() -> None:
     settings = load_settings({}, {"CPH_PROXY": "http://job:s3cret-pw@proxy.example:3128"})
-    assert settings.proxy == "http://job:s3cret-pw@proxy.example:3128"
+    assert settings.http.proxy == "http://job:s3cret-pw@proxy.example:3128"
     assert settings.public()["proxy"] == "http://***@proxy.example:3128"
 
 
@@ -169,4 +170,14 @@ def test_a_proxy_is_a_url_and_its_password_never_shows_in_the_error(where: str,
 def test_good_urls_pass_as_given() -> None:
     settings = load_settings({"endpoint": "https://[::1]:8443/cph/", "proxy": "http://p:3128"},
                              {"HTTPS_PROXY": "http://u:pw@proxy.example:8080/"})
-    assert (settings.endpoint, settings.proxy) == ("https://[::1]:8443/cph", "http://p:3128")
+    assert (settings.http.endpoint, settings.http.proxy) == ("https://[::1]:8443/cph", "http://p:3128")
+
+
+def test_a_refused_value_shows_its_reason_whatever_its_first_words(tmp_path: Path) -> None:
+    """The reason is shown because the parser gave one (``Refused``), not because its
+    wording starts with "it": the .prom rule's reason used to be dropped."""
+    with pytest.raises(UsageError) as caught:
+        load_settings({"metrics_file": str(tmp_path / "m.txt")}, {})
+    assert str(caught.value) == (f"--metrics-file={str(tmp_path / 'm.txt')!r}: must be a file "
+                                 "path ending in .prom (the textfile collector reads only files "
+                                 "named *.prom)")

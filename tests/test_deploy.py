@@ -201,7 +201,7 @@ def test_the_airflow_dag_maps_one_task_a_shard_then_publishes() -> None:
     collect, publish = _Task.made
     lines = collect.kwargs["mapped"]["bash_command"]
     shards = [command(line)[1] for line in lines]
-    assert [s.shard for s in shards if s] == ["1/3", "2/3", "3/3"]
+    assert [s.shards.label for s in shards if s] == ["1/3", "2/3", "3/3"]
     assert collect.downstream == [publish]
     assert command(publish.kwargs["bash_command"])[0] == "publish"
     assert publish.kwargs["trigger_rule"] == "all_done"  # after the shards, however they ended
@@ -214,5 +214,5 @@ def test_the_one_host_recipe_runs_three_shards_then_publishes() -> None:
     run = fan_out.split("xargs -P 3 -I {} ", 1)[1]
     for k in (1, 2, 3):
         kind, settings = command(run.replace("{}", str(k)))
-        assert kind == "run" and settings is not None and settings.shard == f"{k}/3"
+        assert kind == "run" and settings is not None and settings.shards.label == f"{k}/3"
     assert command(publish)[0] == "publish"

@@ -162,7 +162,7 @@ def test_a_silent_store_is_waited_for_as_long_as_read_timeout_says(
     from collector.config import Settings
     from collector.store import BucketUrl
 
-    settings = Settings(storage_endpoint=f"http://127.0.0.1:{silent_store}", max_attempts=1,
+    settings = Settings.of(storage_endpoint=f"http://127.0.0.1:{silent_store}", max_attempts=1,
                         connect_timeout=0.5, read_timeout=read_timeout)
     store = open_store(settings, BucketUrl("s3", "bucket", "nightly"), {
         "AWS_ACCESS_KEY_ID": "AKSTORETEST000000000", "AWS_SECRET_ACCESS_KEY": "s" * 40})

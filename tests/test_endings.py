@@ -190,7 +190,7 @@ async def _plan(fake: FakeCph, output: Path, **common: object) -> None:
     from collector.secrets import Secret
     from tests.conftest import TOKEN
 
-    settings = Settings(endpoint=fake.url, output=output, snapshot_date=DAY, rate_limit=100_000,
+    settings = Settings.of(endpoint=fake.url, output=output, snapshot_date=DAY, rate_limit=100_000,
                         progress_interval=3600, **common)  # type: ignore[arg-type]
     parts = build(settings, {}, auth=lambda _: TokenAuth(Secret(TOKEN)))
     planned = await Run(settings, None, parts, plan=True).execute()
@@ -402,8 +402,8 @@ def test_max_failed_share_is_a_share() -> None:
     from collector.config import load_settings
     from collector.errors import UsageError
 
-    assert load_settings({}, {}).max_failed_share == 0.1
-    assert load_settings({}, {"CPH_MAX_FAILED_SHARE": "0.5"}).max_failed_share == 0.5
+    assert load_settings({}, {}).limits.max_failed_share == 0.1
+    assert load_settings({}, {"CPH_MAX_FAILED_SHARE": "0.5"}).limits.max_failed_share == 0.5
     with pytest.raises(UsageError, match=r"^--max-failed-share=1.5: must be a number from 0 "
                                          r"to 1$"):
         load_settings({"max_failed_share": 1.5}, {})

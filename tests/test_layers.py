@@ -19,9 +19,11 @@ LAYERS = [
      "lease_disk"},  # rules over values; where the output lives (disk or bucket); flocks
     {"proxy", "intake", "manifest", "results", "logs", "lease_bucket",
      "schemas"},  # ...; bucket leases; the tables' schemas, the column builder, Parquet files
-    {"metrics", "lease", "chunks", "published", "observe"},  # the run as Prometheus
-    # metrics; who may write, alive; a chunk's rows; what is published, read back; the
-    # summary and progress lines
+    {"kinds"},  # how a setting's text becomes its value
+    {"metrics", "lease", "chunks", "published", "observe", "specs"},  # the run as Prometheus
+    # metrics; every setting declared once; who may write, alive; a chunk's rows; what is
+    # published, read back; the summary and progress lines
+    {"groups"},  # the settings as frozen value objects, one per concern
     {"config", "client", "feed", "hygiene"},  # settings; the HTTP pool (transport only); the
     # read-ahead; finishing interrupted publishes and removing dead runs' staging
     {"retry", "sink"},  # the retry policy; Parquet staged and published

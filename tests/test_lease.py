@@ -44,7 +44,7 @@ def store(s3: S3Server) -> BucketStore:
     from collector.config import Settings
 
     url = s3.bucket()
-    made = open_store(Settings(storage_endpoint=s3.endpoint), url, S3_ENV)
+    made = open_store(Settings.of(storage_endpoint=s3.endpoint), url, S3_ENV)
     assert isinstance(made, BucketStore)
     return made
 

@@ -82,7 +82,7 @@ async def test_a_shard_that_finds_its_share_published_by_another_says_so_and_exi
     parts = [await collect(fake, dataset.image_ids(), shard=f"{k}/2", snapshot_date=DAY)
              for k in (1, 2)]
     store = LocalStore(tmp_path / "out")
-    settings = Settings(output=tmp_path / "out", shard="1/2", publish_when_staged=True)
+    settings = Settings.of(output=tmp_path / "out", shard="1/2", publish_when_staged=True)
     from collector.shards import Shard
 
     one = publish_night(store, settings, Shard(1, 2), DAY, parts[0].record.run_id,

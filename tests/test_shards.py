@@ -46,7 +46,7 @@ def test_the_split_is_the_same_everywhere_and_even() -> None:
 
 def test_shards_n_takes_the_index_from_a_kubernetes_indexed_job() -> None:
     settings = load_settings({"shards": "3"}, {"JOB_COMPLETION_INDEX": "1"})
-    assert settings.shard == "2/3"
+    assert settings.shards.label == "2/3"
     with pytest.raises(UsageError, match=r"^--shards 3 takes the shard from JOB_COMPLETION_INDEX "
                                          r"\(0 to 2\), which is 3$"):
         load_settings({"shards": "3"}, {"JOB_COMPLETION_INDEX": "3"})
@@ -154,7 +154,7 @@ def _bucket(url: Any, s3: S3Server) -> Store:
     from collector.build import open_store
     from collector.config import Settings
 
-    return open_store(Settings(storage_endpoint=s3.endpoint), url, S3_ENV)
+    return open_store(Settings.of(storage_endpoint=s3.endpoint), url, S3_ENV)
 
 
 async def test_a_discovery_run_is_planned_once_then_sharded_and_published_as_one(
@@ -177,7 +177,7 @@ async def test_a_discovery_run_is_planned_once_then_sharded_and_published_as_one
     from collector.auth import TokenAuth
     from collector.secrets import Secret
 
-    settings = Settings(endpoint=fake.url, output=tmp_path / "out", snapshot_date=DAY,
+    settings = Settings.of(endpoint=fake.url, output=tmp_path / "out", snapshot_date=DAY,
                         rate_limit=100_000, progress_interval=3600, **common)  # type: ignore[arg-type]
     parts = build(settings, {}, auth=lambda _: TokenAuth(Secret(TOKEN)))
     planned = await Pipeline(settings, None, parts, plan=True).execute()
@@ -227,7 +227,7 @@ async def plan(fake: FakeCph, output: Any, day: dt.date, env: dict[str, str],
     from collector.secrets import Secret
     from tests.conftest import TOKEN
 
-    settings = Settings(endpoint=fake.url, output=output, snapshot_date=day, discover=True,
+    settings = Settings.of(endpoint=fake.url, output=output, snapshot_date=day, discover=True,
                         project_id=fake.dataset.project_ids[0], rate_limit=100_000,
                         progress_interval=3600, storage_endpoint=storage_endpoint)
     parts = build(settings, env, auth=lambda _: TokenAuth(Secret(TOKEN)))

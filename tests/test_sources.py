@@ -9,7 +9,7 @@ from collector.sources import Discovery, InputFile, Planned, source_of
 
 
 def settings(**given: object) -> Settings:
-    return Settings(endpoint="http://127.0.0.1:9", output=Path("out"),
+    return Settings.of(endpoint="http://127.0.0.1:9", output=Path("out"),
                     **given)  # type: ignore[arg-type]
 
 
