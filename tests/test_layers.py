@@ -4,6 +4,7 @@ server stays apart from the collector it fakes an API for."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "collector"
@@ -98,3 +99,10 @@ def test_the_fake_server_uses_nothing_of_the_collector_but_the_signature_rules()
              for path in (PACKAGE / "fake").glob("*.py") for used in imports(path)
              if not used.startswith("fake") and used not in FAKE_MAY_USE]
     assert wrong == []
+
+
+def test_the_module_map_in_the_docs_names_every_module_in_its_layer() -> None:
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    mapped = {(int(layer), module) for layer, module in
+              re.findall(r"^\| (\d+) \| \[`(\w+)`\]", text, re.M)}
+    assert mapped == {(n, module) for n, layer in enumerate(LAYERS) for module in layer}
