@@ -20,7 +20,14 @@ from typing import Any
 
 from collector import loop
 from collector.config import SPECS, Settings, env_name, load_settings
-from collector.errors import CollectorError, ExitCode, FatalRunError, RunStatus, UsageError
+from collector.errors import (
+    CollectorError,
+    ExitCode,
+    FatalRunError,
+    LockHeld,
+    RunStatus,
+    UsageError,
+)
 from collector.logs import Format, final_line, json_line, setup_logging
 
 log = logging.getLogger("collector")
@@ -233,6 +240,8 @@ def _publish(args: argparse.Namespace) -> int:
             record = publish_shards(store, day, args.shards, run_id, settings.trust.trusted,
                                     settings.public(), settings.trust.fail_on_untrusted,
                                     settings.limits.max_failed_share)
+    except LockHeld as held:
+        raise held.for_publish(day) from None
     except OSError as exc:
         raise FatalRunError(f"output {store.url}: publish failed ({reason(exc)}); run it "
                             "again to finish it") from None

@@ -81,6 +81,23 @@ class UsageError(CollectorError):
     exit_code = ExitCode.USAGE
 
 
+class LockHeld(UsageError):
+    """The output's lock is held by another live run: ``where`` and ``holder`` as values, so a
+    command that is not a run (``publish``) can say what to do in its own words."""
+
+    def __init__(self, where: str, holder: str) -> None:
+        self.where, self.holder = where, holder
+        super().__init__(f"output {where}: another cph-collector run ({holder}) is writing to "
+                         "it; wait for it or use another --output")
+
+    def for_publish(self, snapshot_date: object) -> UsageError:
+        """The refusal as a publish says it: retrying the publish is the remedy."""
+        return UsageError(f"publish of {snapshot_date} refused: another cph-collector run "
+                          f"({self.holder}) is writing to the output {self.where}; nothing was "
+                          "published: run this publish again after it ends (it then publishes "
+                          "the night, or gives the verdict of the publish that did)")
+
+
 class Blame(StrEnum):
     """Which part of the set-up a fatal error points at (``check`` names it)."""
 

@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from collector.concurrency import start_thread
-from collector.errors import UsageError
+from collector.errors import LockHeld, UsageError
 from collector.lease_disk import LOCK_NAME
 from collector.store import BucketStore, Store, reason
 
@@ -104,10 +104,9 @@ class BucketLock:
             self.timing.lease
 
     def _refusal(self, doc: dict[str, Any]) -> UsageError:
-        return UsageError(f"output {self.store.url}: another cph-collector run "
-                          f"({doc.get('run_id')} on {doc.get('host')}, pid {doc.get('pid')}, "
-                          f"seen {max(age(doc, self.clock()), 0):.0f} s ago) is writing to it; "
-                          "wait for it or use another --output")
+        return LockHeld(str(self.store.url),
+                        f"{doc.get('run_id')} on {doc.get('host')}, pid {doc.get('pid')}, "
+                        f"seen {max(age(doc, self.clock()), 0):.0f} s ago")
 
     def __enter__(self) -> BucketLock:
         try:

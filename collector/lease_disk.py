@@ -20,7 +20,7 @@ from types import TracebackType
 
 import orjson
 
-from collector.errors import UsageError
+from collector.errors import LockHeld, UsageError
 
 LOCK_NAME = ".cph-collector.lock"
 
@@ -59,9 +59,7 @@ class OutputLock:
             except BlockingIOError:
                 holder = _describe(_holder_bytes(fd))
                 os.close(fd)
-                raise UsageError(f"output {self.path.parent}: another cph-collector run "
-                                 f"({holder}) is writing to it; wait for it or use another "
-                                 "--output") from None
+                raise LockHeld(str(self.path.parent), holder) from None
             if _names(self.path, fd):
                 break
             os.close(fd)

@@ -313,3 +313,17 @@ def test_check_from_the_command_line_passes_then_names_a_wrong_token(
                      wrong.stdout, re.M)
     assert "a-wrong-token-1234" not in wrong.stdout + wrong.stderr
     assert not (tmp_path / "out" / "runs").exists()  # nothing written
+
+
+def test_a_publish_refused_by_a_held_lock_says_to_run_the_publish_again(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out, run_id="20261202T040000Z-abcdef"):
+        done = cli("publish", "--output", str(out), "--snapshot-date", "2026-12-01",
+                   "--shards", "3")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"cph-collector: error: publish of 2026-12-01 refused: another cph-collector run "
+        f"(run 20261202T040000Z-abcdef, pid {os.getpid()}) is writing to the output {out}; "
+        "nothing was published: run this publish again after it ends (it then publishes the "
+        "night, or gives the verdict of the publish that did)")
